@@ -1,0 +1,13 @@
+//! The sans-IO core of cqlmirror, a dual-write proxy for the Apache Cassandra CQL native
+//! protocol.
+//!
+//! This crate holds every protocol decision the proxy makes and none of its I/O: no sockets,
+//! no clocks, no threads, no runtime. Drivers (`proxy-smol`, `proxy-tokio`, or a simulation)
+//! feed it bytes and the current time and carry out what it asks for.
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "cli")]
+pub mod cli;
+
+/// The version of this crate, reported by `--version` of both binaries.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

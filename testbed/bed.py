@@ -1,0 +1,663 @@
+#!/usr/bin/env python3
+"""The cqlmirror test bed: real Apache Cassandra 5.0 clusters on loopback.
+
+    testbed up [--source-nodes N] [--target-nodes N] [--auth SIDE] [--tls SIDE] [--owner-pid PID]
+    testbed down
+    testbed status
+    testbed env          # shell exports of the clusters' addresses for tests
+    testbed classpath    # fetch and cache the Cassandra classpath only
+
+The source cluster listens on 127.0.0.1 (more nodes on 127.0.0.3, .5), the target on 127.0.0.2
+(more nodes on .4, .6), all on port 9042. Each cluster has its own name, data-center name,
+storage and logs under the state directory (default: <repo>/target/testbed).
+Standard library only, so that it runs before any client tooling is installed.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cqlprobe  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+STATE_DIR = Path(os.environ.get("CQLMIRROR_BED_DIR", REPO / "target" / "testbed")).resolve()
+CACHE_DIR = Path(os.environ.get("CQLMIRROR_CACHE", Path.home() / ".cache" / "cqlmirror")).resolve()
+CASSANDRA_VERSIONS = ("5.0.8", "5.0.6")
+NATIVE_PORT = 9042
+STORAGE_PORT = 7000
+SUPERUSER = ("cassandra", "cassandra")
+TLS_PASSWORD = "cqlmirror"
+MAX_NODES = 3
+SIDES = ("source", "target")
+
+CLUSTERS = {
+    # side: (cluster name, data center, first loopback octet of each node)
+    "source": ("cqlmirror-source", "dc_source", (1, 3, 5)),
+    "target": ("cqlmirror-target", "dc_target", (2, 4, 6)),
+}
+
+# Module flags Cassandra 5.0 needs on Java 17 (its conf/jvm17-server.options), plus a small heap.
+JVM_FLAGS = """
+-ea
+-Xss256k
+-XX:+UseG1GC
+-XX:+ExitOnOutOfMemoryError
+-XX:+PerfDisableSharedMem
+-Djava.net.preferIPv4Stack=true
+-Djdk.attach.allowAttachSelf=true
+-Dio.netty.tryReflectionSetAccessible=true
+-Dio.netty.allocator.useCacheForAllThreads=true
+-Dio.netty.allocator.maxOrder=11
+--add-exports java.base/jdk.internal.misc=ALL-UNNAMED
+--add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED
+--add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED
+--add-exports java.rmi/sun.rmi.server=ALL-UNNAMED
+--add-exports java.sql/java.sql=ALL-UNNAMED
+--add-exports java.base/java.lang.ref=ALL-UNNAMED
+--add-exports jdk.unsupported/sun.misc=ALL-UNNAMED
+--add-exports jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED
+--add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED
+--add-opens java.base/java.lang.module=ALL-UNNAMED
+--add-opens java.base/jdk.internal.loader=ALL-UNNAMED
+--add-opens java.base/jdk.internal.ref=ALL-UNNAMED
+--add-opens java.base/jdk.internal.reflect=ALL-UNNAMED
+--add-opens java.base/jdk.internal.math=ALL-UNNAMED
+--add-opens java.base/jdk.internal.module=ALL-UNNAMED
+--add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED
+--add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED
+--add-opens java.base/sun.nio.ch=ALL-UNNAMED
+--add-opens java.base/java.io=ALL-UNNAMED
+--add-opens java.base/java.nio=ALL-UNNAMED
+--add-opens java.base/java.lang.reflect=ALL-UNNAMED
+--add-opens jdk.compiler/com.sun.tools.javac=ALL-UNNAMED
+--add-opens java.base/java.lang=ALL-UNNAMED
+--add-opens java.base/java.util=ALL-UNNAMED
+--add-opens java.base/java.util.concurrent=ALL-UNNAMED
+--add-opens java.base/java.util.concurrent.atomic=ALL-UNNAMED
+"""
+
+# Start-up shortcuts that are safe for throw-away clusters.
+FAST_START = [
+    "-Dcassandra-foreground=yes",
+    "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+    "-Dcassandra.ring_delay_ms=100",
+    "-Dcassandra.superuser_setup_delay_ms=0",
+    "-Dcassandra.unsafesystem=true",
+    "-Dcassandra.consistent.rangemovement=false",
+]
+
+LOGBACK = """<configuration scan="false">
+  <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">
+    <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
+  </appender>
+  <logger name="org.apache.cassandra" level="INFO"/>
+  <logger name="com.datastax" level="WARN"/>
+  <root level="INFO"><appender-ref ref="STDOUT"/></root>
+</configuration>
+"""
+
+
+def log(msg):
+    print(f"testbed: {msg}", file=sys.stderr, flush=True)
+
+
+def fail(msg):
+    log(msg)
+    sys.exit(1)
+
+
+# --------------------------------------------------------------------------------------------
+# Java and the Cassandra classpath
+
+
+def java17():
+    """The `java` of a JDK 17: Cassandra 5.0 runs on 11 and 17 only, newer JDKs fail."""
+    candidates = []
+    if os.environ.get("CQLMIRROR_JAVA_HOME"):
+        candidates.append(Path(os.environ["CQLMIRROR_JAVA_HOME"]))
+    candidates += sorted(Path("/usr/lib/jvm").glob("*17*"))
+    for home in candidates:
+        java = home / "bin" / "java"
+        if java.exists():
+            out = subprocess.run([str(java), "-version"], capture_output=True, text=True).stderr
+            if 'version "17' in out:
+                return str(java)
+    fail("no JDK 17 found under /usr/lib/jvm; install openjdk-17-jdk-headless or set CQLMIRROR_JAVA_HOME")
+
+
+def classpath():
+    """The folder of cassandra-all 5.0.x and its runtime dependencies, fetched once and cached."""
+    for version in CASSANDRA_VERSIONS:
+        lib = CACHE_DIR / f"cassandra-{version}" / "lib"
+        if (lib / ".complete").exists():
+            return version, lib
+    errors = []
+    for version in CASSANDRA_VERSIONS:
+        lib = CACHE_DIR / f"cassandra-{version}" / "lib"
+        pom = lib.parent / "pom.xml"
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        pom.write_text(
+            f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.cqlmirror</groupId>
+  <artifactId>testbed-classpath</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.cassandra</groupId>
+      <artifactId>cassandra-all</artifactId>
+      <version>{version}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+        )
+        log(f"fetching cassandra-all {version} and its dependencies from Maven Central (once)")
+        started = time.monotonic()
+        if lib.exists():
+            shutil.rmtree(lib)
+        cmd = [
+            "mvn", "-B", "-q", "-f", str(pom),
+            "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
+            "-DincludeScope=runtime", f"-DoutputDirectory={lib}",
+        ]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        jar = lib / f"cassandra-all-{version}.jar"
+        if jar.exists() and (lib / "jamm-0.4.0.jar").exists():
+            (lib / ".complete").write_text(version + "\n")
+            log(f"classpath of Cassandra {version}: {len(list(lib.glob('*.jar')))} jars in "
+                f"{time.monotonic() - started:.1f}s, cached in {lib}")
+            return version, lib
+        errors.append(f"cassandra-all {version}: mvn exited {run.returncode}: "
+                      f"{(run.stdout + run.stderr).strip()[-2000:]}")
+    fail("cannot fetch the Cassandra classpath from Maven Central:\n" + "\n".join(errors))
+
+
+# --------------------------------------------------------------------------------------------
+# Cluster layout and configuration
+
+
+def node_addresses(side, count):
+    return [f"127.0.0.{octet}" for octet in CLUSTERS[side][2][:count]]
+
+
+def tokens(count):
+    """Evenly spaced Murmur3 tokens, one per node."""
+    step = 2**64 // count
+    return [-(2**63) + i * step for i in range(count)]
+
+
+def node_dir(side, index):
+    return STATE_DIR / side / f"node{index + 1}"
+
+
+def ensure_tls_material():
+    """A CA and one server certificate valid for every bed address, made once with openssl."""
+    tls = STATE_DIR / "tls"
+    if (tls / "node.p12").exists():
+        return tls
+    tls.mkdir(parents=True, exist_ok=True)
+    sans = ",".join([f"IP:127.0.0.{i}" for i in range(1, 2 * MAX_NODES + 1)] + ["DNS:localhost"])
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tls)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj",
+            "/CN=cqlmirror test bed CA", "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=cqlmirror test bed node",
+            "-keyout", "node.key", "-out", "node.csr")
+    (tls / "san.ext").write_text(f"subjectAltName={sans}\n")
+    openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "3650", "-extfile", "san.ext", "-out", "node.pem")
+    openssl("pkcs12", "-export", "-in", "node.pem", "-inkey", "node.key", "-certfile", "ca.pem",
+            "-passout", f"pass:{TLS_PASSWORD}", "-out", "node.p12")
+    return tls
+
+
+def write_node_config(side, index, opts, tls_dir):
+    name, dc, _ = CLUSTERS[side]
+    count = opts[f"{side}_nodes"]
+    addresses = node_addresses(side, count)
+    address = addresses[index]
+    directory = node_dir(side, index)
+    if directory.exists():
+        shutil.rmtree(directory)  # every `up` starts from empty clusters
+    (directory / "data").mkdir(parents=True)
+    seeds = ",".join(f"{a}:{STORAGE_PORT}" for a in addresses)
+    auth = side in opts["auth_sides"]
+    tls = side in opts["tls_sides"]
+    yaml = f"""# Generated by testbed/bed.py for one throw-away test node.
+cluster_name: '{name}'
+num_tokens: 1
+initial_token: {tokens(count)[index]}
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+endpoint_snitch: GossipingPropertyFileSnitch
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "{seeds}"
+listen_address: {address}
+rpc_address: {address}
+storage_port: {STORAGE_PORT}
+native_transport_port: {NATIVE_PORT}
+start_native_transport: true
+auto_bootstrap: false
+auto_snapshot: false
+hinted_handoff_enabled: false
+authenticator: {"PasswordAuthenticator" if auth else "AllowAllAuthenticator"}
+authorizer: AllowAllAuthorizer
+role_manager: CassandraRoleManager
+concurrent_reads: 8
+concurrent_writes: 8
+concurrent_counter_writes: 8
+compaction_throughput: 0MiB/s
+key_cache_size: 8MiB
+counter_cache_size: 4MiB
+dynamic_snitch: false
+"""
+    if tls:
+        yaml += f"""client_encryption_options:
+  enabled: true
+  optional: false
+  keystore: {tls_dir / "node.p12"}
+  keystore_password: {TLS_PASSWORD}
+  require_client_auth: false
+"""
+    (directory / "cassandra.yaml").write_text(yaml)
+    (directory / "cassandra-rackdc.properties").write_text(f"dc={dc}\nrack=rack1\n")
+    (directory / "logback.xml").write_text(LOGBACK)
+    return directory, address
+
+
+def node_command(java, lib, directory, heap):
+    args = directory / "jvm.args"
+    args.write_text(JVM_FLAGS.strip() + "\n")
+    return [
+        java,
+        f"@{args}",
+        f"-Xms{heap}",
+        f"-Xmx{heap}",
+        f"-javaagent:{lib / 'jamm-0.4.0.jar'}",
+        f"-Dcassandra.config=file://{directory / 'cassandra.yaml'}",
+        f"-Dcassandra.storagedir={directory / 'data'}",
+        f"-Dcassandra-rackdc.properties=file://{directory / 'cassandra-rackdc.properties'}",
+        f"-Dlogback.configurationFile={directory / 'logback.xml'}",
+        f"-Dcassandra.logdir={directory}",
+        *FAST_START,
+        "-cp",
+        f"{lib}/*",
+        "org.apache.cassandra.service.CassandraDaemon",
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# State: what runs, so that `down` stops exactly that
+
+
+def state_file():
+    return STATE_DIR / "state.json"
+
+
+def read_state():
+    try:
+        return json.loads(state_file().read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_state(state):
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = state_file().with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(state_file())
+
+
+def ours(pid):
+    """True when `pid` is alive and is one of this test bed's nodes or its watcher.
+
+    Matched on the command line, so that a reused pid or an unrelated program that merely
+    names a file of the bed (a `tail -f` of a log) is never stopped.
+    """
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    node = f"-Dcassandra.storagedir={STATE_DIR}/".encode()
+    if any(a.startswith(node) for a in args):
+        return True
+    return b"watch" in args and str(STATE_DIR).encode() in args
+
+
+def bed_processes():
+    """Every live process whose command line names this state directory, except ourselves."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid() and ours(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def stop_pids(pids, grace=10.0):
+    pids = [p for p in pids if ours(p)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(ours(p) for p in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        if ours(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(ours(p) for p in pids):
+        time.sleep(0.05)
+    return pids
+
+
+# --------------------------------------------------------------------------------------------
+# Readiness
+
+
+def probe(address, side, opts):
+    """Runs one query on the node; returns its (cluster_name, data_center, peers count)."""
+    user, password = SUPERUSER if side in opts["auth_sides"] else (None, None)
+    ca = str(STATE_DIR / "tls" / "ca.pem") if side in opts["tls_sides"] else None
+    with cqlprobe.Connection(address, NATIVE_PORT, user, password, ca) as conn:
+        row = conn.query("SELECT cluster_name, data_center FROM system.local WHERE key = 'local'")[0]
+        peers = conn.query("SELECT peer FROM system.peers")
+        return row[0].decode(), row[1].decode(), len(peers)
+
+
+def wait_ready(side, nodes, opts, started, timeout, results):
+    """Waits until every node of a cluster answers and sees all its peers; records the time."""
+    count = len(nodes)
+    deadline = started + timeout
+    pending = dict(nodes)  # address -> (process, directory)
+    last_error = {}
+    while pending:
+        for address, (proc, directory) in list(pending.items()):
+            if proc.poll() is not None:
+                tail = "".join((directory / "cassandra.log").read_text(errors="replace").splitlines(True)[-30:])
+                results[side] = f"node {address} exited with status {proc.returncode}; last lines of " \
+                                f"{directory / 'cassandra.log'}:\n{tail}"
+                return
+            try:
+                name, dc, peers = probe(address, side, opts)
+                if name != CLUSTERS[side][0] or dc != CLUSTERS[side][1]:
+                    results[side] = f"node {address} reports cluster {name!r} in {dc!r}, expected " \
+                                    f"{CLUSTERS[side][0]!r} in {CLUSTERS[side][1]!r}"
+                    return
+                if peers == count - 1:
+                    del pending[address]
+                else:
+                    last_error[address] = f"sees {peers} of {count - 1} peers"
+            except (OSError, cqlprobe.ProbeError) as e:
+                last_error[address] = str(e)
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            results[side] = f"not ready after {timeout:.0f}s: " + "; ".join(
+                f"{a}: {last_error.get(a, 'no answer')}" for a in pending)
+            return
+        time.sleep(0.5)
+    results[side] = time.monotonic() - started
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+
+
+def parse_sides(value):
+    return {"none": [], "source": ["source"], "target": ["target"], "both": list(SIDES)}[value]
+
+
+def cmd_up(args):
+    opts = {
+        "source_nodes": args.source_nodes,
+        "target_nodes": args.target_nodes,
+        "auth_sides": parse_sides(args.auth),
+        "tls_sides": parse_sides(args.tls),
+        "heap": args.heap,
+    }
+    state = read_state()
+    if state and any(ours(n["pid"]) for n in state["nodes"]):
+        alive = all(ours(n["pid"]) for n in state["nodes"])
+        if alive and state["options"] == opts:
+            if args.owner_pid:
+                start_watcher(state, args.owner_pid)
+            log("the clusters are already running with these options; nothing to do")
+            print_summary(state)
+            return
+        if alive:
+            fail("the clusters are running with other options "
+                 f"({describe(state['options'])}); run `scripts/testbed down` first")
+        log("some nodes of the previous bed died; stopping the rest and starting afresh")
+        cmd_down(args)
+    else:
+        stray = bed_processes()
+        if stray:
+            log(f"stopping {len(stray)} stray test-bed processes left from an earlier run")
+            stop_pids(stray)
+
+    version, lib = classpath()
+    java = java17()
+    tls_dir = ensure_tls_material() if opts["tls_sides"] else None
+
+    state = {"options": opts, "cassandra_version": version, "nodes": [], "watcher": None}
+    procs = {side: {} for side in SIDES}
+    interrupted = []
+
+    def on_signal(signum, _frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        started = time.monotonic()
+        for side in SIDES:
+            for index in range(opts[f"{side}_nodes"]):
+                directory, address = write_node_config(side, index, opts, tls_dir)
+                out = open(directory / "cassandra.log", "wb")
+                proc = subprocess.Popen(
+                    node_command(java, lib, directory, opts["heap"]),
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    cwd=directory, start_new_session=True,  # a Ctrl-C in the caller's terminal
+                )                                           # reaches us, and we stop them
+                out.close()
+                procs[side][address] = (proc, directory)
+                state["nodes"].append({"side": side, "address": address, "pid": proc.pid,
+                                       "dir": str(directory)})
+                write_state(state)
+        log(f"started Cassandra {version}: " + ", ".join(
+            f"{side} {len(procs[side])} node(s) on {', '.join(procs[side])}" for side in SIDES)
+            + f"; waiting for CQL (up to {args.timeout:.0f}s)")
+        results = {}
+        threads = [threading.Thread(target=wait_ready, args=(side, procs[side], opts, started,
+                                                             args.timeout, results),
+                                    daemon=True)
+                   for side in SIDES]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        failed = {s: r for s, r in results.items() if not isinstance(r, float)}
+        if failed:
+            cmd_down(args)
+            fail("the test bed did not come up:\n" + "\n".join(f"{s}: {r}" for s, r in failed.items()))
+        state["startup_seconds"] = {s: round(results[s], 1) for s in SIDES}
+        write_state(state)
+        for side in SIDES:
+            log(f"{side} cluster {CLUSTERS[side][0]} ({CLUSTERS[side][1]}) answered CQL after "
+                f"{results[side]:.1f}s")
+        if args.owner_pid:
+            start_watcher(state, args.owner_pid)
+        print_summary(state)
+    except KeyboardInterrupt:
+        log("interrupted: stopping the nodes started so far")
+        cmd_down(args)
+        sys.exit(130)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def start_watcher(state, owner_pid):
+    """A detached process that stops the bed when `owner_pid` exits, even if it was killed."""
+    if state.get("watcher") and ours(state["watcher"]):
+        stop_pids([state["watcher"]], grace=1)
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "watch", "--owner-pid", str(owner_pid),
+         "--state-dir", str(STATE_DIR)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    state["watcher"] = proc.pid
+    write_state(state)
+
+
+def cmd_watch(args):
+    while True:
+        time.sleep(1)
+        state = read_state()
+        if state is None or state.get("watcher") != os.getpid():
+            return  # `down` ran, or another watcher took over
+        try:
+            os.kill(args.owner_pid, 0)
+        except ProcessLookupError:
+            log(f"owner process {args.owner_pid} is gone: stopping the test bed")
+            cmd_down(args)
+            return
+
+
+def cmd_down(_args):
+    state = read_state()
+    pids = []
+    if state:
+        pids = [n["pid"] for n in state["nodes"]]
+        if state.get("watcher") and state["watcher"] != os.getpid():
+            pids.append(state["watcher"])
+    pids += [p for p in bed_processes() if p not in pids]
+    pids = [p for p in pids if p != os.getpid() and p != os.getppid()]
+    stopped = stop_pids(pids)
+    left = [p for p in stopped if ours(p)]
+    try:
+        state_file().unlink()
+    except FileNotFoundError:
+        pass
+    if left:
+        fail(f"processes {left} did not stop; kill them with `kill -9 {' '.join(map(str, left))}`")
+    log(f"stopped {len(stopped)} test-bed process(es)" if stopped else "nothing was running")
+
+
+def describe(opts):
+    return (f"source nodes {opts['source_nodes']}, target nodes {opts['target_nodes']}, "
+            f"auth {'+'.join(opts['auth_sides']) or 'none'}, tls {'+'.join(opts['tls_sides']) or 'none'}")
+
+
+def env_lines(state):
+    opts = state["options"]
+    lines = [f"CQLMIRROR_BED_CASSANDRA_VERSION={state['cassandra_version']}"]
+    for side in SIDES:
+        up = side.upper()
+        nodes = [f"{a}:{NATIVE_PORT}" for a in node_addresses(side, opts[f"{side}_nodes"])]
+        auth = side in opts["auth_sides"]
+        tls = side in opts["tls_sides"]
+        lines += [
+            f"CQLMIRROR_BED_{up}={nodes[0]}",
+            f"CQLMIRROR_BED_{up}_NODES={','.join(nodes)}",
+            f"CQLMIRROR_BED_{up}_CLUSTER={CLUSTERS[side][0]}",
+            f"CQLMIRROR_BED_{up}_DC={CLUSTERS[side][1]}",
+            f"CQLMIRROR_BED_{up}_USERNAME={SUPERUSER[0] if auth else ''}",
+            f"CQLMIRROR_BED_{up}_PASSWORD={SUPERUSER[1] if auth else ''}",
+            f"CQLMIRROR_BED_{up}_TLS_CA={STATE_DIR / 'tls' / 'ca.pem' if tls else ''}",
+        ]
+    return lines
+
+
+def print_summary(state):
+    for line in env_lines(state):
+        print(f"export {line}")
+
+
+def cmd_env(_args):
+    state = read_state()
+    if not state or not all(ours(n["pid"]) for n in state["nodes"]):
+        fail("the test bed is not running: start it with `scripts/testbed up`")
+    print_summary(state)
+
+
+def cmd_status(_args):
+    state = read_state()
+    if not state:
+        print("not running")
+        stray = bed_processes()
+        if stray:
+            print(f"stray test-bed processes: {stray} (`scripts/testbed down` stops them)")
+        return
+    print(f"Cassandra {state['cassandra_version']}; {describe(state['options'])}")
+    for node in state["nodes"]:
+        alive = ours(node["pid"])
+        answer = "-"
+        if alive:
+            try:
+                name, dc, peers = probe(node["address"], node["side"], state["options"])
+                answer = f"answers CQL: {name} / {dc}, {peers} peer(s)"
+            except (OSError, cqlprobe.ProbeError) as e:
+                answer = f"does not answer CQL: {e}"
+        print(f"{node['side']:7} {node['address']:10} pid {node['pid']:<8} "
+              f"{'running' if alive else 'STOPPED'}  {answer}")
+    if state.get("watcher"):
+        print(f"watcher pid {state['watcher']} {'running' if ours(state['watcher']) else 'gone'}")
+
+
+def cmd_classpath(_args):
+    version, lib = classpath()
+    print(f"Cassandra {version}: {lib}")
+
+
+def main():
+    parser = argparse.ArgumentParser(prog="testbed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the source and target clusters (fresh, in parallel)")
+    up.add_argument("--source-nodes", type=int, default=1, choices=range(1, MAX_NODES + 1),
+                    help="nodes in the source cluster (default 1)")
+    up.add_argument("--target-nodes", type=int, default=1, choices=range(1, MAX_NODES + 1),
+                    help="nodes in the target cluster (default 1)")
+    up.add_argument("--auth", choices=["none", "source", "target", "both"], default="none",
+                    help="PasswordAuthenticator (login cassandra/cassandra) on these sides")
+    up.add_argument("--tls", choices=["none", "source", "target", "both"], default="none",
+                    help="client TLS on these sides (CA in <state>/tls/ca.pem)")
+    up.add_argument("--heap", default="512m", help="JVM heap per node (default 512m)")
+    up.add_argument("--timeout", type=float, default=180, help="seconds to wait for CQL (default 180)")
+    up.add_argument("--owner-pid", type=int,
+                    help="stop the bed automatically when this process exits (e.g. the test script)")
+    sub.add_parser("down", help="stop every process of the bed")
+    sub.add_parser("status", help="show the nodes and whether they answer CQL")
+    sub.add_parser("env", help="print shell exports of the clusters' addresses")
+    sub.add_parser("classpath", help="fetch and cache the Cassandra classpath only")
+    watch = sub.add_parser("watch", help=argparse.SUPPRESS)
+    watch.add_argument("--owner-pid", type=int, required=True)
+    watch.add_argument("--state-dir")  # only so that the watcher's command line names the bed
+    args = parser.parse_args()
+    {"up": cmd_up, "down": cmd_down, "status": cmd_status, "env": cmd_env,
+     "classpath": cmd_classpath, "watch": cmd_watch}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
