@@ -4,10 +4,20 @@
 //! This crate holds every protocol decision the proxy makes and none of its I/O: no sockets,
 //! no clocks, no threads, no runtime. Drivers (`proxy-smol`, `proxy-tokio`, or a simulation)
 //! feed it bytes and the current time and carry out what it asks for.
+//!
+//! - [`frame`]: envelopes, v5 segments, checksums and compression.
+//! - [`message`]: the bodies of each message type, decoded lazily and without copies.
+//! - [`wire`]: the protocol's primitive types.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod error;
+pub mod frame;
+pub mod message;
+pub mod wire;
+
+pub use error::{DecodeError, DecodeErrorKind};
 
 /// The version of this crate, reported by `--version` of both binaries.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

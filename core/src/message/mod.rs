@@ -1,0 +1,1 @@
+//! Message bodies, decoded only as far as a feature needs and borrowing from the body.
