@@ -1,32 +1,170 @@
 //! The command line shared by `proxy-smol` and `proxy-tokio`.
 //!
-//! One definition serves both binaries so that they accept exactly the same options.
+//! One definition serves both binaries so that they accept exactly the same options. Option
+//! names of the older Java cassandra-proxy are accepted, including its `--wait false` style of
+//! boolean values, so that switching is a matter of changing the program name.
 
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser};
+
+use crate::config::{Config, Credentials, Endpoint, Secret, WaitPolicy};
+use crate::frame::ProtocolVersion;
 
 /// Dual-write proxy for Apache Cassandra (CQL native protocol) live migrations.
 ///
-/// Every write sent to the proxy reaches both the SOURCE cluster (in use today) and the TARGET
-/// cluster (being migrated to).
+/// Every request sent to the proxy reaches both the SOURCE cluster (in use today) and the
+/// TARGET cluster (being migrated to); the client gets the source's answers. Every option can
+/// also be set with the environment variable named in its help.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, max_term_width = 100)]
 pub struct Cli {
-    /// Source cluster contact point: `host[:port]` or a comma-separated list of them.
-    #[arg(value_name = "SOURCE")]
+    /// Source cluster: `host[:port]` or a comma-separated list of contact points.
+    #[arg(value_name = "SOURCE", env = "CQLMIRROR_SOURCE")]
     pub source: String,
 
-    /// Target cluster contact point: `host[:port]` or a comma-separated list of them.
-    #[arg(value_name = "TARGET")]
+    /// Target cluster: `host[:port]` or a comma-separated list of contact points.
+    #[arg(value_name = "TARGET", env = "CQLMIRROR_TARGET")]
     pub target: String,
+
+    /// Port of SOURCE contact points given without one.
+    #[arg(
+        long,
+        value_name = "PORT",
+        default_value_t = 9042,
+        env = "CQLMIRROR_SOURCE_PORT"
+    )]
+    pub source_port: u16,
+
+    /// Port of TARGET contact points given without one.
+    #[arg(
+        long,
+        value_name = "PORT",
+        default_value_t = 9042,
+        env = "CQLMIRROR_TARGET_PORT"
+    )]
+    pub target_port: u16,
 
     /// Port the proxy listens on for CQL clients.
     #[arg(
+        short = 'p',
         long,
         value_name = "PORT",
         default_value_t = 29042,
         env = "CQLMIRROR_PROXY_PORT"
     )]
     pub proxy_port: u16,
+
+    /// Address the proxy listens on (0.0.0.0 for all IPv4 interfaces, :: for all).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0",
+        env = "CQLMIRROR_LISTEN_ADDRESS"
+    )]
+    pub listen_address: IpAddr,
+
+    /// Worker threads [default: the number of CPUs].
+    #[arg(short = 't', long, value_name = "N", env = "CQLMIRROR_THREADS")]
+    pub threads: Option<usize>,
+
+    /// Answer the client only after both clusters answered (true), or as soon as the source
+    /// answered, completing the target's write in the background (false).
+    #[arg(short = 'W', long, value_name = "BOOL", num_args = 0..=1, default_value = "true",
+          default_missing_value = "true", value_parser = BoolishValueParser::new(),
+          env = "CQLMIRROR_WAIT")]
+    pub wait: bool,
+
+    /// Bytes queued for one connection above which the proxy stops reading from the other
+    /// side (backpressure). Accepts K/M/G and KiB/MiB/GiB suffixes. The older proxy's default
+    /// was 64 KiB; larger values let big results flow without stalls.
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_size,
+          env = "CQLMIRROR_WRITE_BUFFER_SIZE")]
+    pub write_buffer_size: usize,
+
+    /// Close a client connection idle for this many seconds (0: never).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 0,
+        env = "CQLMIRROR_TCP_IDLE_TIME_OUT"
+    )]
+    pub tcp_idle_time_out: u64,
+
+    /// How long a cluster may take to answer one request (e.g. 12s, 500ms, 2m). A source that
+    /// does not answer in time gets the client an error; a target that does not is counted.
+    #[arg(long, value_name = "DURATION", default_value = "12s", value_parser = parse_duration,
+          env = "CQLMIRROR_REQUEST_TIMEOUT")]
+    pub request_timeout: Duration,
+
+    /// How long connecting to a cluster may take.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration,
+          env = "CQLMIRROR_CONNECT_TIMEOUT")]
+    pub connect_timeout: Duration,
+
+    /// Protocol versions offered to clients (repeatable: 3, 4, 5) [default: 3, 4 and 5].
+    /// Versions that a cluster refuses are refused to the client too.
+    #[arg(long, value_name = "N", value_parser = parse_version, env = "CQLMIRROR_PROTOCOL_VERSION",
+          value_delimiter = ',')]
+    pub protocol_version: Vec<ProtocolVersion>,
+
+    /// Largest frame accepted from a client or cluster (K/M/G suffixes).
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_size,
+          env = "CQLMIRROR_MAX_FRAME_SIZE")]
+    pub max_frame_size: usize,
+
+    /// Username the proxy logs in with on the target, instead of relaying the client's
+    /// credentials. Needs --target-password.
+    #[arg(
+        long,
+        value_name = "USER",
+        env = "CQLMIRROR_TARGET_USERNAME",
+        requires = "target_password"
+    )]
+    pub target_username: Option<String>,
+
+    /// Password for --target-username. Prefer the environment variable: command lines are
+    /// visible to other users of the machine.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "CQLMIRROR_TARGET_PASSWORD",
+        hide_env_values = true,
+        requires = "target_username"
+    )]
+    pub target_password: Option<String>,
+
+    /// Close the client connection when the connection to the target is lost.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false",
+          default_missing_value = "true", value_parser = BoolishValueParser::new(),
+          env = "CQLMIRROR_DEST_CLOSE")]
+    pub dest_close: bool,
+
+    /// Prepared statements remembered across connections for id mapping and repair.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10_000,
+        env = "CQLMIRROR_PREPARED_CACHE_SIZE"
+    )]
+    pub prepared_cache_size: usize,
+
+    /// Log at debug level (per-connection events).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false",
+          default_missing_value = "true", value_parser = BoolishValueParser::new(),
+          env = "CQLMIRROR_DEBUG")]
+    pub debug: bool,
+}
+
+/// What a runtime needs beyond the core's [`Config`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    pub listen: std::net::SocketAddr,
+    pub threads: usize,
+    pub debug: bool,
 }
 
 impl Cli {
@@ -37,5 +175,205 @@ impl Cli {
     pub fn parse_for(bin: &'static str) -> Self {
         let matches = Self::command().name(bin).bin_name(bin).get_matches();
         Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Turns the options into settings; the error names the option and the fix.
+    pub fn settings(self, default_threads: usize) -> Result<Settings, String> {
+        let source = Endpoint::parse_list(&self.source, self.source_port)
+            .map_err(|e| format!("SOURCE: {e}"))?;
+        let target = Endpoint::parse_list(&self.target, self.target_port)
+            .map_err(|e| format!("TARGET: {e}"))?;
+        let mut config = Config::new(source, target);
+        config.wait = if self.wait {
+            WaitPolicy::Both
+        } else {
+            WaitPolicy::Primary
+        };
+        config.write_buffer_size = self.write_buffer_size;
+        config.idle_timeout =
+            (self.tcp_idle_time_out > 0).then(|| Duration::from_secs(self.tcp_idle_time_out));
+        config.request_timeout = self.request_timeout;
+        config.connect_timeout = self.connect_timeout;
+        if !self.protocol_version.is_empty() {
+            let mut versions = self.protocol_version;
+            versions.sort();
+            versions.dedup();
+            config.protocol_versions = versions;
+        }
+        config.max_frame_size = self.max_frame_size;
+        config.dest_close = self.dest_close;
+        config.prepared_cache_size = self.prepared_cache_size;
+        if let (Some(username), Some(password)) = (self.target_username, self.target_password) {
+            config.target.credentials = Some(Credentials {
+                username,
+                password: Secret::new(password),
+            });
+        }
+        config.validate()?;
+        let threads = self.threads.unwrap_or(default_threads);
+        if threads == 0 {
+            return Err("--threads must be at least 1".into());
+        }
+        Ok(Settings {
+            config,
+            listen: std::net::SocketAddr::new(self.listen_address, self.proxy_port),
+            threads,
+            debug: self.debug,
+        })
+    }
+}
+
+fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
+    let n = s.trim().trim_start_matches(['v', 'V']);
+    n.parse::<u8>()
+        .ok()
+        .and_then(ProtocolVersion::from_number)
+        .ok_or_else(|| format!("'{s}' is not a supported protocol version: use 3, 4 or 5"))
+}
+
+/// Parses `1048576`, `64k`, `64KiB`, `1M`, `1MiB`, `1G` … (all powers of 1024).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size: use e.g. 65536, 64KiB or 1MiB"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' in '{s}': use K, M or G"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// Parses `12s`, `500ms`, `2m`, `1.5s`, or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration: use e.g. 12s, 500ms or 2m"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit '{other}' in '{s}': use ms, s or m"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a valid duration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("proxy").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn older_proxy_boolean_syntax() {
+        assert!(parse(&["a", "b"]).unwrap().wait);
+        assert!(!parse(&["--wait", "false", "a", "b"]).unwrap().wait);
+        assert!(!parse(&["--wait=false", "a", "b"]).unwrap().wait);
+        assert!(parse(&["a", "b", "--wait"]).unwrap().wait);
+        assert!(
+            parse(&["a", "b", "--dest-close", "true"])
+                .unwrap()
+                .dest_close
+        );
+        assert!(
+            parse(&["--debug", "a", "b"]).is_err(),
+            "a bare flag before positionals eats one"
+        );
+    }
+
+    #[test]
+    fn settings_from_options() {
+        let cli = parse(&[
+            "10.0.0.1,10.0.0.2:9043",
+            "t1",
+            "--target-port",
+            "9142",
+            "--protocol-version",
+            "4",
+            "--protocol-version",
+            "v3",
+            "--write-buffer-size",
+            "64KiB",
+            "--tcp-idle-time-out",
+            "30",
+            "--request-timeout",
+            "500ms",
+            "--target-username",
+            "u",
+            "--target-password",
+            "p",
+        ])
+        .unwrap();
+        let s = cli.settings(2).unwrap();
+        assert_eq!(s.config.source.contact_points.len(), 2);
+        assert_eq!(s.config.source.contact_points[1].port, 9043);
+        assert_eq!(s.config.target.contact_points[0].port, 9142);
+        assert_eq!(
+            s.config.protocol_versions,
+            vec![ProtocolVersion::V3, ProtocolVersion::V4]
+        );
+        assert_eq!(s.config.write_buffer_size, 65536);
+        assert_eq!(s.config.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(s.config.request_timeout, Duration::from_millis(500));
+        assert_eq!(s.config.target.credentials.as_ref().unwrap().username, "u");
+        assert_eq!(s.threads, 2);
+        assert_eq!(s.listen.port(), 29042);
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        let e = parse(&["a", "b", "--protocol-version", "6"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--protocol-version") && e.contains("use 3, 4 or 5"),
+            "{e}"
+        );
+        let e = parse(&["a", "b", "--target-username", "u"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--target-password"), "{e}");
+        let e = parse(&["a:x", "b"]).unwrap().settings(1).unwrap_err();
+        assert!(e.starts_with("SOURCE: invalid port 'x'"), "{e}");
+        let e = parse(&["a", "b", "--write-buffer-size", "1T"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown size unit"), "{e}");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("65536").unwrap(), 65536);
+        assert_eq!(parse_size("64k").unwrap(), 65536);
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn help_is_complete() {
+        Cli::command().debug_assert();
     }
 }

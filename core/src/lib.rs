@@ -12,9 +12,11 @@
 
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod config;
 pub mod error;
 pub mod frame;
 pub mod message;
+pub mod statement;
 pub mod wire;
 
 pub use error::{DecodeError, DecodeErrorKind};
