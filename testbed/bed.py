@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """The cqlmirror test bed: real Apache Cassandra 5.0 clusters on loopback.
 
-    testbed up [--source-nodes N] [--target-nodes N] [--auth SIDE] [--tls SIDE] [--owner-pid PID]
-    testbed down
-    testbed status
-    testbed env          # shell exports of the clusters' addresses for tests
-    testbed classpath    # fetch and cache the Cassandra classpath only
+    testbed [--name BED] up [--subnet N] [--source-nodes N] [--target-nodes N] [--auth SIDE]
+                            [--tls SIDE] [--owner-pid PID]
+    testbed [--name BED] down          # or: testbed down --all
+    testbed [--name BED] stop SIDE     # stop one cluster (e.g. to test an outage)
+    testbed [--name BED] status
+    testbed [--name BED] env           # shell exports of the clusters' addresses for tests
+    testbed classpath                  # fetch and cache the Cassandra classpath only
 
-The source cluster listens on 127.0.0.1 (more nodes on 127.0.0.3, .5), the target on 127.0.0.2
-(more nodes on .4, .6), all on port 9042. Each cluster has its own name, data-center name,
-storage and logs under the state directory (default: <repo>/target/testbed).
+The source cluster listens on 127.0.N.1 (more nodes on 127.0.N.3, .5), the target on 127.0.N.2
+(more nodes on .4, .6), all on port 9042, where N is the bed's subnet (default 0). Several beds
+with different names and subnets can run side by side. Each cluster has its own name,
+data-center name, storage and logs under the bed's state directory
+(default: <repo>/target/testbed/<name>).
 Standard library only, so that it runs before any client tooling is installed.
 """
 
@@ -28,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cqlprobe  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-STATE_DIR = Path(os.environ.get("CQLMIRROR_BED_DIR", REPO / "target" / "testbed")).resolve()
+BEDS_DIR = Path(os.environ.get("CQLMIRROR_BED_DIR", REPO / "target" / "testbed")).resolve()
+STATE_DIR = BEDS_DIR / "main"  # the selected bed's directory; set by --name in main()
 CACHE_DIR = Path(os.environ.get("CQLMIRROR_CACHE", Path.home() / ".cache" / "cqlmirror")).resolve()
 CASSANDRA_VERSIONS = ("5.0.8", "5.0.6")
 NATIVE_PORT = 9042
@@ -42,6 +47,7 @@ CLUSTERS = {
     # side: (cluster name, data center, first loopback octet of each node)
     "source": ("cqlmirror-source", "dc_source", (1, 3, 5)),
     "target": ("cqlmirror-target", "dc_target", (2, 4, 6)),
+    # the third octet of every address is the bed's subnet
 }
 
 # Module flags Cassandra 5.0 needs on Java 17 (its conf/jvm17-server.options), plus a small heap.
@@ -186,8 +192,8 @@ def classpath():
 # Cluster layout and configuration
 
 
-def node_addresses(side, count):
-    return [f"127.0.0.{octet}" for octet in CLUSTERS[side][2][:count]]
+def node_addresses(side, count, subnet):
+    return [f"127.0.{subnet}.{octet}" for octet in CLUSTERS[side][2][:count]]
 
 
 def tokens(count):
@@ -206,7 +212,8 @@ def ensure_tls_material():
     if (tls / "node.p12").exists():
         return tls
     tls.mkdir(parents=True, exist_ok=True)
-    sans = ",".join([f"IP:127.0.0.{i}" for i in range(1, 2 * MAX_NODES + 1)] + ["DNS:localhost"])
+    sans = ",".join([f"IP:127.0.{n}.{i}" for n in range(0, 8) for i in range(1, 2 * MAX_NODES + 1)]
+                    + ["DNS:localhost"])
 
     def openssl(*args):
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tls)
@@ -226,7 +233,7 @@ def ensure_tls_material():
 def write_node_config(side, index, opts, tls_dir):
     name, dc, _ = CLUSTERS[side]
     count = opts[f"{side}_nodes"]
-    addresses = node_addresses(side, count)
+    addresses = node_addresses(side, count, opts["subnet"])
     address = addresses[index]
     directory = node_dir(side, index)
     if directory.exists():
@@ -339,13 +346,34 @@ def ours(pid):
     return b"watch" in args and str(STATE_DIR).encode() in args
 
 
-def bed_processes():
-    """Every live process whose command line names this state directory, except ourselves."""
+def ours_any(pid):
+    """Like `ours`, for any bed under the beds directory."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    node = f"-Dcassandra.storagedir={BEDS_DIR}/".encode()
+    if any(a.startswith(node) for a in args):
+        return True
+    return b"watch" in args and any(a.startswith(str(BEDS_DIR).encode()) for a in args)
+
+
+def bed_processes(match=None):
+    """Every live process of this bed (or of any bed, with `ours_any`), except ourselves."""
+    match = match or ours
     found = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid() and ours(int(entry.name)):
+        if entry.name.isdigit() and int(entry.name) != os.getpid() and match(int(entry.name)):
             found.append(int(entry.name))
     return found
+
+
+def stop_pids_any(pids):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def stop_pids(pids, grace=10.0):
@@ -434,6 +462,7 @@ def cmd_up(args):
         "auth_sides": parse_sides(args.auth),
         "tls_sides": parse_sides(args.tls),
         "heap": args.heap,
+        "subnet": args.subnet,
     }
     state = read_state()
     if state and any(ours(n["pid"]) for n in state["nodes"]):
@@ -454,6 +483,17 @@ def cmd_up(args):
         if stray:
             log(f"stopping {len(stray)} stray test-bed processes left from an earlier run")
             stop_pids(stray)
+
+    for other in sorted(BEDS_DIR.glob("*/state.json")):
+        if other.parent == STATE_DIR:
+            continue
+        try:
+            theirs = json.loads(other.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if theirs["options"].get("subnet", 0) == opts["subnet"] and any(ours_any(n["pid"]) for n in theirs["nodes"]):
+            fail(f"bed '{other.parent.name}' already runs on subnet {opts['subnet']} (127.0.{opts['subnet']}.x); "
+                 f"give this bed another --subnet")
 
     version, lib = classpath()
     java = java17()
@@ -522,8 +562,8 @@ def start_watcher(state, owner_pid):
     if state.get("watcher") and ours(state["watcher"]):
         stop_pids([state["watcher"]], grace=1)
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "watch", "--owner-pid", str(owner_pid),
-         "--state-dir", str(STATE_DIR)],
+        [sys.executable, str(Path(__file__).resolve()), "--name", STATE_DIR.name, "watch",
+         "--owner-pid", str(owner_pid), "--state-dir", str(STATE_DIR)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     state["watcher"] = proc.pid
@@ -544,7 +584,18 @@ def cmd_watch(args):
             return
 
 
-def cmd_down(_args):
+def cmd_down(args):
+    global STATE_DIR
+    if getattr(args, "all", False):
+        for bed in sorted(p.parent for p in BEDS_DIR.glob("*/state.json")):
+            STATE_DIR = bed
+            log(f"bed '{bed.name}':")
+            cmd_down(argparse.Namespace(all=False))
+        stray = bed_processes(ours_any)
+        if stray:
+            log(f"stopping {len(stray)} stray test-bed process(es)")
+            stop_pids_any(stray)
+        return
     state = read_state()
     pids = []
     if state:
@@ -564,6 +615,16 @@ def cmd_down(_args):
     log(f"stopped {len(stopped)} test-bed process(es)" if stopped else "nothing was running")
 
 
+def cmd_stop(args):
+    """Stops the nodes of one side, leaving the other running (an outage, for tests)."""
+    state = read_state()
+    if not state:
+        fail(f"bed '{STATE_DIR.name}' is not running")
+    pids = [n["pid"] for n in state["nodes"] if n["side"] == args.side]
+    stopped = stop_pids(pids, grace=0 if args.kill else 10.0)
+    log(f"stopped the {args.side} cluster ({len(stopped)} node(s))")
+
+
 def describe(opts):
     return (f"source nodes {opts['source_nodes']}, target nodes {opts['target_nodes']}, "
             f"auth {'+'.join(opts['auth_sides']) or 'none'}, tls {'+'.join(opts['tls_sides']) or 'none'}")
@@ -571,10 +632,11 @@ def describe(opts):
 
 def env_lines(state):
     opts = state["options"]
-    lines = [f"CQLMIRROR_BED_CASSANDRA_VERSION={state['cassandra_version']}"]
+    lines = [f"CQLMIRROR_BED_CASSANDRA_VERSION={state['cassandra_version']}",
+             f"CQLMIRROR_BED_NAME={STATE_DIR.name}"]
     for side in SIDES:
         up = side.upper()
-        nodes = [f"{a}:{NATIVE_PORT}" for a in node_addresses(side, opts[f"{side}_nodes"])]
+        nodes = [f"{a}:{NATIVE_PORT}" for a in node_addresses(side, opts[f"{side}_nodes"], opts["subnet"])]
         auth = side in opts["auth_sides"]
         tls = side in opts["tls_sides"]
         lines += [
@@ -597,7 +659,7 @@ def print_summary(state):
 def cmd_env(_args):
     state = read_state()
     if not state or not all(ours(n["pid"]) for n in state["nodes"]):
-        fail("the test bed is not running: start it with `scripts/testbed up`")
+        fail(f"the test bed '{STATE_DIR.name}' is not running: start it with `scripts/testbed up`")
     print_summary(state)
 
 
@@ -631,8 +693,11 @@ def cmd_classpath(_args):
 
 
 def main():
+    global STATE_DIR
     parser = argparse.ArgumentParser(prog="testbed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", default=os.environ.get("CQLMIRROR_BED_NAME", "main"),
+                        help="which bed (default: main); each has its own state directory")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the source and target clusters (fresh, in parallel)")
     up.add_argument("--source-nodes", type=int, default=1, choices=range(1, MAX_NODES + 1),
@@ -644,10 +709,16 @@ def main():
     up.add_argument("--tls", choices=["none", "source", "target", "both"], default="none",
                     help="client TLS on these sides (CA in <state>/tls/ca.pem)")
     up.add_argument("--heap", default="512m", help="JVM heap per node (default 512m)")
+    up.add_argument("--subnet", type=int, default=0, choices=range(0, 8),
+                    help="third octet of the bed's loopback addresses (default 0: 127.0.0.x)")
     up.add_argument("--timeout", type=float, default=180, help="seconds to wait for CQL (default 180)")
     up.add_argument("--owner-pid", type=int,
                     help="stop the bed automatically when this process exits (e.g. the test script)")
-    sub.add_parser("down", help="stop every process of the bed")
+    down = sub.add_parser("down", help="stop every process of the bed")
+    down.add_argument("--all", action="store_true", help="stop every bed under the beds directory")
+    stop = sub.add_parser("stop", help="stop the nodes of one side (an outage)")
+    stop.add_argument("side", choices=SIDES)
+    stop.add_argument("--kill", action="store_true", help="SIGKILL instead of a clean shutdown")
     sub.add_parser("status", help="show the nodes and whether they answer CQL")
     sub.add_parser("env", help="print shell exports of the clusters' addresses")
     sub.add_parser("classpath", help="fetch and cache the Cassandra classpath only")
@@ -655,7 +726,10 @@ def main():
     watch.add_argument("--owner-pid", type=int, required=True)
     watch.add_argument("--state-dir")  # only so that the watcher's command line names the bed
     args = parser.parse_args()
-    {"up": cmd_up, "down": cmd_down, "status": cmd_status, "env": cmd_env,
+    if not args.name.replace("-", "").replace("_", "").isalnum():
+        fail(f"--name {args.name!r}: use letters, digits, - and _")
+    STATE_DIR = BEDS_DIR / args.name
+    {"stop": cmd_stop, "up": cmd_up, "down": cmd_down, "status": cmd_status, "env": cmd_env,
      "classpath": cmd_classpath, "watch": cmd_watch}[args.command](args)
 
 
