@@ -1,11 +1,14 @@
 """Access to the test bed's clusters from the Python end-to-end tests.
 
-`scripts/test` exports the clusters' addresses (`scripts/testbed env`); these helpers turn them
-into driver sessions and cqlsh invocations, with credentials and TLS when the bed uses them.
+`scripts/test` exports the main bed's addresses (`scripts/testbed env`); other named beds are
+looked up with `scripts/testbed --name NAME env` (and started when they are not running). These
+helpers turn the addresses into driver sessions and cqlsh invocations, with credentials and TLS
+when the bed uses them.
 """
 
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -14,12 +17,15 @@ from pathlib import Path
 
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-from cassandra.policies import DCAwareRoundRobinPolicy
+from cassandra.policies import DCAwareRoundRobinPolicy, RoundRobinPolicy
+
+REPO = Path(__file__).resolve().parents[2]
+TESTBED = REPO / "scripts" / "testbed"
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One CQL endpoint: a cluster of the bed, or later a proxy in front of them."""
+    """One CQL endpoint: a cluster of the bed, or a proxy in front of them (no `dc`)."""
 
     host: str
     port: int
@@ -29,7 +35,11 @@ class Endpoint:
     tls_ca: str = ""
 
     def cluster(self, **kwargs):
-        profile = ExecutionProfile(load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=self.dc))
+        # A proxy endpoint has no data center of its own: plain round robin over the one host.
+        policy = DCAwareRoundRobinPolicy(local_dc=self.dc) if self.dc else RoundRobinPolicy()
+        profile = ExecutionProfile(
+            load_balancing_policy=policy, request_timeout=kwargs.pop("request_timeout", 20)
+        )
         if self.username:
             kwargs["auth_provider"] = PlainTextAuthProvider(self.username, self.password)
         if self.tls_ca:
@@ -60,21 +70,86 @@ class Endpoint:
         cmd += list(args)
         return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
 
+    @property
+    def address(self):
+        return f"{self.host}:{self.port}"
 
-def side(name):
-    """The endpoint of the bed's `source` or `target` cluster, from the environment."""
+
+def side(name, env=None):
+    """The endpoint of the bed's `source` or `target` cluster, from the environment (or from
+    `env`, the variables of another bed)."""
+    env = os.environ if env is None else env
     prefix = f"CQLMIRROR_BED_{name.upper()}"
-    if prefix not in os.environ:
+    if prefix not in env:
         raise RuntimeError(
             f"{prefix} is not set: start the clusters with `scripts/testbed up` and run the "
             "tests through `scripts/test`"
         )
-    host, port = os.environ[prefix].rsplit(":", 1)
+    host, port = env[prefix].rsplit(":", 1)
     return Endpoint(
         host=host,
         port=int(port),
-        dc=os.environ[f"{prefix}_DC"],
-        username=os.environ.get(f"{prefix}_USERNAME", ""),
-        password=os.environ.get(f"{prefix}_PASSWORD", ""),
-        tls_ca=os.environ.get(f"{prefix}_TLS_CA", ""),
+        dc=env[f"{prefix}_DC"],
+        username=env.get(f"{prefix}_USERNAME", ""),
+        password=env.get(f"{prefix}_PASSWORD", ""),
+        tls_ca=env.get(f"{prefix}_TLS_CA", ""),
     )
+
+
+@dataclass(frozen=True)
+class Bed:
+    """A running bed: its name, its two clusters and the `up` options it was started with."""
+
+    name: str
+    source: Endpoint
+    target: Endpoint
+    up_args: tuple = ()
+
+
+def main_bed():
+    """The bed whose addresses are exported in this process's environment (`scripts/test`)."""
+    return Bed(os.environ.get("CQLMIRROR_BED_NAME", "main"), side("source"), side("target"))
+
+
+def parse_env(text):
+    """`export CQLMIRROR_BED_X=value` lines (the output of `scripts/testbed env`) as a dict."""
+    env = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("export ") and "=" in line:
+            key, value = line[len("export "):].split("=", 1)
+            env[key] = value
+    return env
+
+
+def testbed(*args, timeout=300):
+    return subprocess.run([str(TESTBED), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def named_bed(name, up_args, owner_pid=None):
+    """The running bed `name`, started with `scripts/testbed --name NAME up UP_ARGS` when it is
+    not running or one of its clusters is down (then it stops with this process).
+
+    `scripts/test` starts the beds the suite needs in parallel before the tests run, so this
+    usually finds them running; after a test that stopped one side it starts them afresh.
+    """
+    run = testbed("--name", name, "env")
+    env = parse_env(run.stdout) if run.returncode == 0 else {}
+    if env and all(answers(side(s, env)) for s in ("source", "target")):
+        return Bed(name, side("source", env), side("target", env), tuple(up_args))
+    owner = owner_pid or os.getpid()
+    run = testbed("--name", name, "up", *up_args, "--owner-pid", str(owner))
+    if run.returncode != 0:
+        raise RuntimeError(f"cannot start bed '{name}' (scripts/testbed --name {name} up "
+                           f"{' '.join(up_args)}):\n{run.stderr[-3000:]}")
+    env = parse_env(run.stdout)
+    return Bed(name, side("source", env), side("target", env), tuple(up_args))
+
+
+def answers(endpoint, timeout=2.0):
+    """True when something accepts TCP connections on the endpoint."""
+    try:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout):
+            return True
+    except OSError:
+        return False
