@@ -58,6 +58,13 @@ impl<'a> Reader<'a> {
         Self { buf, pos: 0 }
     }
 
+    /// A reader over the whole of `buf` that starts `pos` bytes in (clamped to the end), so
+    /// that a decoder resuming inside a body still reports offsets from the body's start.
+    pub const fn starting_at(buf: &'a [u8], pos: usize) -> Self {
+        let pos = if pos > buf.len() { buf.len() } else { pos };
+        Self { buf, pos }
+    }
+
     /// Bytes consumed so far.
     pub const fn position(&self) -> usize {
         self.pos
@@ -106,6 +113,17 @@ impl<'a> Reader<'a> {
         let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
         Ok(out)
+    }
+
+    /// The bytes consumed from offset `start` up to the current position (empty if `start` is
+    /// not behind the position).
+    pub fn since(&self, start: usize) -> &'a [u8] {
+        self.buf.get(start..self.pos).unwrap_or(&[])
+    }
+
+    /// Skips exactly `n` bytes.
+    pub fn skip(&mut self, n: usize) -> Result<(), DecodeError> {
+        self.take(n).map(|_| ())
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
@@ -319,6 +337,17 @@ pub fn put_value(out: &mut impl BufMut, v: Value<'_>) {
         Value::Null => out.put_i32(-1),
         Value::Unset => out.put_i32(-2),
     }
+}
+
+/// Writes a `[consistency]`.
+pub fn put_consistency(out: &mut impl BufMut, c: Consistency) {
+    out.put_u16(c.0);
+}
+
+/// Writes a count or length as an `[int]`, clamped like every other length (see
+/// [`put_long_string`]).
+pub fn put_count(out: &mut impl BufMut, n: usize) {
+    put_len_i32(out, n);
 }
 
 /// Writes a `[short bytes]`, clamped to 65535 bytes like [`put_string`].
