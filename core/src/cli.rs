@@ -12,6 +12,68 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::config::{Config, Credentials, Endpoint, Secret, WaitPolicy};
 use crate::frame::ProtocolVersion;
+use crate::session::{Event, Level, SessionId};
+
+/// How long a shutdown (SIGTERM, Ctrl-C) waits for open connections to finish.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Worker threads when `--threads` is not given: one per CPU.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Logs to standard error at info level (debug with `--debug`); `RUST_LOG` overrides.
+pub fn init_logging(debug: bool) {
+    let level = if debug { "debug" } else { "info" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_target(false)
+        .init();
+}
+
+/// Logs a session event at its level.
+pub fn log_event(session: SessionId, event: &Event) {
+    let level = match event.level() {
+        Level::Error => log::Level::Error,
+        Level::Warn => log::Level::Warn,
+        Level::Info => log::Level::Info,
+        Level::Debug => log::Level::Debug,
+    };
+    log::log!(level, "connection {session}: {event}");
+}
+
+/// The lines describing the running configuration, secrets masked.
+pub fn describe(settings: &Settings) -> String {
+    let c = &settings.config;
+    let points = |v: &[Endpoint]| {
+        v.iter()
+            .map(Endpoint::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "listening on {}; source {}; target {}{}; wait for {}; request timeout {:?}; protocol versions {:?}; {} threads",
+        settings.listen,
+        points(&c.source.contact_points),
+        points(&c.target.contact_points),
+        c.target
+            .credentials
+            .as_ref()
+            .map_or(String::new(), |cr| format!(
+                " (as {}, password {})",
+                cr.username, cr.password
+            )),
+        match c.wait {
+            WaitPolicy::Both => "both clusters",
+            WaitPolicy::Primary => "the source only",
+        },
+        c.request_timeout,
+        c.protocol_versions
+            .iter()
+            .map(|v| v.number())
+            .collect::<Vec<_>>(),
+        settings.threads,
+    )
+}
 
 /// Dual-write proxy for Apache Cassandra (CQL native protocol) live migrations.
 ///

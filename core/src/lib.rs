@@ -13,9 +13,14 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
+pub mod driver;
 pub mod error;
 pub mod frame;
 pub mod message;
+pub mod prepared;
+pub mod proxy;
+pub mod routing;
+pub mod session;
 pub mod statement;
 pub mod wire;
 

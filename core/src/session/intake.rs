@@ -1,0 +1,538 @@
+//! Client frames: deciding what each request is, preparing what each cluster gets, and sending.
+//!
+//! A request is decoded only as far as routing and its rewrites need: the statement text of a
+//! QUERY, the id of an EXECUTE, the statements of a BATCH. Bodies the proxy does not change are
+//! forwarded as they arrived (still compressed, shared by both clusters).
+
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::config::Upstream;
+use crate::error::{DecodeError, DecodeErrorKind};
+use crate::frame::{
+    Direction, Envelope, Flags, Header, Opcode, Prefix, ProtocolVersion, StreamId, peek_refusal,
+};
+use crate::message::{
+    Batch, Body, DefaultTimestamp, ErrorMessage, Execute, Prepare, Query, Statement as BatchEntry,
+    ensure_default_timestamp,
+};
+use crate::routing::{RequestClass, Route, route};
+use crate::session::leg::Purpose;
+use crate::session::request::{Kind, Leg, Outcome, Repair, Request, RequestId};
+use crate::session::{Event, FailureKind, Phase, Session, Timer};
+use crate::statement::{Statement, StatementKind};
+
+/// What the session learned from a request and what it will send.
+struct Intake {
+    class: RequestClass,
+    write: bool,
+    kind: Kind,
+    /// The message for the source, when the proxy changed it (a write timestamp).
+    message: Option<Bytes>,
+    /// The message for the target, when it differs from the source's (prepared ids).
+    target_message: Option<Bytes>,
+}
+
+/// The body and flags one cluster gets.
+#[derive(Debug, Clone)]
+pub(super) struct Outgoing {
+    pub(super) flags: Flags,
+    pub(super) body: Bytes,
+}
+
+impl Session {
+    pub(super) fn read_client(&mut self, buf: &mut bytes::BytesMut, now: Instant) {
+        while self.client.is_open() {
+            match self.client.decode(buf) {
+                Ok(Some(envelope)) => self.on_client_envelope(envelope, now),
+                Ok(None) => break,
+                Err(error) => {
+                    self.client_frame_error(&error, buf, now);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn client_frame_error(&mut self, error: &DecodeError, buf: &bytes::BytesMut, now: Instant) {
+        if let DecodeErrorKind::UnsupportedVersion { .. } = error.kind {
+            // Wait for the stream id bytes, which the refusal must echo.
+            if let Some(refusal) = peek_refusal(buf) {
+                self.refuse_version(refusal.version, refusal.stream, now);
+            }
+            return;
+        }
+        let stream = match (self.phase, buf.get(2..4)) {
+            (Phase::Startup | Phase::Starting, Some(&[hi, lo])) => {
+                StreamId(i16::from_be_bytes([hi, lo]))
+            }
+            _ => StreamId(0),
+        };
+        self.fatal_client_error(stream, format!("malformed frame: {error}"), now);
+    }
+
+    fn on_client_envelope(&mut self, envelope: Envelope, now: Instant) {
+        let version = envelope.version();
+        let stream = envelope.stream();
+        if let Some(established) = self.version {
+            if version != established {
+                let why = format!(
+                    "this connection uses protocol {established}; a {version} frame is not allowed on it"
+                );
+                return self.fatal_client_error(stream, why, now);
+            }
+        }
+        if !self.proxy.accepted_versions().contains(&version)
+            || envelope.header().flags.contains(Flags::USE_BETA)
+        {
+            return self.refuse_version(version.number(), stream, now);
+        }
+        match (envelope.opcode(), self.phase) {
+            (Opcode::OPTIONS, _) => self.start_options(envelope, now),
+            (Opcode::STARTUP, Phase::Startup) => self.start_startup(envelope, now),
+            (Opcode::AUTH_RESPONSE, Phase::Authenticating) => {
+                self.start_auth_response(envelope, now)
+            }
+            (
+                Opcode::QUERY
+                | Opcode::PREPARE
+                | Opcode::EXECUTE
+                | Opcode::BATCH
+                | Opcode::REGISTER,
+                Phase::Ready,
+            ) => self.start_request(envelope, now),
+            (opcode, phase) => {
+                let why = match phase {
+                    Phase::Ready => {
+                        format!("unexpected message {opcode} on an established connection")
+                    }
+                    Phase::Authenticating => {
+                        format!("unexpected message {opcode}, expecting AUTH_RESPONSE")
+                    }
+                    Phase::Startup | Phase::Starting => {
+                        format!("unexpected message {opcode}, expecting STARTUP or OPTIONS")
+                    }
+                };
+                let is_request = matches!(
+                    opcode,
+                    Opcode::STARTUP
+                        | Opcode::OPTIONS
+                        | Opcode::QUERY
+                        | Opcode::PREPARE
+                        | Opcode::EXECUTE
+                        | Opcode::BATCH
+                        | Opcode::REGISTER
+                        | Opcode::AUTH_RESPONSE
+                );
+                if is_request {
+                    self.events.push_back(Event::ClientError {
+                        detail: why.clone(),
+                    });
+                    self.error_to_client(stream, version, &ErrorMessage::protocol_error(why));
+                } else {
+                    self.fatal_client_error(stream, why, now);
+                }
+            }
+        }
+    }
+
+    /// A QUERY, PREPARE, EXECUTE, BATCH or REGISTER on an established connection.
+    fn start_request(&mut self, envelope: Envelope, now: Instant) {
+        let version = envelope.version();
+        let header = *envelope.header();
+        let max = self.proxy.config().max_frame_size;
+        let (prefix, message) = match envelope
+            .decompressed(self.compression, max)
+            .and_then(|plain| split_prefix(&plain))
+        {
+            Ok(parts) => parts,
+            Err(e) => {
+                return self.fatal_client_error(
+                    header.stream,
+                    format!("malformed {}: {e}", header.opcode),
+                    now,
+                );
+            }
+        };
+        let intake = match self.inspect(header.opcode, &message, version, now) {
+            Ok(intake) => intake,
+            Err(e) => {
+                return self.fatal_client_error(
+                    header.stream,
+                    format!("malformed {} body: {e}", header.opcode),
+                    now,
+                );
+            }
+        };
+        // Unchanged bodies go out as they came, compressed or not; changed ones go uncompressed
+        // (the compression flag is per frame).
+        let rebuilt = |message: &Bytes| Outgoing {
+            flags: header.flags.without(Flags::COMPRESSION),
+            body: join(&prefix, message),
+        };
+        let source = match &intake.message {
+            Some(message) => rebuilt(message),
+            None => Outgoing {
+                flags: header.flags,
+                body: envelope.body().clone(),
+            },
+        };
+        let target = match &intake.target_message {
+            Some(message) => rebuilt(message),
+            None => source.clone(),
+        };
+        let route = route(intake.class, self.read_mode, self.primary);
+        let request = Request {
+            client_stream: header.stream,
+            version,
+            opcode: header.opcode,
+            kind: intake.kind,
+            write: intake.write,
+            route,
+            legs: [Leg::Unused, Leg::Unused],
+            answered: false,
+            started: now,
+        };
+        self.launch(request, [Some(source), Some(target)], prefix, now);
+    }
+
+    /// Classifies a request and prepares the rewrites it needs.
+    fn inspect(
+        &mut self,
+        opcode: Opcode,
+        message: &Bytes,
+        version: ProtocolVersion,
+        now: Instant,
+    ) -> Result<Intake, DecodeError> {
+        match opcode {
+            Opcode::QUERY => {
+                let statement = Statement::classify(Query::peek_text(message)?);
+                let stamp = statement.kind.is_data_write() && !statement.conditional;
+                Ok(Intake {
+                    class: class_of(&statement),
+                    write: !statement.kind.is_read(),
+                    kind: if statement.kind == StatementKind::Use {
+                        Kind::Use
+                    } else {
+                        Kind::Plain
+                    },
+                    message: if stamp {
+                        self.stamped(opcode, message, version, now)?
+                    } else {
+                        None
+                    },
+                    target_message: None,
+                })
+            }
+            Opcode::PREPARE => {
+                let prepare = Prepare::decode(message, version)?;
+                Ok(Intake {
+                    class: RequestClass::Prepare,
+                    write: false,
+                    kind: Kind::Prepare {
+                        query: prepare.query.to_owned(),
+                        keyspace: prepare
+                            .keyspace
+                            .map(str::to_owned)
+                            .or_else(|| self.keyspace.clone()),
+                        source_id: None,
+                        target: None,
+                    },
+                    message: None,
+                    target_message: None,
+                })
+            }
+            Opcode::EXECUTE => {
+                let id = Execute::peek_id(message)?;
+                let known = self
+                    .proxy
+                    .prepared()
+                    .get(id)
+                    .map(|p| (p.statement.clone(), p.target.clone()));
+                let (class, write, stamp) = match &known {
+                    Some((statement, _)) => (
+                        class_of(statement),
+                        !statement.kind.is_read(),
+                        statement.kind.is_data_write() && !statement.conditional,
+                    ),
+                    // Never seen its PREPARE (e.g. the proxy restarted): the safe side.
+                    None => (RequestClass::Write, true, false),
+                };
+                let stamped = if stamp {
+                    self.stamped(opcode, message, version, now)?
+                } else {
+                    None
+                };
+                let for_source = stamped.clone().unwrap_or_else(|| message.clone());
+                let target_message = match known.and_then(|(_, target)| target) {
+                    Some(t) if t.id.as_ref() != id || version >= ProtocolVersion::V5 => Some(
+                        Execute::with_ids(
+                            &for_source,
+                            version,
+                            &t.id,
+                            t.result_metadata_id.as_deref(),
+                        )?
+                        .to_bytes(),
+                    ),
+                    _ => None,
+                };
+                Ok(Intake {
+                    class,
+                    write,
+                    kind: Kind::Prepared(Repair {
+                        body: for_source,
+                        prefix: Bytes::new(),
+                        statement: None,
+                        attempted: false,
+                    }),
+                    message: stamped,
+                    target_message,
+                })
+            }
+            Opcode::BATCH => {
+                let batch = Batch::decode(message, version)?;
+                // A client timestamp only when no statement is conditional, as far as known.
+                let mut stamp = true;
+                {
+                    let cache = self.proxy.prepared();
+                    for entry in batch.statements.iter() {
+                        let conditional = match entry.statement {
+                            BatchEntry::Query(text) => Some(Statement::classify(text).conditional),
+                            BatchEntry::Prepared(id) => {
+                                cache.get(id).map(|p| p.statement.conditional)
+                            }
+                        };
+                        stamp &= conditional == Some(false);
+                    }
+                }
+                let stamped = if stamp {
+                    self.stamped(opcode, message, version, now)?
+                } else {
+                    None
+                };
+                let for_source = stamped.clone().unwrap_or_else(|| message.clone());
+                let mapped = self.map_batch_ids(&for_source, version)?;
+                Ok(Intake {
+                    class: RequestClass::Write,
+                    write: true,
+                    kind: Kind::Prepared(Repair {
+                        body: for_source,
+                        prefix: Bytes::new(),
+                        statement: None,
+                        attempted: false,
+                    }),
+                    message: stamped,
+                    target_message: mapped,
+                })
+            }
+            _ => Ok(Intake {
+                class: RequestClass::Register,
+                write: false,
+                kind: Kind::Plain,
+                message: None,
+                target_message: None,
+            }),
+        }
+    }
+
+    /// The body with a client-side write timestamp, or `None` if it already has one.
+    fn stamped(
+        &self,
+        opcode: Opcode,
+        message: &Bytes,
+        version: ProtocolVersion,
+        now: Instant,
+    ) -> Result<Option<Bytes>, DecodeError> {
+        let micros = self.proxy.write_timestamp(now);
+        Ok(
+            match ensure_default_timestamp(opcode, message, version, micros)? {
+                DefaultTimestamp::Inserted(body) => Some(body),
+                DefaultTimestamp::AlreadySet(_) => None,
+            },
+        )
+    }
+
+    /// A BATCH body with the target's prepared ids, or `None` when they are all the same.
+    pub(super) fn map_batch_ids(
+        &self,
+        body: &Bytes,
+        version: ProtocolVersion,
+    ) -> Result<Option<Bytes>, DecodeError> {
+        let cache = self.proxy.prepared();
+        let mapped = Batch::map_prepared_ids(body, version, |id| {
+            cache
+                .get(id)
+                .and_then(|p| p.target.as_ref())
+                .filter(|t| t.id.as_ref() != id)
+                .map(|t| t.id.clone())
+        })?;
+        let same = mapped.as_ptr() == body.as_ptr() && mapped.len() == body.len();
+        Ok((!same).then_some(mapped))
+    }
+
+    /// Records a request and sends it to the clusters of its route, primary first. `bodies`
+    /// holds what each cluster gets, indexed by [`Upstream::index`].
+    pub(super) fn launch(
+        &mut self,
+        request: Request,
+        bodies: [Option<Outgoing>; 2],
+        prefix: Bytes,
+        now: Instant,
+    ) -> RequestId {
+        let Route { primary, secondary } = request.route;
+        let opcode = request.opcode;
+        let version = request.version;
+        let steady = self.phase == Phase::Ready;
+        let id = self.requests.insert(request);
+        if let Some(Request {
+            kind: Kind::Prepared(repair),
+            ..
+        }) = self.requests.get_mut(id)
+        {
+            // The custom payload, if any, goes with a retry after a re-prepare too.
+            repair.prefix = prefix;
+        }
+        let mut primary_sent = false;
+        for upstream in std::iter::once(primary).chain(secondary) {
+            let leg = match bodies[upstream.index()].as_ref() {
+                None => Leg::Unused,
+                Some(_) if upstream != primary && !primary_sent => Leg::Unused,
+                Some(out) => {
+                    let usable = if steady {
+                        self.upstreams[upstream.index()].is_ready()
+                    } else {
+                        self.upstreams[upstream.index()].is_usable()
+                    };
+                    let sent = if usable {
+                        self.send_request(upstream, Purpose::Request(id), opcode, version, out, now)
+                    } else {
+                        Err(self.upstreams[upstream.index()].failure())
+                    };
+                    match sent {
+                        Ok(()) => {
+                            primary_sent |= upstream == primary;
+                            Leg::Waiting
+                        }
+                        Err(kind) => Leg::Done(Outcome::Failed(kind)),
+                    }
+                }
+            };
+            if let Some(request) = self.requests.get_mut(id) {
+                *request.leg_mut(upstream) = leg;
+            }
+        }
+        self.progress(id, now);
+        id
+    }
+
+    /// Sends one request to a cluster under a fresh stream id and arms its timeout.
+    pub(super) fn send_request(
+        &mut self,
+        upstream: Upstream,
+        purpose: Purpose,
+        opcode: Opcode,
+        version: ProtocolVersion,
+        out: &Outgoing,
+        now: Instant,
+    ) -> Result<(), FailureKind> {
+        let deadline = now + self.request_timeout();
+        let leg = &mut self.upstreams[upstream.index()];
+        if !leg.is_usable() {
+            return Err(leg.failure());
+        }
+        let length = u32::try_from(out.body.len()).map_err(|_| FailureKind::Protocol)?;
+        let in_flight = crate::session::leg::InFlight {
+            purpose,
+            deadline,
+            timed_out: false,
+        };
+        let stream = leg
+            .streams
+            .insert(in_flight)
+            .map_err(|_| FailureKind::Overloaded)?;
+        let header = Header {
+            version,
+            direction: Direction::Request,
+            flags: out.flags,
+            stream,
+            opcode,
+            length,
+        };
+        leg.send(header, &out.body);
+        self.timers
+            .insert((deadline, Timer::Stream(upstream, stream)));
+        Ok(())
+    }
+
+    /// Answers the client's `stream` with an ERROR.
+    pub(super) fn error_to_client(
+        &mut self,
+        stream: StreamId,
+        version: ProtocolVersion,
+        error: &ErrorMessage<'_>,
+    ) {
+        let body = error.to_bytes(version);
+        let header = Header {
+            version,
+            direction: Direction::Response,
+            flags: Flags::empty(),
+            stream,
+            opcode: Opcode::ERROR,
+            length: body.len() as u32,
+        };
+        self.client.send(header, &body);
+    }
+
+    /// A protocol ERROR for a broken frame, then the connection is closed.
+    pub(super) fn fatal_client_error(&mut self, stream: StreamId, why: String, now: Instant) {
+        let version = self
+            .version
+            .or_else(|| self.proxy.accepted_versions().last().copied())
+            .unwrap_or(ProtocolVersion::V4);
+        self.error_to_client(stream, version, &ErrorMessage::protocol_error(why.clone()));
+        self.events.push_back(Event::ClientError { detail: why });
+        self.close_client(now);
+    }
+
+    /// Refuses a protocol version in the words drivers parse to step down, then closes.
+    pub(super) fn refuse_version(&mut self, requested: u8, stream: StreamId, now: Instant) {
+        let accepted = self.proxy.accepted_versions();
+        let version = accepted.last().copied().unwrap_or(ProtocolVersion::V4);
+        self.error_to_client(
+            stream,
+            version,
+            &ErrorMessage::version_refusal(requested, &accepted),
+        );
+        self.events.push_back(Event::ClientError {
+            detail: format!("refused protocol version {requested}; offered {accepted:?}"),
+        });
+        self.close_client(now);
+    }
+}
+
+fn class_of(statement: &Statement) -> RequestClass {
+    if statement.kind.is_read() {
+        RequestClass::Read
+    } else {
+        RequestClass::Write
+    }
+}
+
+/// Splits a plain (decompressed) request body into its custom-payload prefix and message.
+fn split_prefix(plain: &Envelope) -> Result<(Bytes, Bytes), DecodeError> {
+    let body = plain.body();
+    let (_, offset) = Prefix::parse(plain.header().flags, Direction::Request, body)?;
+    Ok((body.slice(..offset), body.slice(offset..)))
+}
+
+/// `prefix` followed by `message`, copying only when there is a prefix.
+pub(super) fn join(prefix: &Bytes, message: &Bytes) -> Bytes {
+    if prefix.is_empty() {
+        return message.clone();
+    }
+    let mut out = BytesMut::with_capacity(prefix.len() + message.len());
+    out.put_slice(prefix);
+    out.put_slice(message);
+    out.freeze()
+}

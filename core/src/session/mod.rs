@@ -1,0 +1,522 @@
+//! One client connection and its two backend connections, as a deterministic state machine.
+//!
+//! # The run loop
+//!
+//! A driver owns the three sockets and one receive buffer per socket. It feeds the session with
+//! `handle_*` calls and carries out what the `poll_*` calls return, always passing the current
+//! time last:
+//!
+//! 1. Start: [`Proxy::new_session`](crate::proxy::Proxy::new_session) on accept, then drain.
+//! 2. Inputs: after reading from a socket, [`Session::handle_client_bytes`] or
+//!    [`Session::handle_upstream_bytes`] with the receive buffer (the session splits whole
+//!    frames off and leaves partial ones in place); [`Session::handle_connected`] /
+//!    [`Session::handle_closed`] for backend connection outcomes and closed sockets;
+//!    [`Session::handle_timeout`] when the timer fires.
+//! 3. Drain, in this order, after every input: [`Session::poll_action`] until `None` (connect,
+//!    close), [`Session::poll_transmit`] for each peer while its socket accepts bytes (a slow
+//!    target never holds up the client: each peer is pulled on its own), [`Session::poll_event`]
+//!    until `None` (logs and metrics), then re-arm the timer from [`Session::poll_timeout`].
+//! 4. Read from a socket only while [`Session::wants_read`] says so: that is the backpressure.
+//! 5. Stop when [`Session::is_finished`].
+//!
+//! Wire problems are never errors of these calls: a malformed frame from the client becomes a
+//! protocol ERROR sent to it, an [`Event`] and a close; a cluster that misbehaves is marked
+//! failed. Nothing here panics on input.
+
+mod answer;
+mod handshake;
+mod intake;
+mod leg;
+mod outbox;
+mod request;
+mod streams;
+mod supported;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::config::{Endpoint, Upstream};
+use crate::frame::{Compression, Opcode, ProtocolVersion, StreamId};
+use crate::proxy::Proxy;
+use crate::routing::ReadMode;
+
+use leg::{ClientLeg, UpstreamLeg};
+use request::RequestTable;
+
+/// Identifies a session in logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// One of the three connections of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Peer {
+    Client,
+    Source,
+    Target,
+}
+
+impl Peer {
+    pub const ALL: [Self; 3] = [Self::Client, Self::Source, Self::Target];
+
+    pub const fn upstream(self) -> Option<Upstream> {
+        match self {
+            Self::Client => None,
+            Self::Source => Some(Upstream::Source),
+            Self::Target => Some(Upstream::Target),
+        }
+    }
+
+    pub const fn of(upstream: Upstream) -> Self {
+        match upstream {
+            Upstream::Source => Self::Source,
+            Upstream::Target => Self::Target,
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Client => "client",
+            Self::Source => "source",
+            Self::Target => "target",
+        })
+    }
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open the connection to `upstream` at `endpoint`; report the outcome with
+    /// [`Session::handle_connected`] or [`Session::handle_closed`].
+    Connect {
+        upstream: Upstream,
+        endpoint: Endpoint,
+    },
+    /// Write out what [`Session::poll_transmit`] still yields for the peer, then close its
+    /// socket. The session will not ask about that peer again.
+    Close(Peer),
+}
+
+/// Why a request to one cluster, or the connection to it, failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FailureKind {
+    /// The connection could not be established.
+    Unreachable,
+    /// The connection was lost.
+    Closed,
+    /// No answer within the request timeout.
+    Timeout,
+    /// The cluster answered with an ERROR where the other succeeded.
+    Error,
+    /// All 32768 stream ids of the connection are in flight.
+    Overloaded,
+    /// The handshake was refused (authentication, protocol version).
+    Refused,
+    /// The cluster sent bytes that are not valid protocol.
+    Protocol,
+}
+
+impl FailureKind {
+    pub(crate) const COUNT: usize = 7;
+
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::Closed => "connection lost",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+            Self::Overloaded => "out of stream ids",
+            Self::Refused => "handshake refused",
+            Self::Protocol => "protocol violation",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Something that happened, for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The handshake completed: the client may send queries.
+    Ready {
+        version: ProtocolVersion,
+        compression: Option<Compression>,
+        /// Whether the target is usable; when not, writes are counted as missed.
+        target_ready: bool,
+    },
+    /// A request to a cluster, or the connection to it, failed. `first` is true for the first
+    /// failure of this kind since the cluster last answered: the one worth a log line.
+    Failure {
+        upstream: Upstream,
+        kind: FailureKind,
+        detail: String,
+        first: bool,
+    },
+    /// A write the client was told succeeded did not reach the target.
+    MissedWrite { opcode: Opcode },
+    /// The client sent something the proxy refused; the detail says what.
+    ClientError { detail: String },
+    /// A request was answered.
+    Answered {
+        opcode: Opcode,
+        write: bool,
+        latency: Duration,
+    },
+}
+
+/// How much a log reader cares about an [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl Event {
+    /// The level to log the event at: the first failure of a kind is a warning, repeats and
+    /// per-request events are debug detail.
+    pub fn level(&self) -> Level {
+        match self {
+            Self::Failure { first: true, .. } => Level::Warn,
+            Self::Failure { first: false, .. } => Level::Debug,
+            Self::ClientError { .. } => Level::Info,
+            Self::Ready { .. } | Self::MissedWrite { .. } | Self::Answered { .. } => Level::Debug,
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ready {
+                version,
+                compression,
+                target_ready,
+            } => write!(
+                f,
+                "client ready: protocol {version}, compression {}, target {}",
+                compression.map_or("none", |c| c.name()),
+                if *target_ready {
+                    "ready"
+                } else {
+                    "unavailable (writes to it are counted as missed)"
+                }
+            ),
+            Self::Failure {
+                upstream,
+                kind,
+                detail,
+                first,
+            } => write!(
+                f,
+                "{upstream} cluster: {kind}: {detail}{}",
+                if *first {
+                    " (further failures of this kind are logged at debug level)"
+                } else {
+                    ""
+                }
+            ),
+            Self::MissedWrite { opcode } => write!(f, "a {opcode} write did not reach the target"),
+            Self::ClientError { detail } => write!(f, "client: {detail}"),
+            Self::Answered {
+                opcode,
+                write,
+                latency,
+            } => write!(
+                f,
+                "answered {opcode}{} in {latency:?}",
+                if *write { " (write)" } else { "" }
+            ),
+        }
+    }
+}
+
+/// Timers of a session, ordered by deadline in [`Session::timers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Connect(Upstream),
+    Stream(Upstream, StreamId),
+}
+
+/// Where the handshake with the client stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for STARTUP (OPTIONS is answered meanwhile).
+    Startup,
+    /// STARTUP is with the clusters.
+    Starting,
+    /// The source asked for credentials; AUTH_RESPONSE goes to it.
+    Authenticating,
+    /// Queries flow.
+    Ready,
+}
+
+/// A client connection with its source and target connections.
+#[derive(Debug)]
+pub struct Session {
+    proxy: Arc<Proxy>,
+    id: SessionId,
+    phase: Phase,
+    /// The protocol version fixed by STARTUP.
+    version: Option<ProtocolVersion>,
+    /// The body compression the client negotiated (v3/v4), or lz4 segments (v5).
+    compression: Option<Compression>,
+    /// The source connection's current keyspace (`USE`), for prepared statements.
+    keyspace: Option<String>,
+    primary: Upstream,
+    read_mode: ReadMode,
+    client: ClientLeg,
+    upstreams: [UpstreamLeg; 2],
+    requests: RequestTable,
+    timers: BTreeSet<(Instant, Timer)>,
+    idle_deadline: Option<Instant>,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    finished: bool,
+}
+
+impl Session {
+    pub(crate) fn new(proxy: Arc<Proxy>, id: SessionId, now: Instant) -> Self {
+        let config = proxy.config();
+        let max_frame = config.max_frame_size;
+        let mut session = Self {
+            id,
+            phase: Phase::Startup,
+            version: None,
+            compression: None,
+            keyspace: None,
+            primary: Upstream::Source,
+            read_mode: ReadMode::default(),
+            client: ClientLeg::new(max_frame),
+            upstreams: [
+                UpstreamLeg::new(Upstream::Source, max_frame),
+                UpstreamLeg::new(Upstream::Target, max_frame),
+            ],
+            requests: RequestTable::default(),
+            timers: BTreeSet::new(),
+            idle_deadline: config.idle_timeout.map(|d| now + d),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            finished: false,
+            proxy,
+        };
+        for upstream in Upstream::BOTH {
+            let endpoint = session.pick_endpoint(upstream);
+            let deadline = now + session.proxy.config().connect_timeout;
+            session.timers.insert((deadline, Timer::Connect(upstream)));
+            session
+                .actions
+                .push_back(Action::Connect { upstream, endpoint });
+        }
+        session
+    }
+
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The contact point for a new backend connection: spread over the cluster's contact
+    /// points by session id, so that connections are balanced without shared state.
+    fn pick_endpoint(&self, upstream: Upstream) -> Endpoint {
+        let points = &self.proxy.config().cluster(upstream).contact_points;
+        let index = (self.id.0 as usize) % points.len().max(1);
+        points.get(index).cloned().unwrap_or(Endpoint {
+            host: String::new(),
+            port: 0,
+        })
+    }
+
+    // ---- inputs ------------------------------------------------------------------------
+
+    /// Bytes arrived from the client: whole frames are taken from `buf`, a partial one stays.
+    pub fn handle_client_bytes(&mut self, buf: &mut BytesMut, now: Instant) {
+        self.touch(now);
+        self.read_client(buf, now);
+        self.after_input(now);
+    }
+
+    /// Bytes arrived from a cluster.
+    pub fn handle_upstream_bytes(&mut self, upstream: Upstream, buf: &mut BytesMut, now: Instant) {
+        self.read_upstream(upstream, buf, now);
+        self.after_input(now);
+    }
+
+    /// The connection to `upstream` is established.
+    pub fn handle_connected(&mut self, upstream: Upstream, now: Instant) {
+        self.upstreams[upstream.index()].connected();
+        self.after_input(now);
+    }
+
+    /// `peer`'s connection closed, or could not be opened; `reason` is for the logs.
+    pub fn handle_closed(&mut self, peer: Peer, reason: &str, now: Instant) {
+        match peer.upstream() {
+            Some(upstream) => self.upstream_lost(upstream, reason, now),
+            None => self.client_gone(now),
+        }
+        self.after_input(now);
+    }
+
+    /// The timer armed from [`Session::poll_timeout`] fired (early or late calls are harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Connect(upstream) => self.connect_timed_out(upstream, now),
+                Timer::Stream(upstream, stream) => self.stream_timed_out(upstream, stream, at, now),
+            }
+        }
+        if self.idle_deadline.is_some_and(|d| d <= now) && self.client.is_open() {
+            let idle = self.proxy.config().idle_timeout.unwrap_or_default();
+            self.events.push_back(Event::ClientError {
+                detail: format!("closing the client connection after {idle:?} without traffic"),
+            });
+            self.close_client(now);
+        }
+        self.after_input(now);
+    }
+
+    // ---- outputs -----------------------------------------------------------------------
+
+    /// The next thing the driver must do.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next bytes to write to `peer`, oldest first.
+    #[must_use]
+    pub fn poll_transmit(&mut self, peer: Peer) -> Option<Bytes> {
+        match peer.upstream() {
+            None => self.client.outbox.pop(),
+            Some(upstream) => self.upstreams[upstream.index()].poll_transmit(),
+        }
+    }
+
+    /// The next event for logs and metrics.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] should be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timer = self.timers.first().map(|&(at, _)| at);
+        let idle = self.idle_deadline.filter(|_| self.client.is_open());
+        match (timer, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the driver should read from `peer` now. False while the other side's queue is
+    /// over `--write-buffer-size`, so that no buffer grows without bound.
+    #[must_use]
+    pub fn wants_read(&self, peer: Peer) -> bool {
+        let limit = self.proxy.config().write_buffer_size;
+        match peer.upstream() {
+            None => {
+                self.client.is_open() && self.upstreams.iter().all(|u| u.outbox.queued() < limit)
+            }
+            Some(upstream) => {
+                self.upstreams[upstream.index()].is_readable()
+                    && self.client.outbox.queued() < limit
+            }
+        }
+    }
+
+    /// Bytes queued for `peer` and not yet pulled.
+    #[must_use]
+    pub fn queued(&self, peer: Peer) -> usize {
+        match peer.upstream() {
+            None => self.client.outbox.queued(),
+            Some(upstream) => self.upstreams[upstream.index()].outbox.queued(),
+        }
+    }
+
+    /// True once the client is gone and every request has ended: the driver can drop the
+    /// session after writing what is still queued.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Requests in flight (for metrics).
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Stream ids in flight on the connection to `upstream`, including those of requests that
+    /// timed out and are still unanswered.
+    #[must_use]
+    pub fn upstream_in_flight(&self, upstream: Upstream) -> usize {
+        self.upstreams[upstream.index()].streams.len()
+    }
+
+    // ---- shared plumbing ---------------------------------------------------------------
+
+    fn touch(&mut self, now: Instant) {
+        if let Some(idle) = self.proxy.config().idle_timeout {
+            self.idle_deadline = Some(now + idle);
+        }
+    }
+
+    /// Bookkeeping after any input: once the client is gone and nothing is in flight, close
+    /// the backend connections and finish.
+    fn after_input(&mut self, _now: Instant) {
+        if self.finished || self.client.is_open() || !self.requests.is_empty() {
+            return;
+        }
+        for leg in &mut self.upstreams {
+            if let Some(action) = leg.shut() {
+                self.actions.push_back(action);
+            }
+        }
+        self.timers.clear();
+        self.finished = true;
+        self.proxy.session_closed();
+    }
+
+    fn client_gone(&mut self, _now: Instant) {
+        self.client.closed();
+    }
+
+    /// Ends the client connection after what is queued for it (e.g. a protocol error).
+    fn close_client(&mut self, _now: Instant) {
+        if self.client.is_open() {
+            self.client.closing();
+            self.actions.push_back(Action::Close(Peer::Client));
+        }
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.proxy.config().request_timeout
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,171 @@
+//! Client requests in flight: what each cluster answered so far, and what the session must do
+//! with the answers.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::config::Upstream;
+use crate::frame::{Envelope, Opcode, ProtocolVersion, StreamId};
+use crate::prepared::TargetIds;
+use crate::routing::Route;
+use crate::session::FailureKind;
+
+/// Index of a request in the session's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct RequestId(u32);
+
+/// What one cluster did with its part of a request.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    Answer(Envelope),
+    Failed(FailureKind),
+}
+
+impl Outcome {
+    /// An answer that is not an ERROR.
+    pub(crate) fn is_success(&self) -> bool {
+        matches!(self, Self::Answer(e) if e.opcode() != Opcode::ERROR)
+    }
+}
+
+/// One cluster's part of a request.
+#[derive(Debug, Clone)]
+pub(crate) enum Leg {
+    /// Not sent to this cluster.
+    Unused,
+    /// Sent; no outcome yet.
+    Waiting,
+    Done(Outcome),
+}
+
+impl Leg {
+    pub(crate) fn is_pending(&self) -> bool {
+        matches!(self, Self::Waiting)
+    }
+
+    pub(crate) fn outcome(&self) -> Option<&Outcome> {
+        match self {
+            Self::Done(outcome) => Some(outcome),
+            Self::Unused | Self::Waiting => None,
+        }
+    }
+}
+
+/// What the session must do with the answers, beyond relaying the primary's.
+#[derive(Debug, Clone)]
+pub(crate) enum Kind {
+    /// OPTIONS: the client gets what both clusters support.
+    Options,
+    /// STARTUP: the client is ready when both clusters are.
+    Startup,
+    /// AUTH_RESPONSE during the handshake.
+    AuthResponse,
+    /// Relay the primary's answer.
+    Plain,
+    /// `USE`: each connection's keyspace follows the SET_KEYSPACE its cluster answered.
+    Use,
+    /// PREPARE: remember the ids both clusters gave.
+    Prepare {
+        query: String,
+        keyspace: Option<String>,
+        /// The source's id, once it answered.
+        source_id: Option<Bytes>,
+        /// The target's ids, if it answered first.
+        target: Option<TargetIds>,
+    },
+    /// EXECUTE or BATCH: the target's UNPREPARED is repaired by re-preparing there.
+    Prepared(Repair),
+}
+
+/// What a re-prepare on the target needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Repair {
+    /// The message as sent to the source (after any timestamp was added), before the target's
+    /// ids were put in; rebuilt for the target after re-preparing.
+    pub(crate) body: Bytes,
+    /// The request's custom payload prefix (usually empty), sent again with the retry.
+    pub(crate) prefix: Bytes,
+    /// The statement being re-prepared (its source id), while the PREPARE is out.
+    pub(crate) statement: Option<Bytes>,
+    /// A repair was already tried: a second UNPREPARED is final.
+    pub(crate) attempted: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) client_stream: StreamId,
+    /// The version of the client's frame, which its answer uses.
+    pub(crate) version: ProtocolVersion,
+    pub(crate) opcode: Opcode,
+    pub(crate) kind: Kind,
+    /// Changes data or connection state (counted as a missed write if the target fails it).
+    pub(crate) write: bool,
+    pub(crate) route: Route,
+    pub(crate) legs: [Leg; 2],
+    /// The client got its answer.
+    pub(crate) answered: bool,
+    pub(crate) started: Instant,
+}
+
+impl Request {
+    pub(crate) fn leg(&self, upstream: Upstream) -> &Leg {
+        &self.legs[upstream.index()]
+    }
+
+    pub(crate) fn leg_mut(&mut self, upstream: Upstream) -> &mut Leg {
+        &mut self.legs[upstream.index()]
+    }
+
+    pub(crate) fn all_done(&self) -> bool {
+        self.legs.iter().all(|l| !l.is_pending())
+    }
+}
+
+/// The session's requests, addressed by [`RequestId`]. Slots are reused; the table is as
+/// large as the peak number of requests in flight.
+#[derive(Debug, Default)]
+pub(crate) struct RequestTable {
+    slots: Vec<Option<Request>>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl RequestTable {
+    pub(crate) fn insert(&mut self, request: Request) -> RequestId {
+        self.len += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(request);
+                RequestId(i)
+            }
+            None => {
+                self.slots.push(Some(request));
+                RequestId((self.slots.len() - 1) as u32)
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, id: RequestId) -> Option<&Request> {
+        self.slots.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: RequestId) -> Option<&mut Request> {
+        self.slots.get_mut(id.0 as usize).and_then(Option::as_mut)
+    }
+
+    pub(crate) fn remove(&mut self, id: RequestId) -> Option<Request> {
+        let request = self.slots.get_mut(id.0 as usize)?.take()?;
+        self.free.push(id.0);
+        self.len -= 1;
+        Some(request)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}

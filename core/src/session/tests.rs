@@ -1,0 +1,1 @@
+//! Unit tests of the session live in the simulation (see `crate::sim`).
