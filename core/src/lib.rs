@@ -16,6 +16,8 @@ pub mod config;
 pub mod driver;
 pub mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod message;
 pub mod prepared;
 pub mod proxy;
