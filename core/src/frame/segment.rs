@@ -355,11 +355,13 @@ impl SegmentReader {
         let Some(header) = self.envelopes.peek(large)? else {
             return Ok(None);
         };
-        // `peek` bounded this by the frame limit: reserving it is safe and saves regrowing.
+        // `peek` bounded this by the frame limit. Memory follows the bytes that actually
+        // arrived (a few segments ahead), so that a slow sender announcing a huge envelope
+        // holds no more than it sent.
         let total = HEADER_LEN + header.length as usize;
         match large.len().cmp(&total) {
             std::cmp::Ordering::Less => {
-                large.reserve(total - large.len());
+                large.reserve((total - large.len()).min(4 * MAX_PAYLOAD_LEN));
                 Ok(None)
             }
             std::cmp::Ordering::Greater => Err(DecodeError::new(
