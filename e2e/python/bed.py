@@ -128,7 +128,8 @@ def testbed(*args, timeout=300):
 
 def named_bed(name, up_args, owner_pid=None):
     """The running bed `name`, started with `scripts/testbed --name NAME up UP_ARGS` when it is
-    not running or one of its clusters is down (then it stops with this process).
+    not running or one of its clusters is down (then it stops when the process that started
+    the tests exits: `scripts/test`, or the shell that ran pytest).
 
     `scripts/test` starts the beds the suite needs in parallel before the tests run, so this
     usually finds them running; after a test that stopped one side it starts them afresh.
@@ -137,13 +138,24 @@ def named_bed(name, up_args, owner_pid=None):
     env = parse_env(run.stdout) if run.returncode == 0 else {}
     if env and all(answers(side(s, env)) for s in ("source", "target")):
         return Bed(name, side("source", env), side("target", env), tuple(up_args))
-    owner = owner_pid or os.getpid()
+    owner = owner_pid or os.getppid()
     run = testbed("--name", name, "up", *up_args, "--owner-pid", str(owner))
     if run.returncode != 0:
         raise RuntimeError(f"cannot start bed '{name}' (scripts/testbed --name {name} up "
                            f"{' '.join(up_args)}):\n{run.stderr[-3000:]}")
     env = parse_env(run.stdout)
     return Bed(name, side("source", env), side("target", env), tuple(up_args))
+
+
+def running_pids(name, side_name):
+    """The process ids of the running nodes of one side of bed `name`."""
+    run = testbed("--name", name, "status")
+    pids = []
+    for line in run.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[0] == side_name and fields[2] == "pid" and fields[4] == "running":
+            pids.append(int(fields[3]))
+    return pids
 
 
 def answers(endpoint, timeout=2.0):

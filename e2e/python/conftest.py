@@ -87,8 +87,8 @@ def keyspace(request):
 def start_proxy(request, proxy_binary):
     """Starts `proxy_binary` in front of a bed: `start_proxy(bed, *options)`.
 
-    Every proxy started is stopped after the test; a proxy that died on its own or panicked
-    during the test fails it.
+    Every proxy started is stopped after the test; a proxy that died on its own, panicked, or
+    did not exit on SIGTERM fails it.
     """
     started = []
     request.node._proxies = started
@@ -109,6 +109,11 @@ def start_proxy(request, proxy_binary):
             problems.append(
                 f"{p.name} exited on its own with status {p.exit_status} during the test; "
                 f"log {p.log_path}"
+            )
+        if p.needed_kill:
+            problems.append(
+                f"{p.name} did not exit within {proxies.STOP_GRACE:g}s of SIGTERM (its clients "
+                f"were closed already) and was killed; log {p.log_path}"
             )
         panics = p.panics()
         if panics:

@@ -79,6 +79,7 @@ class Proxy:
         self.proc = None
         self.port = None
         self.exit_status = None  # set when the process ended on its own before `stop`
+        self.needed_kill = False  # set when SIGTERM did not stop it within STOP_GRACE
 
     @property
     def name(self):
@@ -111,7 +112,7 @@ class Proxy:
         for attempt in range(3):
             port = free_port()
             with open(self.log_path, "ab") as log:
-                log.write(f"==> {' '.join(self.command(port))}\n".encode())
+                log.write(f"$ {' '.join(self.command(port))}\n".encode())
                 log.flush()
                 self.proc = subprocess.Popen(
                     self.command(port),
@@ -162,12 +163,18 @@ class Proxy:
             if self.exit_status is None and self in _running:
                 self.exit_status = status
         else:
+            started = time.monotonic()
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(STOP_GRACE)
+                status = self.proc.wait(STOP_GRACE)
+                how = f"exited with status {status} {time.monotonic() - started:.2f}s after SIGTERM"
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+                self.needed_kill = True
+                how = f"still running {STOP_GRACE:g}s after SIGTERM: killed"
+            with open(self.log_path, "a") as log:
+                log.write(f"$ # {how}\n")
         _running.discard(self)
 
     def log_text(self):

@@ -1,6 +1,8 @@
 """The target fails or needs other credentials than the client has: clients of the proxy do
 not notice, and the source keeps every write."""
 
+import os
+import signal
 import threading
 import time
 
@@ -12,74 +14,157 @@ SLACK = 1.5  # allowed on top of it for the driver, the machine and the proxy's 
 WRITERS = 4
 
 
-def test_target_outage(outage_bed, start_proxy, connect, keyspace):
-    """The target is killed in the middle of a workload: every request still succeeds, none
-    takes longer than the request timeout, and the source holds every write."""
-    proxy = start_proxy(outage_bed, "--request-timeout", f"{REQUEST_TIMEOUT:g}s")
-    session = connect(proxy.endpoint)
-    session.execute(workload.KEYSPACE_DDL.format(ks=keyspace))
-    session.execute(f"USE {keyspace}")
-    session.execute("CREATE TABLE writes (writer int, n int, at double, PRIMARY KEY (writer, n))")
-    insert = session.prepare("INSERT INTO writes (writer, n, at) VALUES (?, ?, ?)")
+class Writers:
+    """Client threads writing through one session until stopped, timing every request."""
 
-    results = []  # (writer, n, started, seconds, error)
-    lock = threading.Lock()
-    stop = threading.Event()
+    def __init__(self, session, keyspace):
+        self.session = session
+        self.keyspace = keyspace
+        session.execute(workload.KEYSPACE_DDL.format(ks=keyspace))
+        session.execute(f"USE {keyspace}")
+        session.execute("CREATE TABLE writes (writer int, n int, at double, PRIMARY KEY (writer, n))")
+        self.insert = session.prepare("INSERT INTO writes (writer, n, at) VALUES (?, ?, ?)")
+        self.results = []  # (writer, n, started, seconds, error)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.loop, args=(w,), daemon=True) for w in range(WRITERS)]
 
-    def write(writer, n):
+    def write(self, writer, n):
         started = time.monotonic()
         error = None
         try:
             if n % 4 == 3:
-                session.execute(f"INSERT INTO writes (writer, n, at) VALUES ({writer}, {n}, {started})")
+                self.session.execute(
+                    f"INSERT INTO writes (writer, n, at) VALUES ({writer}, {n}, {started})")
             else:
-                session.execute(insert, (writer, n, started))
+                self.session.execute(self.insert, (writer, n, started))
         except Exception as e:  # noqa: BLE001 - every failure is a finding
             error = repr(e)
-        with lock:
-            results.append((writer, n, started, time.monotonic() - started, error))
+        with self.lock:
+            self.results.append((writer, n, started, time.monotonic() - started, error))
         return error
 
-    def writer_loop(writer):
+    def loop(self, writer):
         errors = 0
         for n in range(100_000):
-            if stop.is_set() or errors >= 3:
+            if self.stop.is_set() or errors >= 3:
                 return
-            errors += write(writer, n) is not None
+            errors += self.write(writer, n) is not None
 
-    threads = [threading.Thread(target=writer_loop, args=(w,), daemon=True) for w in range(WRITERS)]
-    for t in threads:
-        t.start()
-    time.sleep(2)
+    def start(self):
+        for t in self.threads:
+            t.start()
 
-    # Before the outage the proxy does write to the target.
-    target_cluster = outage_bed.target.cluster()
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in self.threads), "writers still blocked 60s after the workload"
+
+    def check(self, since, min_after):
+        """No request failed, none was slower than the request timeout plus slack, and at least
+        `min_after` requests started after `since` (the failure) went through."""
+        results = self.results
+        errors = [r for r in results if r[4]]
+        assert not errors, f"{len(errors)} of {len(results)} requests failed, first: {errors[:3]}"
+        limit = REQUEST_TIMEOUT + SLACK
+        slow = sorted((r for r in results if r[3] > limit), key=lambda r: -r[3])
+        assert not slow, (
+            f"{len(slow)} of {len(results)} requests took longer than {limit}s (writer, n, started "
+            f"seconds after the failure, seconds): "
+            f"{[(w, n, round(s - since, 2), round(d, 2)) for w, n, s, d, _ in slow[:5]]}"
+        )
+        after = [r for r in results if r[2] > since]
+        assert len(after) >= min_after, f"only {len(after)} requests ran after the failure"
+        print(f"{len(results)} requests, {len(after)} after the failure; slowest "
+              f"{max(r[3] for r in results):.3f}s, slowest after the failure "
+              f"{max(r[3] for r in after):.3f}s")
+
+    def check_source(self, source_session, extra=()):
+        """The source, read directly, holds every write."""
+        query = f"SELECT writer, n FROM {self.keyspace}.writes"
+        stored = {(r.writer, r.n) for r in source_session.execute(query)}
+        written = {(w, n) for w, n, _, _, _ in self.results} | set(extra)
+        missing = sorted(written - stored)
+        assert not missing, f"{len(missing)} of {len(written)} writes are missing on the source: {missing[:10]}"
+        assert stored == written
+
+
+def count_on(endpoint, keyspace):
+    cluster = endpoint.cluster()
     try:
-        on_target = target_cluster.connect().execute(
-            f"SELECT COUNT(*) FROM {keyspace}.writes").one()[0]
+        return cluster.connect().execute(f"SELECT COUNT(*) FROM {keyspace}.writes").one()[0]
     finally:
-        target_cluster.shutdown()
-    assert on_target > 0, "no write reached the target before the outage"
+        cluster.shutdown()
+
+
+class Frozen:
+    """Freezes the running nodes of a bed's target (SIGSTOP: connections stay open, nothing
+    answers) until the block ends, then lets them go on (SIGCONT), for the next test."""
+
+    def __init__(self, the_bed):
+        self.pids = bed.running_pids(the_bed.name, "target")
+        assert self.pids, f"no running target node in bed '{the_bed.name}' to freeze"
+
+    def __enter__(self):
+        for pid in self.pids:
+            os.kill(pid, signal.SIGSTOP)
+        self.since = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        for pid in self.pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_target_frozen(outage_bed, start_proxy, connect, keyspace):
+    """The target stops answering in the middle of a workload: every request still succeeds
+    within the request timeout, and the source holds every write."""
+    proxy = start_proxy(outage_bed, "--request-timeout", f"{REQUEST_TIMEOUT:g}s")
+    writers = Writers(connect(proxy.endpoint), keyspace)
+    writers.start()
+    time.sleep(2)
+    assert count_on(outage_bed.target, keyspace) > 0, "no write reached the target before the freeze"
+    with Frozen(outage_bed) as frozen:
+        time.sleep(3 * REQUEST_TIMEOUT)
+        writers.finish()
+    writers.check(frozen.since, min_after=WRITERS)
+    writers.check_source(connect(outage_bed.source))
+
+
+def test_new_client_while_target_frozen(outage_bed, start_proxy, connect, keyspace):
+    """With the proxy's default options, a client that connects while the target does not
+    answer (the driver allows 5s per connection) connects, writes and reads."""
+    proxy = start_proxy(outage_bed)
+    setup = connect(proxy.endpoint)
+    setup.execute(workload.KEYSPACE_DDL.format(ks=keyspace))
+    setup.execute(f"CREATE TABLE {keyspace}.kv (k int PRIMARY KEY, v text)")
+    with Frozen(outage_bed):
+        started = time.monotonic()
+        late = connect(proxy.endpoint)
+        connected = time.monotonic() - started
+        late.execute(f"INSERT INTO {keyspace}.kv (k, v) VALUES (1, 'while frozen')")
+        rows = late.execute(f"SELECT v FROM {keyspace}.kv WHERE k = 1").all()
+        print(f"new client connected after {connected:.2f}s, wrote and read after "
+              f"{time.monotonic() - started:.2f}s")
+    assert [r.v for r in rows] == ["while frozen"]
+
+
+def test_target_outage(outage_bed, start_proxy, connect, keyspace):
+    """The target is killed in the middle of a workload: every request still succeeds, none
+    takes longer than the request timeout, and the source holds every write."""
+    proxy = start_proxy(outage_bed, "--request-timeout", f"{REQUEST_TIMEOUT:g}s")
+    writers = Writers(connect(proxy.endpoint), keyspace)
+    writers.start()
+    time.sleep(2)
+    assert count_on(outage_bed.target, keyspace) > 0, "no write reached the target before the outage"
 
     run = bed.testbed("--name", outage_bed.name, "stop", "target", "--kill")
     assert run.returncode == 0, run.stderr
     killed = time.monotonic()
     time.sleep(3 * REQUEST_TIMEOUT)
-    stop.set()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads), "writers still blocked 60s after the workload"
-
-    errors = [r for r in results if r[4]]
-    assert not errors, f"{len(errors)} of {len(results)} requests failed, first: {errors[:3]}"
-    limit = REQUEST_TIMEOUT + SLACK
-    slow = sorted((r for r in results if r[3] > limit), key=lambda r: -r[3])
-    assert not slow, (
-        f"{len(slow)} requests took longer than {limit}s (writer, n, started after the kill, "
-        f"seconds): {[(w, n, round(s - killed, 2), round(d, 2)) for w, n, s, d, _ in slow[:5]]}"
-    )
-    after = [r for r in results if r[2] > killed]
-    assert len(after) >= 20, f"only {len(after)} requests ran after the target was killed"
+    writers.finish()
+    writers.check(killed, min_after=20)
 
     # A client that connects while the target is down is served too.
     started = time.monotonic()
@@ -88,15 +173,10 @@ def test_target_outage(outage_bed, start_proxy, connect, keyspace):
     late_rows = late.execute(f"SELECT n FROM {keyspace}.writes WHERE writer = 99").all()
     assert [r.n for r in late_rows] == [0]
     elapsed = time.monotonic() - started
+    limit = REQUEST_TIMEOUT + SLACK
     assert elapsed < 2 * limit, f"a new client took {elapsed:.1f}s to connect, write and read"
 
-    # The source, read directly, holds every write.
-    src = connect(outage_bed.source)
-    stored = {(r.writer, r.n) for r in src.execute(f"SELECT writer, n FROM {keyspace}.writes")}
-    written = {(w, n) for w, n, _, _, _ in results} | {(99, 0)}
-    missing = sorted(written - stored)
-    assert not missing, f"{len(missing)} of {len(written)} writes are missing on the source: {missing[:10]}"
-    assert stored == written
+    writers.check_source(connect(outage_bed.source), extra={(99, 0)})
 
 
 def test_target_credentials(auth_bed, start_proxy, connect, keyspace):

@@ -415,6 +415,17 @@ def small_workload(session, ks):
     session.execute(batch)
     expected[62] = ("b2", None)
     del expected[2]
+    # Writes without a client timestamp: the proxy gives both clusters the same one.
+    session.use_client_timestamp = False
+    try:
+        for k in range(200, 230):
+            session.execute(insert, (k, f"n{k}"))
+            expected[k] = (f"n{k}", None)
+        session.execute("UPDATE kv SET v = 'plain' WHERE k = 200")
+        expected[200] = ("plain", None)
+        session.execute(batch)
+    finally:
+        session.use_client_timestamp = True
     # Large values: incompressible and compressible, each larger than one v5 segment (128 KiB).
     insert_blob = session.prepare("INSERT INTO kv (k, v, b) VALUES (?, ?, ?)")
     big = {
