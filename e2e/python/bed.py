@@ -128,8 +128,9 @@ def testbed(*args, timeout=300):
 
 def named_bed(name, up_args, owner_pid=None):
     """The running bed `name`, started with `scripts/testbed --name NAME up UP_ARGS` when it is
-    not running or one of its clusters is down (then it stops when the process that started
-    the tests exits: `scripts/test`, or the shell that ran pytest).
+    not running or one of its clusters is down. A bed started here stops when the process
+    `CQLMIRROR_E2E_BED_OWNER` names exits (`scripts/test` sets its own pid), by default the
+    parent of this process (the shell that ran pytest).
 
     `scripts/test` starts the beds the suite needs in parallel before the tests run, so this
     usually finds them running; after a test that stopped one side it starts them afresh.
@@ -138,7 +139,7 @@ def named_bed(name, up_args, owner_pid=None):
     env = parse_env(run.stdout) if run.returncode == 0 else {}
     if env and all(answers(side(s, env)) for s in ("source", "target")):
         return Bed(name, side("source", env), side("target", env), tuple(up_args))
-    owner = owner_pid or os.getppid()
+    owner = owner_pid or int(os.environ.get("CQLMIRROR_E2E_BED_OWNER") or os.getppid())
     run = testbed("--name", name, "up", *up_args, "--owner-pid", str(owner))
     if run.returncode != 0:
         raise RuntimeError(f"cannot start bed '{name}' (scripts/testbed --name {name} up "
