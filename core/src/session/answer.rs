@@ -122,10 +122,14 @@ impl Session {
             return;
         };
         if !request.answered {
-            let handshake = matches!(
-                request.kind,
-                Kind::Options | Kind::Startup | Kind::AuthResponse
-            );
+            let handshake = match request.kind {
+                Kind::Startup | Kind::AuthResponse => true,
+                // A heartbeat (OPTIONS on an established connection) follows the wait policy
+                // like any request: a slow or silent target must not slow the driver's
+                // liveness checks down.
+                Kind::Options => self.phase != Phase::Ready,
+                _ => false,
+            };
             let wait_all = handshake || self.proxy.config().wait == WaitPolicy::Both;
             let primary_done = !request.leg(request.route.primary).is_pending();
             if primary_done && (request.all_done() || !wait_all) {

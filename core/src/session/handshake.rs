@@ -204,15 +204,18 @@ impl Session {
                         "the {upstream} cluster refused the login of --{upstream}-username {user}: {why}"
                     )
                 };
-                self.leg_done(id, upstream, Outcome::Failed(FailureKind::Refused), now);
+                // Fail the connection first, so that the failure reported is this one and not
+                // the vaguer one the end of the handshake would report.
                 self.upstream_failed(upstream, FailureKind::Refused, detail, true, now);
+                self.leg_done(id, upstream, Outcome::Failed(FailureKind::Refused), now);
             }
         }
     }
 
-    /// A cluster answered a relayed AUTH_RESPONSE.
+    /// A cluster answered a relayed AUTH_RESPONSE: either cluster (the source always, the
+    /// target when it got the client's credentials) is ready once it says AUTH_SUCCESS.
     pub(super) fn auth_answer(&mut self, upstream: Upstream, envelope: &Envelope) {
-        if upstream == Upstream::Target && envelope.opcode() == Opcode::AUTH_SUCCESS {
+        if envelope.opcode() == Opcode::AUTH_SUCCESS {
             self.upstreams[upstream.index()].handshake = Handshake::Ready;
         }
     }
