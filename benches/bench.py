@@ -1,0 +1,463 @@
+#!/usr/bin/env python3
+"""The end-to-end load bench of cqlmirror: what the proxy costs, measured side by side.
+
+Run through `scripts/bench`, which builds the release binaries first. In one run, on this
+machine, with the load generator (cqlmirror-load) on the same machine:
+
+  against null backends (cqlmirror-null, a CQL server answering at once with canned results):
+    direct            load -> null
+    raw relay         load -> cqlmirror-relay (smol, bytes copied both ways) -> null
+    proxy-smol        load -> proxy-smol -> two nulls (dual write)
+    proxy-tokio       load -> proxy-tokio -> two nulls (dual write)
+  against the two real Cassandra 5.0 clusters of a dedicated test bed:
+    direct            load -> source cluster
+    proxy-smol        load -> proxy-smol -> source and target clusters
+
+Each row: closed-loop saturation throughput with its latency percentiles, then open-loop at
+half of the raw relay's saturation rate (null backends) or half of the lower of the two
+saturation rates (Cassandra), latency measured from each request's scheduled time, and the
+p50 added versus direct at that rate. CPU time per request of the process in the middle
+(relay or proxy) comes from /proc/PID/stat. Memory: peak RSS (VmHWM) of fresh proxy
+processes with 1, 100 and 1000 idle client connections (each past its handshake, so each
+has its two backend connections) against null backends.
+
+Standard library only. Results go to target/bench/ (results.md, results.json, logs/).
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+if not TARGET.is_absolute():
+    TARGET = REPO / TARGET
+BIN = Path(os.environ.get("CQLMIRROR_BENCH_BIN", TARGET / "release"))
+OUT = REPO / "target" / "bench"
+LOGS = OUT / "logs"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+started = []  # (name, Popen) of every process this bench started
+bed_up = None  # the bed's name, once started
+
+
+def say(*parts):
+    print(*parts, flush=True)
+
+
+def fail(message):
+    say(f"bench: {message}")
+    sys.exit(2)
+
+
+# ---- processes ---------------------------------------------------------------------------
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(name, argv):
+    log = open(LOGS / f"{name}.log", "w")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    started.append((name, proc))
+    return proc
+
+
+def wait_port(proc, port, name, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            fail(f"{name} exited with status {proc.returncode}; see {LOGS / (name + '.log')}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    fail(f"{name} does not accept connections on port {port} after {timeout:.0f}s")
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    started[:] = [(n, p) for n, p in started if p is not proc]
+
+
+def stop_all():
+    for _, proc in list(started):
+        stop(proc)
+    global bed_up
+    if bed_up:
+        say(f"== stopping the test bed '{bed_up}' ==")
+        subprocess.run([str(REPO / "scripts" / "testbed"), "--name", bed_up, "down"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        bed_up = None
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time of a process (all threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def memory(pid):
+    """VmHWM and VmRSS of a process, in KiB."""
+    values = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmHWM", "VmRSS"):
+                values[key] = int(rest.split()[0])
+    return values["VmHWM"], values["VmRSS"]
+
+
+# ---- load runs ---------------------------------------------------------------------------
+
+def load(args, address, label, rate=None, middle=None, extra=()):
+    """One cqlmirror-load run; returns its JSON result with the middle process's CPU use."""
+    argv = [str(BIN / "cqlmirror-load"), address, "--json", "--label", label,
+            "--connections", str(args.connections), "--in-flight", str(args.in_flight),
+            "--reads", str(args.reads), "--protocol", str(args.protocol),
+            "--duration", f"{args.duration}s", "--warmup", f"{args.warmup}s", *extra]
+    if rate:
+        argv += ["--rate", f"{rate:.0f}"]
+    cpu_before = cpu_seconds(middle.pid) if middle else None
+    run = subprocess.run(argv, capture_output=True, text=True)
+    cpu = cpu_seconds(middle.pid) - cpu_before if middle else None
+    safe = label.replace(" ", "_").replace("/", "_").replace(">", "")
+    (LOGS / f"load-{safe}-{'open' if rate else 'closed'}.log").write_text(run.stderr)
+    if run.returncode == 2 or not run.stdout.strip():
+        say(run.stderr)
+        fail(f"cqlmirror-load could not run against {label} ({address})")
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result["cpu_us_per_request"] = (cpu * 1e6 / result["sent"]) if cpu is not None and result["sent"] else None
+    lat = result["latency_us"]
+    errors = result["errors"]["total"]
+    say(f"  {label:<34} {'open ' + format(rate, '.0f') + ' req/s' if rate else 'closed loop':>20}: "
+        f"{result['throughput']:>9.0f} req/s  p50 {lat['p50']:>8.1f} µs  p99 {lat['p99']:>8.1f} µs"
+        + (f"  cpu {result['cpu_us_per_request']:.2f} µs/req" if result["cpu_us_per_request"] else "")
+        + (f"   !!! {errors} ERRORS !!!" if errors else ""))
+    if errors:
+        say("    " + run.stderr.replace("\n", "\n    "))
+    return result
+
+
+def measure(args, rows, rates):
+    """Closed loop on every row, then for each `(key, rate_of)` of `rates` open loop at
+    `rate_of(closed results)` on every row, stored under `key`."""
+    results = {}
+    for name, address, middle in rows:
+        results[name] = {"closed": load(args, address, name, middle=middle)}
+    chosen = {}
+    for key, rate_of in rates:
+        chosen[key] = rate_of(results)
+        for name, address, middle in rows:
+            results[name][key] = load(args, address, name, rate=chosen[key], middle=middle)
+    return results, chosen
+
+
+# ---- idle connections and memory -----------------------------------------------------------
+
+def frame(opcode, body=b"", stream=0):
+    return struct.pack(">BBhBI", 0x04, 0, stream, opcode, len(body)) + body
+
+
+def read_frame(sock):
+    def exactly(n):
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise OSError("connection closed during the handshake")
+            data += chunk
+        return data
+    header = exactly(9)
+    _, _, _, opcode, length = struct.unpack(">BBhBI", header)
+    exactly(length)
+    return opcode
+
+
+def idle_client(port):
+    """A client connection past OPTIONS and STARTUP (protocol v4), left open."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(frame(0x05))  # OPTIONS
+    if read_frame(sock) != 0x06:
+        raise OSError("OPTIONS was not answered with SUPPORTED")
+    key, value = b"CQL_VERSION", b"3.0.0"
+    body = struct.pack(">H", 1) + struct.pack(">H", len(key)) + key + struct.pack(">H", len(value)) + value
+    sock.sendall(frame(0x01, body))  # STARTUP
+    if read_frame(sock) != 0x02:
+        raise OSError("STARTUP was not answered with READY")
+    return sock
+
+
+def memory_profile(binary, source_port, target_port):
+    port = free_port()
+    name = f"{binary}-memory"
+    proc = start(name, [str(BIN / binary), f"127.0.0.1:{source_port}", f"127.0.0.1:{target_port}",
+                        "--listen-address", "127.0.0.1", "--proxy-port", str(port)])
+    wait_port(proc, port, name)
+    time.sleep(0.5)
+    points = {0: memory(proc.pid)}
+    clients = []
+    for count in (1, 100, 1000):
+        while len(clients) < count:
+            clients.append(idle_client(port))
+        time.sleep(1.0)
+        points[count] = memory(proc.pid)
+    for sock in clients:
+        sock.close()
+    stop(proc)
+    per_connection = (points[1000][0] - points[1][0]) * 1024 / 999
+    say(f"  {binary:<12} VmHWM KiB: start {points[0][0]}, 1 conn {points[1][0]}, "
+        f"100 conns {points[100][0]}, 1000 conns {points[1000][0]}: "
+        f"{per_connection / 1024:.1f} KiB per client connection (with its two backend connections)")
+    return {"points_kib": {str(k): {"hwm": v[0], "rss": v[1]} for k, v in points.items()},
+            "per_connection_bytes": per_connection}
+
+
+# ---- the report ----------------------------------------------------------------------------
+
+def machine():
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) // 1024 // 1024
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(), "memory_gib": mem}
+
+
+def loadavg():
+    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def table(section, results, baseline, direct, rate):
+    head = (f"| {section} | closed loop req/s | vs {baseline} | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs "
+            f"| open loop @ {rate:.0f} req/s: p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | p50 added vs direct "
+            f"| CPU µs/req (middle) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    base = results[baseline]["closed"]["throughput"]
+    direct_p50 = results[direct]["open"]["latency_us"]["p50"]
+    for name, row in results.items():
+        c, o = row["closed"], row["open"]
+        errors = c["errors"]["total"] + o["errors"]["total"]
+        cl, ol = c["latency_us"], o["latency_us"]
+        added = "—" if name == direct else f"{ol['p50'] - direct_p50:+.1f} µs"
+        cpu = o.get("cpu_us_per_request") or c.get("cpu_us_per_request")
+        lines.append(
+            f"| {name}{' **ERRORS: ' + str(errors) + '**' if errors else ''} | {c['throughput']:.0f} "
+            f"| {100 * c['throughput'] / base:.0f}% "
+            f"| {cl['p50']:.0f} | {cl['p90']:.0f} | {cl['p99']:.0f} | {cl['p99.9']:.0f} | {cl['max']:.0f} "
+            f"| {ol['p50']:.1f} | {ol['p90']:.1f} | {ol['p99']:.1f} | {ol['p99.9']:.1f} | {ol['max']:.0f} "
+            f"| {added} | {'%.2f' % cpu if cpu else '—'} |")
+    return "\n".join(lines)
+
+
+def open_table(section, results, key, direct, rate):
+    head = (f"| {section}, open loop @ {rate:.0f} req/s | achieved req/s | p50 µs | p90 µs | p99 µs "
+            f"| p99.9 µs | max µs | p50 added vs direct | CPU µs/req (middle) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    direct_p50 = results[direct][key]["latency_us"]["p50"]
+    for name, row in results.items():
+        o = row[key]
+        errors = o["errors"]["total"]
+        ol = o["latency_us"]
+        added = "—" if name == direct else f"{ol['p50'] - direct_p50:+.1f} µs"
+        cpu = o.get("cpu_us_per_request")
+        lines.append(
+            f"| {name}{' **ERRORS: ' + str(errors) + '**' if errors else ''} | {o['throughput']:.0f} "
+            f"| {ol['p50']:.1f} | {ol['p90']:.1f} | {ol['p99']:.1f} | {ol['p99.9']:.1f} | {ol['max']:.0f} "
+            f"| {added} | {'%.2f' % cpu if cpu else '—'} |")
+    return "\n".join(lines)
+
+
+def memory_table(mem):
+    lines = ["| proxy | VmHWM at start | 1 client | 100 clients | 1000 clients | per client connection |",
+             "|---|---|---|---|---|---|"]
+    for binary, m in mem.items():
+        p = m["points_kib"]
+        lines.append(f"| {binary} | {p['0']['hwm'] / 1024:.1f} MiB | {p['1']['hwm'] / 1024:.1f} MiB "
+                     f"| {p['100']['hwm'] / 1024:.1f} MiB | {p['1000']['hwm'] / 1024:.1f} MiB "
+                     f"| {m['per_connection_bytes'] / 1024:.1f} KiB |")
+    return "\n".join(lines)
+
+
+# ---- main ----------------------------------------------------------------------------------
+
+def main():
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5, help="seconds measured per run (default 5)")
+    parser.add_argument("--warmup", type=float, default=1, help="seconds of warm-up per run (default 1)")
+    parser.add_argument("--connections", type=int, default=4, help="client connections (default 4)")
+    parser.add_argument("--in-flight", type=int, default=64,
+                        help="requests in flight per connection (default 64)")
+    parser.add_argument("--reads", type=int, default=50, help="percentage of reads (default 50)")
+    parser.add_argument("--protocol", type=int, default=4, choices=(3, 4, 5), help="protocol version (default 4)")
+    parser.add_argument("--skip-cassandra", action="store_true",
+                        help="only the null-backend rows and memory (no test bed)")
+    parser.add_argument("--skip-memory", action="store_true", help="no memory measurement")
+    parser.add_argument("--bed-subnet", type=int, default=9,
+                        help="subnet of the bench's own test bed, 127.0.N.x (default 9)")
+    args = parser.parse_args()
+
+    for binary in ("cqlmirror-load", "cqlmirror-null", "cqlmirror-relay", "proxy-smol", "proxy-tokio"):
+        if not (BIN / binary).exists():
+            fail(f"{BIN / binary} is missing: run scripts/bench, which builds it")
+    LOGS.mkdir(parents=True, exist_ok=True)
+    # 1000 idle clients need 1000 sockets here and 3000 in the proxy (inherited limit).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
+
+    m = machine()
+    report = {"machine": m, "load_before": loadavg(), "args": vars(args)}
+    say(f"== machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
+        f"load average {report['load_before']} ==")
+    say("   the load generator runs on this machine too; no CPU pinning (2 cores leave nothing to pin)")
+
+    # Null backends, relay and proxies.
+    null_src, null_tgt, relay_port, smol_port, tokio_port = (free_port() for _ in range(5))
+    src = start("null-source", [str(BIN / "cqlmirror-null"), "--listen", f"127.0.0.1:{null_src}"])
+    tgt = start("null-target", [str(BIN / "cqlmirror-null"), "--listen", f"127.0.0.1:{null_tgt}"])
+    relay = start("relay", [str(BIN / "cqlmirror-relay"), f"127.0.0.1:{null_src}",
+                            "--listen", f"127.0.0.1:{relay_port}"])
+    proxies = {}
+    for binary, port in (("proxy-smol", smol_port), ("proxy-tokio", tokio_port)):
+        proxies[binary] = start(binary, [str(BIN / binary), f"127.0.0.1:{null_src}", f"127.0.0.1:{null_tgt}",
+                                         "--listen-address", "127.0.0.1", "--proxy-port", str(port)])
+    for proc, port, name in ((src, null_src, "null-source"), (tgt, null_tgt, "null-target"),
+                             (relay, relay_port, "relay"), (proxies["proxy-smol"], smol_port, "proxy-smol"),
+                             (proxies["proxy-tokio"], tokio_port, "proxy-tokio")):
+        wait_port(proc, port, name)
+
+    say(f"\n== null backends: {args.connections} connections x {args.in_flight} in flight, "
+        f"{args.reads}% reads, protocol v{args.protocol}, {args.duration:g}s per run after {args.warmup:g}s warm-up ==")
+    null_rows = [
+        ("direct -> null", f"127.0.0.1:{null_src}", None),
+        ("raw relay -> null", f"127.0.0.1:{relay_port}", relay),
+        ("proxy-smol -> 2 nulls", f"127.0.0.1:{smol_port}", proxies["proxy-smol"]),
+        ("proxy-tokio -> 2 nulls", f"127.0.0.1:{tokio_port}", proxies["proxy-tokio"]),
+    ]
+    null_results, null_rates = measure(args, null_rows, [
+        ("open", lambda r: r["raw relay -> null"]["closed"]["throughput"] / 2),
+        ("open_own", lambda r: r["proxy-smol -> 2 nulls"]["closed"]["throughput"] / 2),
+    ])
+    null_rate = null_rates["open"]
+    report["null"] = {"rates": null_rates, "results": null_results, "load": loadavg()}
+    for name in ("relay", "proxy-smol", "proxy-tokio"):
+        stop(relay if name == "relay" else proxies[name])
+
+    if not args.skip_memory:
+        say("\n== memory: fresh proxies against the null backends, idle clients past their handshake ==")
+        report["memory"] = {b: memory_profile(b, null_src, null_tgt) for b in ("proxy-smol", "proxy-tokio")}
+    stop(src)
+    stop(tgt)
+
+    if not args.skip_cassandra:
+        global bed_up
+        bed = "bench"
+        say(f"\n== starting the test bed '{bed}' (subnet {args.bed_subnet}): real Cassandra 5.0 source and target ==")
+        up = subprocess.run([str(REPO / "scripts" / "testbed"), "--name", bed, "up", "--subnet",
+                             str(args.bed_subnet), "--owner-pid", str(os.getpid())],
+                            capture_output=True, text=True)
+        bed_up = bed
+        (LOGS / "testbed.log").write_text(up.stderr + up.stdout)
+        if up.returncode != 0:
+            say(up.stderr)
+            fail("the test bed did not start; see " + str(LOGS / "testbed.log"))
+        env = dict(line[len("export "):].split("=", 1) for line in up.stdout.splitlines()
+                   if line.startswith("export "))
+        source, target = env["CQLMIRROR_BED_SOURCE"], env["CQLMIRROR_BED_TARGET"]
+        port = free_port()
+        proxy = start("proxy-smol-cassandra", [str(BIN / "proxy-smol"), source, target,
+                                               "--listen-address", "127.0.0.1", "--proxy-port", str(port)])
+        wait_port(proxy, port, "proxy-smol-cassandra")
+        say(f"   source {source}, target {target}; creating the table on both through the proxy")
+        setup = subprocess.run([str(BIN / "cqlmirror-load"), f"127.0.0.1:{port}", "--setup",
+                                "--requests", "2000", "--connections", "1", "--reads", "0"],
+                               capture_output=True, text=True)
+        if setup.returncode != 0:
+            say(setup.stdout + setup.stderr)
+            fail("setting up the table through the proxy failed")
+        say(f"\n== Cassandra: {args.connections} connections x {args.in_flight} in flight, {args.reads}% reads ==")
+        cass_rows = [("direct -> source", source, None),
+                     ("proxy-smol -> source + target", f"127.0.0.1:{port}", proxy)]
+        cass_results, cass_rates = measure(args, cass_rows, [
+            ("open", lambda r: min(v["closed"]["throughput"] for v in r.values()) / 2)])
+        report["cassandra"] = {"rate": cass_rates["open"], "results": cass_results, "load": loadavg()}
+        stop(proxy)
+        stop_all()
+
+    report["load_after"] = loadavg()
+    md = [f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}; the load generator runs on the "
+          f"same machine; no CPU pinning. Load average {report['load_before']} before, "
+          f"{report['load_after']} after. {args.connections} connections x {args.in_flight} in flight, "
+          f"{args.reads}% reads, protocol v{args.protocol}, {args.duration:g}s per run.", ""]
+    md.append(table("null backends", null_results, "raw relay -> null", "direct -> null", null_rate))
+    md += ["", open_table("null backends", null_results, "open_own", "direct -> null", null_rates["open_own"])]
+    if "cassandra" in report:
+        md += ["", table("Cassandra 5.0 test bed", report["cassandra"]["results"], "direct -> source",
+                         "direct -> source", report["cassandra"]["rate"])]
+    if "memory" in report:
+        md += ["", memory_table(report["memory"])]
+    smol = null_results["proxy-smol -> 2 nulls"]
+    relay_tp = null_results["raw relay -> null"]["closed"]["throughput"]
+    goals = [
+        f"- proxy-smol keeps {100 * smol['closed']['throughput'] / relay_tp:.0f}% of the raw relay's "
+        f"throughput (goal: at least 70%)",
+        f"- proxy-smol adds {smol['open']['latency_us']['p50'] - null_results['direct -> null']['open']['latency_us']['p50']:.1f} µs "
+        f"to p50 at {null_rate:.0f} req/s, half of the raw relay's saturation (goal: under 50 µs)",
+        f"- proxy-smol adds {smol['open_own']['latency_us']['p50'] - null_results['direct -> null']['open_own']['latency_us']['p50']:.1f} µs "
+        f"to p50 at {null_rates['open_own']:.0f} req/s, half of its own saturation",
+    ]
+    if "memory" in report:
+        goals.append(f"- proxy-smol uses {report['memory']['proxy-smol']['per_connection_bytes'] / 1024:.1f} KiB "
+                     f"per idle client connection (goal: under 64 KiB)")
+    md += ["", *goals]
+    text = "\n".join(md)
+    (OUT / "results.md").write_text(text + "\n")
+    (OUT / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    say("\n" + text)
+    say(f"\n(results in {OUT / 'results.md'} and results.json; logs in {LOGS})")
+    all_results = list(null_results.values()) + list(report.get("cassandra", {}).get("results", {}).values())
+    failed = sum(run["errors"]["total"] for r in all_results for run in r.values())
+    if failed:
+        say(f"\n!!! {failed} ERRORS in the runs above: those rows do not measure a working system !!!")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        code = main()
+    finally:
+        stop_all()
+    sys.exit(code)
