@@ -188,15 +188,13 @@ async fn connection(proxy: Arc<Proxy>, client: Async<TcpStream>, executor: Arc<E
         if driver.is_finished() {
             break;
         }
-        match driver.poll_timeout() {
-            Some(at) if armed != Some(at) => {
+        // The earliest deadline moves with nearly every answered request, and re-arming an
+        // async-io timer wakes the reactor thread. A timer that fires early is harmless (the
+        // session ignores early calls and the timer is re-armed then), so it only moves earlier.
+        if let Some(at) = driver.poll_timeout() {
+            if armed.is_none_or(|armed| at < armed) {
                 timer.set_at(at);
                 armed = Some(at);
-            }
-            Some(_) => {}
-            None => {
-                timer = Timer::never();
-                armed = None;
             }
         }
 

@@ -169,19 +169,18 @@ async fn connection(proxy: Arc<Proxy>, client: TcpStream) {
         if driver.is_finished() {
             break;
         }
-        match driver.poll_timeout() {
-            Some(at) if armed != Some(at) => {
-                let at = tokio::time::Instant::from_std(at);
+        // The earliest deadline moves with nearly every answered request; resetting the
+        // timer each time costs a timer-wheel update. A timer that fires early is harmless
+        // (the session ignores early calls and the timer is re-armed then), so it only moves
+        // earlier.
+        if let Some(at) = driver.poll_timeout() {
+            if armed.is_none_or(|armed| at < armed) {
+                let deadline = tokio::time::Instant::from_std(at);
                 match &mut timer {
-                    Some(sleep) => sleep.as_mut().reset(at),
-                    None => timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                    Some(sleep) => sleep.as_mut().reset(deadline),
+                    None => timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
                 }
-                armed = Some(at.into_std());
-            }
-            Some(_) => {}
-            None => {
-                timer = None;
-                armed = None;
+                armed = Some(at);
             }
         }
 
