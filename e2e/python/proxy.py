@@ -22,7 +22,7 @@ from bed import REPO, Endpoint
 LOG_DIR = REPO / "target" / "e2e-logs"
 DEFAULT_BINARIES = "target/debug/proxy-smol,target/debug/proxy-tokio"
 LISTEN_HOST = "127.0.0.1"
-STOP_GRACE = 5.0
+STOP_GRACE = 12.0  # the proxy drains open connections for up to 10s after SIGTERM
 
 _running = set()
 
