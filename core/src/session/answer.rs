@@ -16,7 +16,7 @@ use crate::session::intake::{Outgoing, join};
 use crate::session::leg::Purpose;
 use crate::session::request::{Kind, Leg, Outcome, RequestId};
 use crate::session::streams::MAX_STREAM;
-use crate::session::{Event, FailureKind, Phase, Session, Timer};
+use crate::session::{Event, FailureKind, Phase, Session};
 use crate::statement::Statement;
 
 /// Unanswered timed-out requests after which a connection is considered dead.
@@ -62,8 +62,6 @@ impl Session {
         let Some(in_flight) = leg.streams.remove(stream) else {
             return; // not ours (or already failed): nothing to pair it with
         };
-        self.timers
-            .remove(&(in_flight.deadline, Timer::Stream(upstream, stream)));
         if in_flight.timed_out {
             leg.timed_out = leg.timed_out.saturating_sub(1);
             return;

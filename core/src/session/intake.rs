@@ -20,7 +20,7 @@ use crate::message::{
 use crate::routing::{RequestClass, Route, route};
 use crate::session::leg::Purpose;
 use crate::session::request::{Kind, Leg, Outcome, Repair, Request, RequestId};
-use crate::session::{Event, FailureKind, Phase, Session, Timer};
+use crate::session::{Event, FailureKind, Phase, Session};
 use crate::statement::{Statement, StatementKind};
 
 /// What the session learned from a request and what it will send.
@@ -460,8 +460,7 @@ impl Session {
             length,
         };
         leg.send(header, &out.body);
-        self.timers
-            .insert((deadline, Timer::Stream(upstream, stream)));
+        self.stream_check = Some(self.stream_check.map_or(deadline, |at| at.min(deadline)));
         Ok(())
     }
 

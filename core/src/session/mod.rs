@@ -251,7 +251,8 @@ impl fmt::Display for Event {
     }
 }
 
-/// Timers of a session, ordered by deadline in [`Session::timers`].
+/// Timers of a session. Connect timers wait in [`Session::timers`]; request deadlines are kept
+/// with their stream ids (see [`Session::stream_check`]) and found by a scan when due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Connect(Upstream),
@@ -289,6 +290,11 @@ pub struct Session {
     upstreams: [UpstreamLeg; 2],
     requests: RequestTable,
     timers: BTreeSet<(Instant, Timer)>,
+    /// No in-flight request's deadline is earlier than this. Keeping one timer per request
+    /// in `timers` cost a tree insert and removal per request and cluster; instead, when this
+    /// passes, the stream tables are scanned for expired requests and it is recomputed. In
+    /// steady traffic that is one scan per request timeout.
+    stream_check: Option<Instant>,
     idle_deadline: Option<Instant>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
@@ -314,6 +320,7 @@ impl Session {
             ],
             requests: RequestTable::default(),
             timers: BTreeSet::new(),
+            stream_check: None,
             idle_deadline: config.idle_timeout.map(|d| now + d),
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -378,15 +385,40 @@ impl Session {
 
     /// The timer armed from [`Session::poll_timeout`] fired (early or late calls are harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = Vec::new();
         while let Some(&(at, timer)) = self.timers.first() {
             if at > now {
                 break;
             }
             self.timers.pop_first();
+            due.push((at, timer));
+        }
+        let scan = self.stream_check.is_some_and(|check| check <= now);
+        if scan {
+            for leg in &self.upstreams {
+                for (stream, in_flight) in leg.streams.iter() {
+                    if !in_flight.timed_out && in_flight.deadline <= now {
+                        due.push((in_flight.deadline, Timer::Stream(leg.which, stream)));
+                    }
+                }
+            }
+            // Deadline order, as one timer per request would fire.
+            due.sort_unstable();
+        }
+        for (at, timer) in due {
             match timer {
                 Timer::Connect(upstream) => self.connect_timed_out(upstream, now),
                 Timer::Stream(upstream, stream) => self.stream_timed_out(upstream, stream, at, now),
             }
+        }
+        if scan {
+            self.stream_check = self
+                .upstreams
+                .iter()
+                .flat_map(|leg| leg.streams.iter())
+                .filter(|(_, in_flight)| !in_flight.timed_out)
+                .map(|(_, in_flight)| in_flight.deadline)
+                .min();
         }
         if self.idle_deadline.is_some_and(|d| d <= now) && self.client.is_open() {
             let idle = self.proxy.config().idle_timeout.unwrap_or_default();
@@ -426,10 +458,7 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.timers.first().map(|&(at, _)| at);
         let idle = self.idle_deadline.filter(|_| self.client.is_open());
-        match (timer, idle) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [timer, self.stream_check, idle].into_iter().flatten().min()
     }
 
     /// Whether the driver should read from `peer` now. False while the other side's queue is
@@ -497,6 +526,7 @@ impl Session {
             }
         }
         self.timers.clear();
+        self.stream_check = None;
         self.finished = true;
         self.proxy.session_closed();
     }

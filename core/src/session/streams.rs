@@ -59,6 +59,14 @@ impl<T> StreamTable<T> {
             .and_then(Option::as_mut)
     }
 
+    /// The ids in flight and what each is for, lowest id first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (StreamId, &T)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_ref().map(|v| (StreamId(i as i16), v)))
+    }
+
     /// Frees `id`, returning what it was for.
     pub(crate) fn remove(&mut self, id: StreamId) -> Option<T> {
         let slot = usize::try_from(id.0)
