@@ -40,6 +40,8 @@ class Endpoint:
         profile = ExecutionProfile(
             load_balancing_policy=policy, request_timeout=kwargs.pop("request_timeout", 20)
         )
+        # Generous: a 2-core machine running six Cassandra nodes can be slow to answer.
+        kwargs.setdefault("connect_timeout", 15)
         if self.username:
             kwargs["auth_provider"] = PlainTextAuthProvider(self.username, self.password)
         if self.tls_ca:

@@ -141,7 +141,7 @@ def test_new_client_while_target_frozen(outage_bed, start_proxy, connect, keyspa
     setup.execute(f"CREATE TABLE {keyspace}.kv (k int PRIMARY KEY, v text)")
     with Frozen(outage_bed):
         started = time.monotonic()
-        late = connect(proxy.endpoint)
+        late = connect(proxy.endpoint, connect_timeout=5)  # the driver's default
         connected = time.monotonic() - started
         late.execute(f"INSERT INTO {keyspace}.kv (k, v) VALUES (1, 'while frozen')")
         rows = late.execute(f"SELECT v FROM {keyspace}.kv WHERE k = 1").all()
