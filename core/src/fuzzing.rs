@@ -48,8 +48,14 @@ fn pieces(data: &[u8]) -> Vec<&[u8]> {
 
 /// Envelopes decoded from a stream fed in pieces, in either direction.
 pub fn envelope(data: &[u8]) {
-    let Some((&selector, data)) = data.split_first() else { return };
-    let direction = if selector & 1 == 0 { Direction::Request } else { Direction::Response };
+    let Some((&selector, data)) = data.split_first() else {
+        return;
+    };
+    let direction = if selector & 1 == 0 {
+        Direction::Request
+    } else {
+        Direction::Response
+    };
     let mut decoder = EnvelopeDecoder::new(MAX_FRAME).expecting(direction);
     let mut buf = BytesMut::new();
     for piece in pieces(data) {
@@ -72,8 +78,14 @@ pub fn envelope(data: &[u8]) {
 
 /// v5 segments, raw and as envelopes, uncompressed or lz4.
 pub fn segment(data: &[u8]) {
-    let Some((&selector, data)) = data.split_first() else { return };
-    let format = if selector & 1 == 0 { SegmentFormat::Uncompressed } else { SegmentFormat::Lz4 };
+    let Some((&selector, data)) = data.split_first() else {
+        return;
+    };
+    let format = if selector & 1 == 0 {
+        SegmentFormat::Uncompressed
+    } else {
+        SegmentFormat::Lz4
+    };
     let mut segments = SegmentDecoder::new(format);
     let mut reader = SegmentReader::new(format, EnvelopeDecoder::new(MAX_FRAME));
     let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
@@ -87,7 +99,9 @@ pub fn segment(data: &[u8]) {
 
 /// A connection's framing switching from envelopes to segments mid-stream, as in v5.
 pub fn frame_stream(data: &[u8]) {
-    let Some((&selector, data)) = data.split_first() else { return };
+    let Some((&selector, data)) = data.split_first() else {
+        return;
+    };
     let mut decoder = FrameDecoder::new(EnvelopeDecoder::new(MAX_FRAME));
     let mut buf = BytesMut::from(data);
     let mut decoded = 0u8;
@@ -105,8 +119,14 @@ pub fn frame_stream(data: &[u8]) {
 
 /// v3/v4 body decompression with a size limit.
 pub fn compression(data: &[u8]) {
-    let Some((&selector, data)) = data.split_first() else { return };
-    let compression = if selector & 1 == 0 { Compression::Lz4 } else { Compression::Snappy };
+    let Some((&selector, data)) = data.split_first() else {
+        return;
+    };
+    let compression = if selector & 1 == 0 {
+        Compression::Lz4
+    } else {
+        Compression::Snappy
+    };
     if let Ok(plain) = compression.decompress(data, MAX_FRAME) {
         assert!(plain.len() <= MAX_FRAME);
         if let Some(packed) = compression.compress(&plain) {
@@ -117,7 +137,9 @@ pub fn compression(data: &[u8]) {
 
 /// Every request body decoder and the proxy's rewrites of requests.
 pub fn request(data: &[u8]) {
-    let Some((&selector, body)) = data.split_first() else { return };
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
     let v = version(selector);
     let _ = Prefix::parse(crate::frame::Flags(selector), Direction::Request, body);
     let _ = Startup::decode(body, v);
@@ -138,11 +160,18 @@ pub fn request(data: &[u8]) {
         assert_eq!(decoded.is_ok(), stamped.is_ok());
         if let Ok(crate::message::DefaultTimestamp::Inserted(new)) = stamped {
             let again = ensure_default_timestamp(opcode, &new, v, 1);
-            assert_eq!(again.ok(), Some(crate::message::DefaultTimestamp::AlreadySet(1_700_000_000_000_000)));
+            assert_eq!(
+                again.ok(),
+                Some(crate::message::DefaultTimestamp::AlreadySet(
+                    1_700_000_000_000_000
+                ))
+            );
         }
     }
     let _ = Execute::with_ids(&bytes, v, b"new-id", Some(b"md"));
-    let _ = Batch::map_prepared_ids(&bytes, v, |id| (id.len() % 2 == 0).then(|| Bytes::from_static(b"x")));
+    let _ = Batch::map_prepared_ids(&bytes, v, |id| {
+        (id.len() % 2 == 0).then(|| Bytes::from_static(b"x"))
+    });
     if let Ok(text) = std::str::from_utf8(body) {
         let _ = Statement::classify(text);
     }
@@ -150,7 +179,9 @@ pub fn request(data: &[u8]) {
 
 /// Every response body decoder, walking all rows and cells.
 pub fn response(data: &[u8]) {
-    let Some((&selector, body)) = data.split_first() else { return };
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
     let v = version(selector);
     let _ = Prefix::parse(crate::frame::Flags(selector), Direction::Response, body);
     let _ = Supported::decode(body, v);
@@ -170,13 +201,30 @@ pub fn response(data: &[u8]) {
 /// A whole session fed arbitrary bytes from the client and from both clusters: it must never
 /// panic, and its queues must stay bounded.
 pub fn session(data: &[u8], now: Instant) {
-    let Some((&selector, data)) = data.split_first() else { return };
-    let ep = |host: &str| vec![Endpoint { host: host.into(), port: 9042 }];
+    let Some((&selector, data)) = data.split_first() else {
+        return;
+    };
+    let ep = |host: &str| {
+        vec![Endpoint {
+            host: host.into(),
+            port: 9042,
+        }]
+    };
     let mut config = Config::new(ep("source"), ep("target"));
     config.max_frame_size = 64 * 1024;
     config.write_buffer_size = 16 * 1024;
-    config.wait = if selector & 1 == 0 { WaitPolicy::Both } else { WaitPolicy::Primary };
-    let Ok(proxy) = Proxy::new(config, WallClock { instant: now, unix_micros: 1_700_000_000_000_000 }) else {
+    config.wait = if selector & 1 == 0 {
+        WaitPolicy::Both
+    } else {
+        WaitPolicy::Primary
+    };
+    let Ok(proxy) = Proxy::new(
+        config,
+        WallClock {
+            instant: now,
+            unix_micros: 1_700_000_000_000_000,
+        },
+    ) else {
         return;
     };
     let mut session = Arc::clone(&proxy).new_session(now);

@@ -2,6 +2,9 @@
 //! bodies, so that every input the fuzzers kept, and every crash they found and we fixed, is
 //! checked by the ordinary test suite on stable Rust.
 
+// A failed unwrap is a failed test here, with the error in the panic message.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::Path;
 use std::time::Instant;
@@ -9,7 +12,9 @@ use std::time::Instant;
 use cqlmirror_core::fuzzing;
 
 fn replay(target: &str, body: impl Fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
     let entries = fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let mut count = 0;
     for entry in entries {
