@@ -43,6 +43,7 @@ fn scenario(seed: u64, version: ProtocolVersion) -> Scenario {
         keys: 20,
         think: Latency::ZERO,
         value_size: VALUE,
+        unqualified: false,
     };
     s.clients = vec![c];
     s

@@ -9,7 +9,7 @@ mod sim_common;
 use std::time::Duration;
 
 use cqlmirror_core::frame::ProtocolVersion;
-use cqlmirror_core::sim::{ClientSpec, Latency, Scenario, Workload};
+use cqlmirror_core::sim::{ClientSpec, Engine, Latency, Scenario, Workload};
 use sim_common::{expect, run, seeds};
 
 #[test]
@@ -29,6 +29,50 @@ fn healthy_clusters_see_every_write_once() {
             "healthy",
             seed,
             "the target has every write",
+            &v,
+        );
+    }
+}
+
+#[test]
+fn through_the_runtimes_driver() {
+    for seed in seeds(200..206) {
+        let mut scenario = Scenario::new(seed);
+        scenario.engine = Engine::Driver;
+        scenario.clients[0].version = if seed % 2 == 0 {
+            ProtocolVersion::V4
+        } else {
+            ProtocolVersion::V5
+        };
+        let (_, v) = run("driver", scenario);
+        let s = &v.summary;
+        expect(
+            s.unanswered == 0 && s.source_writes == s.target_writes && s.missed_reported == 0,
+            "driver",
+            seed,
+            "all answered, the target has every write",
+            &v,
+        );
+    }
+}
+
+#[test]
+fn use_keyspace_then_unqualified_tables() {
+    for seed in seeds(300..306) {
+        let mut scenario = Scenario::new(seed);
+        scenario.clients[0].version = if seed % 2 == 0 {
+            ProtocolVersion::V4
+        } else {
+            ProtocolVersion::V5
+        };
+        scenario.clients[0].workload.unqualified = true;
+        let (_, v) = run("unqualified", scenario);
+        let s = &v.summary;
+        expect(
+            s.unanswered == 0 && s.source_writes == s.target_writes && s.missed_reported == 0,
+            "unqualified",
+            seed,
+            "all answered, the target has every write",
             &v,
         );
     }

@@ -46,6 +46,7 @@ fn all_source_stream_ids_in_flight() {
             keys: 1000,
             think: Latency::ZERO,
             value_size: 0,
+            unqualified: false,
         };
         s.clients = vec![c];
         let (world, v) = run(name, s);

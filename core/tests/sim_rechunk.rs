@@ -1,6 +1,7 @@
 //! Byte streams cut every way: one byte at a time, random pieces, whole writes, and a proxy
 //! that reads a few bytes at a time, on every connection, in v3, v4 (lz4, snappy) and v5
-//! (segments, lz4); also values large enough to span several v5 segments.
+//! (segments, lz4); also values large enough to span several v5 segments. Odd seeds drive the
+//! session through the runtimes' `Driver`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,7 +9,7 @@ mod sim_common;
 
 use cqlmirror_core::frame::{Compression, ProtocolVersion};
 use cqlmirror_core::sim::{
-    Chunking, ClientSpec, Latency, Mix, NetworkSpec, PipeSpec, Scenario, SimRng, Workload,
+    Chunking, ClientSpec, Engine, Latency, Mix, NetworkSpec, PipeSpec, Scenario, SimRng, Workload,
 };
 use sim_common::{expect, run, seeds};
 
@@ -38,6 +39,10 @@ fn scenario(seed: u64, version: ProtocolVersion, compression: Option<Compression
         upstream_down: pipe(&mut rng),
     };
     s.proxy_max_read = [1, 7, 100, 16 * 1024][rng.index(4)];
+    // Every other seed through the runtimes' driver, whose reads and writes are cut too.
+    if seed % 2 == 1 {
+        s.engine = Engine::Driver;
+    }
     let mut c = ClientSpec::new(version);
     c.compression = compression;
     c.max_read = [1, 13, 4096][rng.index(3)];
@@ -48,6 +53,7 @@ fn scenario(seed: u64, version: ProtocolVersion, compression: Option<Compression
         keys: 10,
         think: Latency::millis(0, 2),
         value_size: rng.between(0, 300) as usize,
+        unqualified: false,
     };
     s.clients = vec![c];
     s
@@ -89,6 +95,7 @@ fn values_spanning_several_segments() {
                 keys: 3,
                 think: Latency::millis(0, 2),
                 value_size: 140_000,
+                unqualified: false,
             };
             let (_, v) = run(&name, s);
             expect(v.summary.unanswered == 0, &name, seed, "all answered", &v);

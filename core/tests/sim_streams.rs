@@ -28,6 +28,7 @@ fn scenario(seed: u64, streams: StreamChoice, version: ProtocolVersion) -> Scena
         keys: 40,
         think: Latency::between(Duration::ZERO, Duration::from_micros(300)),
         value_size: 0,
+        unqualified: false,
     };
     s.clients = vec![c];
     s

@@ -12,6 +12,7 @@ use std::time::Duration;
 use cqlmirror_core::config::WaitPolicy;
 use cqlmirror_core::frame::ProtocolVersion;
 use cqlmirror_core::message::ErrorCode;
+use cqlmirror_core::session::Event;
 use cqlmirror_core::sim::{
     ClientSpec, ClusterEvent, ConnectMode, Fault, FaultRule, Latency, Match, Scenario, Verdict,
     Workload,
@@ -168,4 +169,80 @@ fn target_fails_or_loses_some_writes() {
             &v,
         );
     });
+}
+
+/// The target restarts (connections dropped, prepared statements forgotten) while clients
+/// come and go: sessions opened after the restart get a fresh target connection and miss
+/// nothing (statements prepared before the restart are prepared there again).
+#[test]
+fn target_restarts_while_clients_come_and_go() {
+    for seed in seeds(30..36) {
+        let name = "target restart";
+        let mut s = Scenario::new(seed);
+        s.config.request_timeout = TIMEOUT;
+        let restart = Duration::from_millis(150);
+        s.target.events = vec![
+            (restart, ClusterEvent::DropConnections),
+            (restart, ClusterEvent::ForgetPrepared),
+        ];
+        s.clients = (0..4)
+            .map(|i| {
+                let mut c = ClientSpec::new(if i % 2 == 0 {
+                    ProtocolVersion::V4
+                } else {
+                    ProtocolVersion::V5
+                });
+                c.start_at = Duration::from_millis(100 * i);
+                c.workload = Workload {
+                    ops: 120,
+                    max_in_flight: 16,
+                    think: Latency::millis(0, 3),
+                    ..Workload::default()
+                };
+                c
+            })
+            .collect();
+        let (world, v) = run(name, s);
+        for (i, slot) in world.slots().iter().enumerate() {
+            let host = slot.host.as_ref().unwrap();
+            let missed = host
+                .events()
+                .iter()
+                .filter(|(_, e)| matches!(e, Event::MissedWrite { .. }))
+                .count();
+            if slot.client.spec().start_at > restart {
+                expect(
+                    missed == 0,
+                    name,
+                    seed,
+                    format!("client {i} (after the restart) missed {missed}"),
+                    &v,
+                );
+            }
+        }
+        client_unharmed(name, seed, &v);
+    }
+}
+
+/// With `--dest-close`, losing the target closes the client connection too.
+#[test]
+fn dest_close_follows_the_target() {
+    for seed in seeds(40..44) {
+        let name = "dest close";
+        let mut s = scenario(seed, WaitPolicy::Both, ProtocolVersion::V4);
+        s.config.dest_close = true;
+        s.target.events = vec![(
+            Duration::from_millis(60 + seed),
+            ClusterEvent::DropConnections,
+        )];
+        let (world, v) = run(name, s);
+        let closed = world.slots()[0].client.closed();
+        expect(
+            closed.is_some_and(|(_, by_proxy)| by_proxy),
+            name,
+            seed,
+            "the client connection was closed",
+            &v,
+        );
+    }
 }

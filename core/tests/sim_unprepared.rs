@@ -29,6 +29,7 @@ fn scenario(seed: u64, wait: WaitPolicy, version: ProtocolVersion) -> Scenario {
         keys: 30,
         think: Latency::millis(0, 3),
         value_size: 0,
+        unqualified: false,
     };
     s.clients = vec![c];
     s
@@ -78,6 +79,9 @@ fn target_forgets_statements() {
         let name = format!("target unprepared, {name}");
         let seed = s.seed;
         s.target.faults = evictions(60, 5 + seed * 3);
+        // Half the runs name the table without its keyspace, after USE: the statement must be
+        // prepared again in the right keyspace.
+        s.clients[0].workload.unqualified = seed % 2 == 1;
         let (world, v) = run(&name, s);
         expect(
             v.summary.target_repairs > 0,

@@ -28,6 +28,7 @@ fn scenario(seed: u64, wait: WaitPolicy, version: ProtocolVersion) -> Scenario {
         keys: 30,
         think: Latency::millis(0, 2),
         value_size: 0,
+        unqualified: false,
     };
     s.clients = vec![c];
     s

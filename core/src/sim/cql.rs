@@ -18,6 +18,19 @@ pub const TABLE: &str = "t";
 pub const INSERT_PREPARED: &str = "INSERT INTO ks.t (k, v) VALUES (?, ?)";
 /// The prepared form of a read.
 pub const SELECT_PREPARED: &str = "SELECT v FROM ks.t WHERE k = ?";
+/// The prepared insert without a keyspace (after `USE ks`).
+pub const INSERT_PREPARED_UNQUALIFIED: &str = "INSERT INTO t (k, v) VALUES (?, ?)";
+/// The prepared read without a keyspace (after `USE ks`).
+pub const SELECT_PREPARED_UNQUALIFIED: &str = "SELECT v FROM t WHERE k = ?";
+
+/// The table's name, with the keyspace or without (after `USE ks`).
+fn table(qualified: bool) -> String {
+    if qualified {
+        format!("{KEYSPACE}.{TABLE}")
+    } else {
+        TABLE.to_owned()
+    }
+}
 
 /// A literal or a bind marker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,19 +76,30 @@ impl Stmt {
 
 /// `INSERT INTO ks.t (k, v) VALUES (key, 'value')`, quotes in `value` escaped.
 pub fn insert(key: i64, value: &str) -> String {
+    insert_into(true, key, value)
+}
+
+/// An insert into `ks.t` (`qualified`) or `t`.
+pub fn insert_into(qualified: bool, key: i64, value: &str) -> String {
     format!(
-        "INSERT INTO {KEYSPACE}.{TABLE} (k, v) VALUES ({key}, '{}')",
+        "INSERT INTO {} (k, v) VALUES ({key}, '{}')",
+        table(qualified),
         value.replace('\'', "''")
     )
 }
 
 /// `SELECT v AS alias FROM ks.t WHERE k = key` (no alias when `None`).
 pub fn select(key: i64, alias: Option<&str>) -> String {
+    select_from(true, key, alias)
+}
+
+/// A read from `ks.t` (`qualified`) or `t`.
+pub fn select_from(qualified: bool, key: i64, alias: Option<&str>) -> String {
     let mut s = String::from("SELECT v");
     if let Some(alias) = alias {
         let _ = write!(s, " AS {alias}");
     }
-    let _ = write!(s, " FROM {KEYSPACE}.{TABLE} WHERE k = {key}");
+    let _ = write!(s, " FROM {} WHERE k = {key}", table(qualified));
     s
 }
 

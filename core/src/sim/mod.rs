@@ -11,12 +11,14 @@
 //!   backpressure a socket exerts), FIN and reset; [`pipe::Link`] is a connection.
 //! - [`host::Host`]: drives a [`Session`](crate::session::Session) exactly as a runtime
 //!   driver does (inputs, then actions, transmits per peer as the connection takes them,
-//!   events, timer; reads only while the session wants them).
+//!   events, timer; reads only while the session wants them), or through the runtimes'
+//!   [`Driver`](crate::driver::Driver) ([`Engine`]).
 //! - [`cluster::SimCluster`]: a Cassandra stand-in over the real codec with a key-value
 //!   table, prepared statements with per-cluster ids, credentials and fault injection.
 //! - [`client::SimClient`]: a driver stand-in: handshake (v3 to v5, compression), prepared
 //!   statements, a workload with random stream ids, per-stream answer checks.
-//! - [`world::World`]: all of them on one virtual clock, built from a [`Scenario`].
+//! - [`world::World`]: all of them on one virtual clock, built from a [`Scenario`];
+//!   [`Scenario::chaos`] draws every setting and fault from a seed.
 //! - [`model::check`]: the reference model: what each client must have seen, which writes
 //!   each cluster must have, and a clean end.
 //!
@@ -29,6 +31,7 @@
 //! # let _ = world;
 //! ```
 
+pub mod chaos;
 pub mod client;
 pub mod cluster;
 pub mod cql;
@@ -44,6 +47,7 @@ use std::time::Instant;
 
 pub use client::{ClientSpec, Mix, StreamChoice, Workload};
 pub use cluster::{ClusterEvent, ClusterSpec, ConnectMode, Fault, FaultRule, Match};
+pub use host::Engine;
 pub use latency::Latency;
 pub use model::{Summary, Verdict};
 pub use pipe::{Chunking, PipeSpec};

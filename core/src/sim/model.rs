@@ -33,7 +33,7 @@ use std::time::Duration;
 use crate::config::{Upstream, WaitPolicy};
 use crate::frame::Opcode;
 use crate::message::ErrorCode;
-use crate::session::{Event, Peer};
+use crate::session::{Event, FailureKind, Peer};
 use crate::sim::client::{ClientOp, OpKind, carries_tag};
 use crate::sim::cluster::{AnswerState, Received};
 use crate::sim::host::{Host, PeerState};
@@ -60,6 +60,10 @@ pub struct Summary {
     pub target_repairs: usize,
     /// The slowest answer a client got.
     pub max_latency: Duration,
+    /// Writes that reached the source without a default timestamp.
+    pub unstamped_writes: usize,
+    /// Writes the target applied and the source did not (the source failed them).
+    pub target_only_writes: usize,
 }
 
 /// The outcome of checking a run.
@@ -188,6 +192,19 @@ pub fn check(world: &World) -> Verdict {
     let config = &world.scenario().config;
     let timeout = config.request_timeout;
     let mut missed_events_total = 0u64;
+    // The proxy forgets prepared statements when its cache is smaller than the statements the
+    // clients prepare: it then cannot stamp their writes, map their ids on the target, or
+    // tell their reads from writes.
+    let statements: BTreeSet<&str> = world
+        .slots()
+        .iter()
+        .flat_map(|s| s.client.ops())
+        .filter_map(|op| match &op.kind {
+            OpKind::Prepare(text) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    let forgetful = config.prepared_cache_size < statements.len();
 
     for which in Upstream::BOTH {
         for problem in world.cluster(which).violations() {
@@ -202,7 +219,11 @@ pub fn check(world: &World) -> Verdict {
         let Some(host) = &slot.host else {
             continue;
         };
-        let reason = closing_reason(host, config.dest_close);
+        // During the handshake a source request that times out also ends the connection.
+        let reason = closing_reason(host, config.dest_close).or_else(|| {
+            (client.ready_at().is_none() && source_trouble(host))
+                .then(|| "the source failed during the handshake".to_owned())
+        });
         match (client.handshake_error(), spec.expect_handshake_failure) {
             // The proxy's own error (a timeout) while the source was failing.
             (Some(e), false) if e.contains("cqlmirror:") && source_trouble(host) => {}
@@ -244,7 +265,11 @@ pub fn check(world: &World) -> Verdict {
                     Upstream::Source => &world.scenario().source,
                     Upstream::Target => &world.scenario().target,
                 };
-                if !spec.has_faults() {
+                // Timeouts can come from the network and from backpressure; a prepared id the
+                // proxy forgot (a tiny cache) can make the target answer UNPREPARED.
+                let explained = matches!(kind, FailureKind::Timeout | FailureKind::Overloaded)
+                    || (forgetful && detail.contains("UNPREPARED"));
+                if !spec.has_faults() && !explained {
                     v.violations.push(format!(
                         "client {slot_index}: {upstream} failure ({kind}: {detail}) at {at:?} with no fault injected there"
                     ));
@@ -257,8 +282,13 @@ pub fn check(world: &World) -> Verdict {
         for op in client.ops() {
             v.summary.ops += 1;
             check_answer(&mut v, &index, host, op, slot_index, timeout, config.wait);
-            check_writes(&mut v, &index, op, slot_index);
-            match missed_class(&index, op, slot_index, timeout) {
+            // Prepared statements the proxy forgot (a cache smaller than the two statements the
+            // clients use) are executed without a timestamp: the proxy cannot tell whether
+            // they are conditional.
+            let may_lack_timestamp =
+                forgetful && matches!(op.kind, OpKind::ExecuteInsert | OpKind::Batch);
+            check_writes(&mut v, &index, op, slot_index, may_lack_timestamp);
+            match missed_class(&index, op, slot_index, timeout, forgetful) {
                 Missed::Required => missed_required += 1,
                 Missed::Ambiguous => missed_ambiguous += 1,
                 Missed::No => {}
@@ -293,6 +323,14 @@ pub fn check(world: &World) -> Verdict {
             v.violations.push(format!(
                 "client {slot_index}: the proxy reported {missed_events} missed writes; the model expects {missed_required} to {}",
                 missed_required + missed_ambiguous
+            ));
+        }
+
+        check_events(&mut v, world, slot_index);
+        if host.idle_writes() > 0 {
+            v.violations.push(format!(
+                "client {slot_index}: the driver wanted to write {} times with room and nothing to write (a runtime would spin on writability)",
+                host.idle_writes()
             ));
         }
 
@@ -345,6 +383,10 @@ pub fn check(world: &World) -> Verdict {
     }
     v.summary.source_writes = index.applied[0].len();
     v.summary.target_writes = index.applied[1].len();
+    v.summary.target_only_writes = index.applied[1]
+        .keys()
+        .filter(|id| !index.applied[0].contains_key(*id))
+        .count();
     check_tables(&mut v, world, &index);
     v
 }
@@ -433,7 +475,12 @@ fn check_answer(
         return;
     }
     if !carries_tag(op) {
-        if answer.opcode != Opcode::RESULT && answer.opcode != Opcode::ERROR {
+        let expected = if op.kind == OpKind::Register {
+            Opcode::READY
+        } else {
+            Opcode::RESULT
+        };
+        if answer.opcode != expected && answer.opcode != Opcode::ERROR {
             v.violations
                 .push(format!("{who}: answered with {}", answer.opcode));
         }
@@ -500,7 +547,13 @@ fn check_answer(
     }
 }
 
-fn check_writes(v: &mut Verdict, index: &Index<'_>, op: &ClientOp, slot: usize) {
+fn check_writes(
+    v: &mut Verdict,
+    index: &Index<'_>,
+    op: &ClientOp,
+    slot: usize,
+    may_lack_timestamp: bool,
+) {
     let told_success = op
         .answer
         .as_ref()
@@ -534,6 +587,12 @@ fn check_writes(v: &mut Verdict, index: &Index<'_>, op: &ClientOp, slot: usize) 
                 .and_then(|w| w.timestamp)
         };
         if let Some(s) = on_source.first() {
+            if stamp(s).is_none() {
+                v.summary.unstamped_writes += 1;
+                if may_lack_timestamp {
+                    continue;
+                }
+            }
             match (stamp(s), op.client_timestamp) {
                 (None, _) => v.violations.push(format!(
                     "{who}: reached the source without a default timestamp"
@@ -564,7 +623,19 @@ enum Missed {
     No,
 }
 
-fn missed_class(index: &Index<'_>, op: &ClientOp, slot: usize, timeout: Duration) -> Missed {
+/// How the proxy must count a request as a missed write. `forgetful`: the proxy's prepared
+/// cache is too small for the clients' statements, so an EXECUTE of a read may be taken for a
+/// write (the proxy no longer knows the statement) and counted when the target cannot run it.
+fn missed_class(
+    index: &Index<'_>,
+    op: &ClientOp,
+    slot: usize,
+    timeout: Duration,
+    forgetful: bool,
+) -> Missed {
+    if forgetful && matches!(op.kind, OpKind::ExecuteSelect(_)) {
+        return Missed::Ambiguous;
+    }
     if !op.kind.proxy_write() {
         return Missed::No;
     }
@@ -596,11 +667,62 @@ fn missed_class(index: &Index<'_>, op: &ClientOp, slot: usize, timeout: Duration
     }
 }
 
+/// EVENTs: a client gets the source's, each once, and never the target's; an EVENT the
+/// proxy read well before the client finished reaches it.
+fn check_events(v: &mut Verdict, world: &World, slot: usize) {
+    let client = &world.slots()[slot].client;
+    let pushes = |which: Upstream| {
+        world
+            .cluster(which)
+            .pushes()
+            .iter()
+            .filter(move |p| p.slot == slot)
+    };
+    let mut seen = BTreeSet::new();
+    for (at, message) in client.events() {
+        if !seen.insert(message.clone()) {
+            v.violations
+                .push(format!("client {slot}: the same EVENT twice (at {at:?})"));
+        }
+        if pushes(Upstream::Source).any(|p| p.message == *message) {
+            continue;
+        }
+        let from_target = pushes(Upstream::Target).any(|p| p.message == *message);
+        v.violations.push(format!(
+            "client {slot}: an EVENT at {at:?} {}",
+            if from_target {
+                "that only the target pushed"
+            } else {
+                "that no cluster pushed"
+            }
+        ));
+    }
+    let (Some(done), None) = (client.done_at(), client.spec().read_pause) else {
+        return;
+    };
+    let settled = done.saturating_sub(Duration::from_millis(100));
+    for p in pushes(Upstream::Source) {
+        if p.delivered.is_some_and(|d| d < settled) && !seen.contains(&p.message) {
+            v.violations.push(format!(
+                "client {slot}: the source's EVENT pushed at {:?} never reached the client",
+                p.at
+            ));
+        }
+    }
+}
+
 /// When both clusters applied the same writes, their tables must be equal.
 fn check_tables(v: &mut Verdict, world: &World, index: &Index<'_>) {
     let source: BTreeSet<&str> = index.applied[0].keys().copied().collect();
     let target: BTreeSet<&str> = index.applied[1].keys().copied().collect();
-    if source != target {
+    // A write without a timestamp gets each coordinator's own time: no agreement to expect.
+    let unstamped = index
+        .applied
+        .iter()
+        .flat_map(|m| m.values())
+        .flatten()
+        .any(|r| r.writes.iter().any(|w| w.timestamp.is_none()));
+    if source != target || unstamped {
         return;
     }
     let a = world.cluster(Upstream::Source).store().table();

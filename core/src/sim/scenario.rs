@@ -7,6 +7,7 @@ use crate::config::{Config, Endpoint};
 use crate::frame::ProtocolVersion;
 use crate::sim::client::ClientSpec;
 use crate::sim::cluster::ClusterSpec;
+use crate::sim::host::Engine;
 use crate::sim::pipe::PipeSpec;
 
 /// The network between the parties. Each direction of each connection is its own pipe.
@@ -53,6 +54,8 @@ pub struct Scenario {
     pub network: NetworkSpec,
     /// Bytes the proxy reads from a socket at once (a driver's read buffer).
     pub proxy_max_read: usize,
+    /// How the sessions are driven: directly, or through the runtimes' `Driver`.
+    pub engine: Engine,
     /// Wall-clock microseconds at run time zero.
     pub epoch_micros: i64,
     /// The run stops at this run time even if something is still pending.
@@ -75,6 +78,7 @@ impl Scenario {
             clients: vec![ClientSpec::new(ProtocolVersion::V4)],
             network: NetworkSpec::default(),
             proxy_max_read: 16 * 1024,
+            engine: Engine::Session,
             epoch_micros: 1_700_000_000_000_000,
             time_limit: Duration::from_secs(600),
         }

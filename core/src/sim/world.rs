@@ -273,7 +273,6 @@ impl World {
                         progress |= self.clusters[which.index()].pump(i, link, now);
                     }
                 }
-                progress |= host.pump(links, now);
                 for (upstream, _endpoint) in host.take_connects() {
                     let (mode, after) = self.clusters[upstream.index()].connect();
                     self.connecting.push(Connecting {
@@ -305,7 +304,12 @@ impl World {
             upstreams: [None, None],
         };
         let session = self.proxy.new_session(self.base + now);
-        let mut host = Host::new(session, self.base, self.scenario.proxy_max_read);
+        let mut host = Host::new(
+            session,
+            self.scenario.engine,
+            self.base,
+            self.scenario.proxy_max_read,
+        );
         host.start(&mut links, now);
         slot.host = Some(host);
         slot.links = Some(links);
@@ -369,6 +373,11 @@ impl World {
                 2 => {
                     if let Some(c) = self.clusters.get_mut(owner) {
                         c.answer_delivered(index, at);
+                    }
+                }
+                3 => {
+                    if let Some(c) = self.clusters.get_mut(owner) {
+                        c.push_delivered(index, at);
                     }
                 }
                 _ => {}

@@ -30,7 +30,7 @@ use crate::sim::rng::SimRng;
 use crate::wire::Value;
 
 pub use record::{ClientAnswer, ClientOp, OpKind, carries_tag};
-use workload::{BatchItem, PREPARED_TEXTS, int_value};
+use workload::{BatchItem, int_value, prepared_texts};
 pub use workload::{Mix, Workload, value_of};
 
 /// How a client picks stream ids.
@@ -72,6 +72,8 @@ pub struct ClientSpec {
     pub expect_handshake_failure: bool,
     /// Reset the connection at this run time (a client that crashes).
     pub abort_at: Option<Duration>,
+    /// REGISTER for SCHEMA_CHANGE events right after the handshake.
+    pub register: bool,
 }
 
 impl ClientSpec {
@@ -92,6 +94,7 @@ impl ClientSpec {
             close_when_done: true,
             expect_handshake_failure: false,
             abort_at: None,
+            register: false,
         }
     }
 }
@@ -157,6 +160,12 @@ pub struct SimClient {
     fin_sent: bool,
     done_at: Option<Duration>,
     ready_at: Option<Duration>,
+    registered: bool,
+    use_sent: bool,
+    /// When the first `USE` was answered (workloads that name tables without keyspace).
+    use_answered: Option<Duration>,
+    /// EVENT messages received, with their time.
+    events: Vec<(Duration, Bytes)>,
     epoch_micros: i64,
     /// Request markers to place on the pipe: (stream offset, marker id).
     markers: Vec<(u64, u64)>,
@@ -188,6 +197,10 @@ impl SimClient {
             fin_sent: false,
             done_at: None,
             ready_at: None,
+            registered: false,
+            use_sent: false,
+            use_answered: None,
+            events: Vec::new(),
             epoch_micros,
             markers: Vec::new(),
             spec,
@@ -216,6 +229,11 @@ impl SimClient {
 
     pub fn handshake_error(&self) -> Option<&str> {
         self.handshake_error.as_deref()
+    }
+
+    /// The EVENT messages received (decompressed, no prefix), with their time.
+    pub fn events(&self) -> &[(Duration, Bytes)] {
+        &self.events
     }
 
     /// When the handshake completed, if it did.
@@ -450,7 +468,11 @@ impl SimClient {
         let stream = self.pick_stream()?;
         let needs_payload = matches!(
             kind,
-            OpKind::ExecuteSelect(_) | OpKind::Prepare(_) | OpKind::Use | OpKind::Heartbeat
+            OpKind::ExecuteSelect(_)
+                | OpKind::Prepare(_)
+                | OpKind::Use
+                | OpKind::Heartbeat
+                | OpKind::Register
         );
         let payload_tag = self.spec.version >= ProtocolVersion::V4
             && (needs_payload || self.rng.below(1_000_000) < u64::from(self.spec.payload_tag_ppm));
@@ -500,8 +522,42 @@ impl SimClient {
     fn send_work(&mut self, now: Duration) -> bool {
         let mut progress = false;
         let workload = self.spec.workload.clone();
+        if self.spec.register && !self.registered {
+            self.registered = true;
+            let tag = format!("c{}_{}", self.index, self.ops.len());
+            let body = crate::message::Register {
+                events: vec![crate::message::Event::SCHEMA_CHANGE],
+            }
+            .to_bytes(self.spec.version);
+            let op = NewOp {
+                tag,
+                kind: OpKind::Register,
+                opcode: Opcode::REGISTER,
+                message: body,
+                writes: Vec::new(),
+                client_timestamp: None,
+            };
+            progress |= self.send_op(op, now).is_some();
+        }
+        if workload.unqualified && self.use_answered.is_none() {
+            if self.use_answered.is_none() && !self.use_sent {
+                self.use_sent = true;
+                let tag = format!("c{}_{}", self.index, self.ops.len());
+                let op = NewOp {
+                    tag,
+                    kind: OpKind::Use,
+                    opcode: Opcode::QUERY,
+                    message: workload::query_body("USE ks", None, self.spec.version),
+                    writes: Vec::new(),
+                    client_timestamp: None,
+                };
+                progress |= self.send_op(op, now).is_some();
+            }
+            // Nothing else until the keyspace is set.
+            return progress;
+        }
         if workload.mix.uses_prepared() && self.workload_sent < workload.ops {
-            for text in PREPARED_TEXTS {
+            for text in prepared_texts(workload.unqualified) {
                 if self.prepared.contains_key(text) || self.preparing.contains_key(text) {
                     continue;
                 }
@@ -528,8 +584,10 @@ impl SimClient {
             let tag = format!("c{}_{}", self.index, self.ops.len());
             let version = self.spec.version;
             let key = self.rng.below(workload.keys.max(1) as u64) as i64;
-            let insert_ids = self.prepared_ids(cql::INSERT_PREPARED);
-            let select_ids = self.prepared_ids(cql::SELECT_PREPARED);
+            let [insert_text, select_text] = prepared_texts(workload.unqualified);
+            let qualified = !workload.unqualified;
+            let insert_ids = self.prepared_ids(insert_text);
+            let select_ids = self.prepared_ids(select_text);
             let mut choice = self.rng.weighted(&workload.mix.weights());
             if choice == 2 && insert_ids.is_none() {
                 choice = 0;
@@ -541,7 +599,11 @@ impl SimClient {
                 0 => {
                     let value = value_of(&tag, workload.value_size);
                     let ts = self.client_timestamp(now);
-                    let body = workload::query_body(&cql::insert(key, &value), ts, version);
+                    let body = workload::query_body(
+                        &cql::insert_into(qualified, key, &value),
+                        ts,
+                        version,
+                    );
                     let writes = vec![(tag.clone(), key)];
                     self.send_op(
                         NewOp {
@@ -556,7 +618,11 @@ impl SimClient {
                     )
                 }
                 1 => {
-                    let body = workload::query_body(&cql::select(key, Some(&tag)), None, version);
+                    let body = workload::query_body(
+                        &cql::select_from(qualified, key, Some(&tag)),
+                        None,
+                        version,
+                    );
                     self.send_op(
                         NewOp {
                             tag,
@@ -621,7 +687,7 @@ impl SimClient {
                                 key: int_value(key),
                                 value,
                             },
-                            _ => BatchItem::Text(cql::insert(key, &value)),
+                            _ => BatchItem::Text(cql::insert_into(qualified, key, &value)),
                         };
                         items.push(item);
                         writes.push((id, key));
@@ -709,11 +775,21 @@ impl SimClient {
     fn on_frame(&mut self, envelope: &Envelope, now: Duration) {
         let stream = envelope.stream().0;
         if stream < 0 {
-            self.violations.push(format!(
-                "client {}: unexpected {} on stream {stream} (no REGISTER was sent)",
-                self.index,
-                envelope.opcode()
-            ));
+            match self.message_of(envelope) {
+                Ok(message) if self.registered && envelope.opcode() == Opcode::EVENT => {
+                    self.events.push((now, message));
+                }
+                _ => self.violations.push(format!(
+                    "client {}: unexpected {} on stream {stream}{}",
+                    self.index,
+                    envelope.opcode(),
+                    if self.registered {
+                        ""
+                    } else {
+                        " (no REGISTER was sent)"
+                    }
+                )),
+            }
             return;
         }
         // A refusal of the protocol version comes in a version the proxy speaks.
@@ -842,6 +918,14 @@ impl SimClient {
             message: message.clone(),
         });
         let kind = op.kind.clone();
+        if kind == OpKind::Use && self.use_sent && self.use_answered.is_none() {
+            if opcode == Opcode::RESULT {
+                self.use_answered = Some(now);
+            } else {
+                // As a driver setting up its keyspace: try again.
+                self.use_sent = false;
+            }
+        }
         match kind {
             OpKind::Prepare(text) => {
                 self.preparing.remove(&text);

@@ -25,6 +25,8 @@ pub enum OpKind {
     Batch,
     /// QUERY `USE ks`.
     Use,
+    /// REGISTER for schema changes.
+    Register,
 }
 
 impl OpKind {

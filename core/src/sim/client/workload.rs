@@ -100,6 +100,8 @@ pub struct Workload {
     pub think: Latency,
     /// Padding added to each written value, in bytes.
     pub value_size: usize,
+    /// Start with `USE ks` (and wait for it), then name the table without its keyspace.
+    pub unqualified: bool,
 }
 
 impl Default for Workload {
@@ -111,6 +113,7 @@ impl Default for Workload {
             keys: 50,
             think: Latency::millis(0, 2),
             value_size: 0,
+            unqualified: false,
         }
     }
 }
@@ -222,5 +225,14 @@ pub(crate) fn batch_body(
     .to_bytes(version)
 }
 
-/// Texts the client prepares.
-pub(crate) const PREPARED_TEXTS: [&str; 2] = [cql::INSERT_PREPARED, cql::SELECT_PREPARED];
+/// The statements the client prepares: insert, then read.
+pub(crate) fn prepared_texts(unqualified: bool) -> [&'static str; 2] {
+    if unqualified {
+        [
+            cql::INSERT_PREPARED_UNQUALIFIED,
+            cql::SELECT_PREPARED_UNQUALIFIED,
+        ]
+    } else {
+        [cql::INSERT_PREPARED, cql::SELECT_PREPARED]
+    }
+}

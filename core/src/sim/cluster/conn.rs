@@ -34,11 +34,15 @@ pub(crate) struct ClusterConn {
     pub(crate) recv: BytesMut,
     pub(crate) out: SendQueue,
     pub(crate) compression: Option<Compression>,
+    /// The version STARTUP fixed.
+    pub(crate) version: Option<ProtocolVersion>,
     pub(crate) ready: bool,
     pub(crate) keyspace: Option<String>,
     pub(crate) in_flight: BTreeSet<i16>,
     pub(crate) pending: BTreeMap<(Duration, u64), Reply>,
     pub(crate) closed: bool,
+    /// When the next EVENT is pushed, once the connection REGISTERed.
+    pub(crate) next_push: Option<Duration>,
 }
 
 impl ClusterConn {
@@ -51,11 +55,13 @@ impl ClusterConn {
             recv: BytesMut::new(),
             out: SendQueue::default(),
             compression: None,
+            version: None,
             ready: false,
             keyspace: None,
             in_flight: BTreeSet::new(),
             pending: BTreeMap::new(),
             closed: false,
+            next_push: None,
         }
     }
 
@@ -92,8 +98,27 @@ impl ClusterConn {
         self.out.push(buf.freeze())
     }
 
-    /// The time of the next answer due.
+    /// The time of the next answer or EVENT due.
     pub(crate) fn next_due(&self) -> Option<Duration> {
-        self.pending.keys().next().map(|&(at, _)| at)
+        let answer = self.pending.keys().next().map(|&(at, _)| at);
+        match (answer, self.next_push) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Encodes a pushed EVENT (stream -1); returns the stream offset after it.
+    pub(crate) fn push_event(&mut self, version: ProtocolVersion, body: Bytes) -> u64 {
+        let header = Header {
+            version,
+            direction: Direction::Response,
+            flags: crate::frame::Flags::empty(),
+            stream: StreamId::EVENT,
+            opcode: Opcode::EVENT,
+            length: 0,
+        };
+        let mut buf = BytesMut::new();
+        self.encoder.encode(&Envelope::new(header, body), &mut buf);
+        self.out.push(buf.freeze())
     }
 }

@@ -79,3 +79,14 @@ impl Received {
         }
     }
 }
+
+/// An EVENT a cluster pushed to a connection that REGISTERed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    pub slot: usize,
+    pub at: Duration,
+    /// The EVENT message (unique per cluster and push).
+    pub message: Bytes,
+    /// When the proxy read it.
+    pub delivered: Option<Duration>,
+}

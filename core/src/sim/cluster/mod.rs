@@ -24,14 +24,14 @@ use bytes::Bytes;
 
 use crate::config::Upstream;
 use crate::frame::{Compression, Envelope, Opcode, ProtocolVersion};
-use crate::message::ErrorCode;
+use crate::message::{Body, ErrorCode};
 use crate::sim::latency::Latency;
 use crate::sim::pipe::{Link, Read};
 use crate::sim::rng::SimRng;
 
 use conn::{ClusterConn, Reply};
 pub use faults::{ClusterEvent, Fault, FaultRule, Match};
-pub use log::{AnswerState, Received, WriteRecord};
+pub use log::{AnswerState, Pushed, Received, WriteRecord};
 use serve::{ConnView, Plan};
 pub use serve::{TAG_KEY, tag_of_write, write_id};
 pub use store::{Cell, PreparedEntry, Store, id_of};
@@ -67,6 +67,8 @@ pub struct ClusterSpec {
     pub compress_ppm: u32,
     /// Stop reading requests while this many answer bytes wait for the network.
     pub out_limit: usize,
+    /// Push a SCHEMA_CHANGE EVENT this often to each connection that REGISTERed.
+    pub event_every: Option<Duration>,
 }
 
 impl ClusterSpec {
@@ -84,6 +86,7 @@ impl ClusterSpec {
             events: Vec::new(),
             compress_ppm: 500_000,
             out_limit: 256 * 1024,
+            event_every: None,
         }
     }
 
@@ -103,6 +106,11 @@ pub(crate) fn answer_marker(which: Upstream, record: usize) -> u64 {
     (2 << 56) | ((which.index() as u64) << 40) | record as u64
 }
 
+/// Marker ids of pushed EVENTs.
+pub(crate) fn push_marker(which: Upstream, push: usize) -> u64 {
+    (3 << 56) | ((which.index() as u64) << 40) | push as u64
+}
+
 /// A simulated cluster.
 #[derive(Debug)]
 pub struct SimCluster {
@@ -112,6 +120,7 @@ pub struct SimCluster {
     store: Store,
     conns: BTreeMap<usize, ClusterConn>,
     log: Vec<Received>,
+    pushes: Vec<Pushed>,
     rule_counts: Vec<u64>,
     events: Vec<(Duration, ClusterEvent)>,
     latency: Latency,
@@ -137,6 +146,7 @@ impl SimCluster {
             store: Store::default(),
             conns: BTreeMap::new(),
             log: Vec::new(),
+            pushes: Vec::new(),
             events,
             silent: false,
             refusing: false,
@@ -157,6 +167,11 @@ impl SimCluster {
     /// Every request received so far, in order.
     pub fn log(&self) -> &[Received] {
         &self.log
+    }
+
+    /// Every EVENT pushed so far, in order.
+    pub fn pushes(&self) -> &[Pushed] {
+        &self.pushes
     }
 
     /// The table and the prepared statements.
@@ -246,6 +261,13 @@ impl SimCluster {
         }
     }
 
+    /// Records that the proxy read pushed EVENT `push` at `at`.
+    pub(crate) fn push_delivered(&mut self, push: usize, at: Duration) {
+        if let Some(p) = self.pushes.get_mut(push) {
+            p.delivered.get_or_insert(at);
+        }
+    }
+
     /// Records that the proxy read the answer to log entry `record` at `at`.
     pub(crate) fn answer_delivered(&mut self, record: usize, at: Duration) {
         if let Some(Received {
@@ -295,6 +317,32 @@ impl SimCluster {
                 };
             }
             progress = true;
+        }
+        // EVENTs due.
+        if let (Some(every), Some(conn)) = (self.spec.event_every, self.conns.get_mut(&slot)) {
+            while let Some(at) = conn.next_push.filter(|&at| at <= now) {
+                conn.next_push = Some(at + every.max(Duration::from_millis(1)));
+                let n = self.pushes.len();
+                let name = format!("{}_{n}", self.which);
+                let message = crate::message::Event::SchemaChange(crate::message::SchemaChange {
+                    change: crate::message::SchemaChange::CREATED,
+                    target: crate::message::SchemaTarget::Table {
+                        keyspace: crate::sim::cql::KEYSPACE,
+                        name: &name,
+                    },
+                })
+                .to_bytes(ProtocolVersion::V4);
+                let version = conn.version.unwrap_or(ProtocolVersion::V4);
+                let end = conn.push_event(version, message.clone());
+                link.down.mark(end, push_marker(self.which, n), now);
+                self.pushes.push(Pushed {
+                    slot,
+                    at: now,
+                    message,
+                    delivered: None,
+                });
+                progress = true;
+            }
         }
         // Requests.
         loop {
@@ -557,6 +605,7 @@ impl SimCluster {
                     }
                 }
                 conn.compression = *compression;
+                conn.version = Some(version);
                 if self.spec.credentials.is_some() {
                     (Opcode::AUTHENTICATE, serve::authenticate(), true)
                 } else {
@@ -581,7 +630,12 @@ impl SimCluster {
                     &format!("Provided username {username} and/or password are incorrect"),
                 ),
             },
-            Plan::Register => (Opcode::READY, Bytes::new(), false),
+            Plan::Register => {
+                if let Some(every) = self.spec.event_every {
+                    conn.next_push.get_or_insert(now + every);
+                }
+                (Opcode::READY, Bytes::new(), false)
+            }
             Plan::Writes { writes, timestamp } => {
                 let at = timestamp.unwrap_or_else(|| {
                     self.epoch_micros + i64::try_from(now.as_micros()).unwrap_or(i64::MAX)

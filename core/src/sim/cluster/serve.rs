@@ -158,7 +158,7 @@ pub(crate) fn understand(envelope: &Envelope, conn: ConnView<'_>, store: &Store)
         Opcode::STARTUP => startup(&message, version),
         Opcode::AUTH_RESPONSE => auth_response(&message, version),
         Opcode::REGISTER => Ok(Plan::Register),
-        Opcode::QUERY => query(&message, version, conn),
+        Opcode::QUERY => query(&message, version, conn, &mut content_tag),
         Opcode::PREPARE => prepare(&message, version, conn),
         Opcode::EXECUTE => execute(
             &message,
@@ -324,11 +324,25 @@ fn plan_statement(
     }
 }
 
-fn query(message: &[u8], version: ProtocolVersion, conn: ConnView<'_>) -> Result<Plan, String> {
+fn query(
+    message: &[u8],
+    version: ProtocolVersion,
+    conn: ConnView<'_>,
+    tag: &mut Option<String>,
+) -> Result<Plan, String> {
     let q = Query::decode(message, version).map_err(|e| e.to_string())?;
     let stmt = match cql::parse(q.text) {
         Ok(s) => s,
         Err(e) => return Ok(Plan::fail(ErrorCode::SYNTAX_ERROR, e)),
+    };
+    // Named even when the statement then fails (no keyspace, say).
+    *tag = match &stmt {
+        Stmt::Insert {
+            value: Term::Text(v),
+            ..
+        } => Some(tag_of_write(write_id(v)).to_owned()),
+        Stmt::Select { alias, .. } => alias.clone(),
+        _ => None,
     };
     let values: Vec<Value<'_>> = q
         .params
@@ -375,8 +389,8 @@ fn execute(
         .values
         .map(|v| v.iter().map(|(_, v)| v).collect())
         .unwrap_or_default();
+    *tag = values.iter().find_map(tag_in_value);
     let Some(entry) = store.prepared(e.id) else {
-        *tag = values.iter().find_map(tag_in_value);
         return Ok(Plan::Unprepared {
             id: Bytes::copy_from_slice(e.id),
         });
