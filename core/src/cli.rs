@@ -51,7 +51,7 @@ pub fn describe(settings: &Settings) -> String {
             .join(",")
     };
     format!(
-        "listening on {}; source {}; target {}{}; wait for {}; request timeout {:?}; protocol versions {:?}; {} threads",
+        "listening on {}; source {}; target {}{}; wait for {} (target at most {:?}); request timeout {:?}; protocol versions {:?}; {} threads",
         settings.listen,
         points(&c.source.contact_points),
         points(&c.target.contact_points),
@@ -66,6 +66,7 @@ pub fn describe(settings: &Settings) -> String {
             WaitPolicy::Both => "both clusters",
             WaitPolicy::Primary => "the source only",
         },
+        c.wait_timeout,
         c.request_timeout,
         c.protocol_versions
             .iter()
@@ -138,6 +139,14 @@ pub struct Cli {
           default_missing_value = "true", value_parser = BoolishValueParser::new(),
           env = "CQLMIRROR_WAIT")]
     pub wait: bool,
+
+    /// With --wait true: how long the client's answer (and its handshake) waits for the target
+    /// once the source answered. The target's request goes on in the background until
+    /// --request-timeout, and a failure is counted as a missed write. While the target is
+    /// known to stall, clients do not wait for it at all, until it answers again.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration,
+          env = "CQLMIRROR_WAIT_TIMEOUT")]
+    pub wait_timeout: Duration,
 
     /// Bytes queued for one connection above which the proxy stops reading from the other
     /// side (backpressure). Accepts K/M/G and KiB/MiB/GiB suffixes. The older proxy's default
@@ -252,6 +261,7 @@ impl Cli {
             WaitPolicy::Primary
         };
         config.write_buffer_size = self.write_buffer_size;
+        config.wait_timeout = self.wait_timeout;
         config.idle_timeout =
             (self.tcp_idle_time_out > 0).then(|| Duration::from_secs(self.tcp_idle_time_out));
         config.request_timeout = self.request_timeout;

@@ -186,6 +186,10 @@ pub struct Config {
     pub source: ClusterConfig,
     pub target: ClusterConfig,
     pub wait: WaitPolicy,
+    /// How long a client's answer (and its handshake) waits for the secondary once the
+    /// primary answered (at most `request_timeout`); the secondary's request goes on until
+    /// `request_timeout`.
+    pub wait_timeout: Duration,
     /// How long a backend may take to answer one request.
     pub request_timeout: Duration,
     /// How long a backend connection may take to be established.
@@ -220,6 +224,7 @@ impl Config {
                 credentials: None,
             },
             wait: WaitPolicy::Both,
+            wait_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(12),
             connect_timeout: Duration::from_secs(5),
             idle_timeout: None,

@@ -276,7 +276,7 @@ impl Driver {
     /// Whether to wait for `peer` to become writable.
     pub fn wants_write(&self, peer: Peer) -> bool {
         let conn = &self.conns[slot(peer)];
-        conn.open && !conn.gone && (!conn.send.is_empty() || self.session.queued(peer) > 0)
+        conn.open && !conn.gone && (!conn.send.is_empty() || self.session.has_transmit(peer))
     }
 
     /// True when the session ended and every socket was handed back for closing.

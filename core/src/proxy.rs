@@ -60,6 +60,9 @@ pub struct Proxy {
     max_version: [AtomicU8; 2],
     /// Per cluster and failure kind: whether the current run of failures was already reported.
     reported: [[AtomicBool; FailureKind::COUNT]; 2],
+    /// Per cluster: a client's answer waited `--wait-timeout` for it in vain and it has not
+    /// answered anything since, so clients do not wait for it at all.
+    stalled: [AtomicBool; 2],
     stats: Stats,
 }
 
@@ -93,6 +96,7 @@ impl Proxy {
             next_session: AtomicU64::new(1),
             max_version: [AtomicU8::new(highest), AtomicU8::new(highest)],
             reported: Default::default(),
+            stalled: Default::default(),
             stats: Stats::default(),
         }))
     }
@@ -180,8 +184,21 @@ impl Proxy {
         self.stats.sessions_closed.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A client's answer waited `--wait-timeout` for `upstream` in vain; true if that is news.
+    pub(crate) fn mark_stalled(&self, upstream: Upstream) -> bool {
+        !self.stalled[upstream.index()].swap(true, Ordering::Relaxed)
+    }
+
+    /// Whether `upstream` is known not to answer promptly: clients do not wait for it.
+    pub(crate) fn is_stalled(&self, upstream: Upstream) -> bool {
+        self.stalled[upstream.index()].load(Ordering::Relaxed)
+    }
+
     /// `upstream` answered a request: the next failure of any kind is news again.
     pub(crate) fn record_success(&self, upstream: Upstream) {
+        if self.stalled[upstream.index()].load(Ordering::Relaxed) {
+            self.stalled[upstream.index()].store(false, Ordering::Relaxed);
+        }
         for flag in &self.reported[upstream.index()] {
             if flag.load(Ordering::Relaxed) {
                 flag.store(false, Ordering::Relaxed);

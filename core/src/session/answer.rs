@@ -7,7 +7,9 @@ use bytes::Bytes;
 
 use crate::config::{Upstream, WaitPolicy};
 use crate::error::DecodeError;
-use crate::frame::{Direction, Envelope, Flags, Header, Opcode, Prefix, ProtocolVersion, StreamId};
+use crate::frame::{
+    Direction, Envelope, Flags, HEADER_LEN, Header, Opcode, Prefix, ProtocolVersion, StreamId,
+};
 use crate::message::{
     Body, ErrorCode, ErrorDetails, ErrorMessage, Execute, Prepare, ResultMessage,
 };
@@ -82,7 +84,7 @@ impl Session {
         };
         match &request.kind {
             Kind::Startup => return self.startup_answer(id, upstream, envelope, now),
-            Kind::AuthResponse => self.auth_answer(upstream, &envelope),
+            Kind::AuthResponse => self.auth_answer(upstream, &envelope, now),
             Kind::Prepare { .. } => self.prepare_answer(id, upstream, &envelope),
             Kind::Use => self.use_answer(upstream, &envelope),
             Kind::Prepared(repair)
@@ -107,8 +109,51 @@ impl Session {
         outcome: Outcome,
         now: Instant,
     ) {
+        let mut finished = None;
         if let Some(request) = self.requests.get_mut(id) {
+            if request.route.secondary == Some(upstream) && request.leg(upstream).is_pending() {
+                finished = request.answer_seq;
+            }
+            if let Outcome::Answer(envelope) = &outcome {
+                if request.route.primary == upstream && !request.answered {
+                    // Held for the client until it may have it: counted as queued for it.
+                    request.stored = HEADER_LEN + envelope.body().len();
+                    self.stored += request.stored;
+                }
+            }
             *request.leg_mut(upstream) = Leg::Done(outcome);
+        }
+        self.progress(id, now);
+        if let Some(answer) = finished {
+            // What waited for this request on the secondary may go now.
+            self.order.finished(answer);
+            self.release_held(now);
+        }
+    }
+
+    /// The client's answer waited `--wait-timeout` for the secondary: it gets the primary's
+    /// answer now, and the secondary's part goes on in the background until its own timeout.
+    pub(super) fn wait_expired(&mut self, id: RequestId, serial: u64, now: Instant) {
+        let Some(request) = self.requests.get_mut(id) else {
+            return;
+        };
+        if request.serial != serial || request.answered || request.impatient {
+            return;
+        }
+        request.impatient = true;
+        if let Some(secondary) = request.route.secondary {
+            if self.proxy.mark_stalled(secondary) {
+                let wait = self.proxy.config().wait_timeout;
+                self.events.push_back(Event::Failure {
+                    upstream: secondary,
+                    kind: FailureKind::Timeout,
+                    detail: format!(
+                        "the {secondary} cluster did not answer within --wait-timeout {wait:?}: clients get the {} cluster's answers without waiting for it until it answers again",
+                        secondary.other()
+                    ),
+                    first: true,
+                });
+            }
         }
         self.progress(id, now);
     }
@@ -122,16 +167,33 @@ impl Session {
         if !request.answered {
             let handshake = match request.kind {
                 Kind::Startup | Kind::AuthResponse => true,
-                // A heartbeat (OPTIONS on an established connection) follows the wait policy
-                // like any request: a slow or silent target must not slow the driver's
-                // liveness checks down.
                 Kind::Options => self.phase != Phase::Ready,
                 _ => false,
             };
-            let wait_all = handshake || self.proxy.config().wait == WaitPolicy::Both;
+            // The handshake always waits for the secondary (a little, below); requests do
+            // with `--wait true`.
+            let wait =
+                !request.impatient && (handshake || self.proxy.config().wait == WaitPolicy::Both);
             let primary_done = !request.leg(request.route.primary).is_pending();
-            if primary_done && (request.all_done() || !wait_all) {
+            if primary_done && (request.all_done() || !wait) {
                 self.answer(id, now);
+            } else if primary_done {
+                // The primary answered and the secondary has not: wait for it, but not longer
+                // than `--wait-timeout`, and not at all while it is known to stall, so that a
+                // silent target delays neither new clients nor answers much.
+                let secondary = request.route.secondary.unwrap_or(self.primary.other());
+                let serial = request.serial;
+                if self.proxy.is_stalled(secondary) {
+                    if let Some(request) = self.requests.get_mut(id) {
+                        request.impatient = true;
+                    }
+                    self.answer(id, now);
+                } else {
+                    // One constant delay: the queue stays in deadline order.
+                    let config = self.proxy.config();
+                    let deadline = now + config.wait_timeout.min(config.request_timeout);
+                    self.waits.push_back((deadline, id, serial));
+                }
             }
         }
         if self
@@ -148,6 +210,16 @@ impl Session {
             return;
         };
         request.answered = true;
+        self.stored -= std::mem::take(&mut request.stored);
+        // Number the answer; if the secondary still works on the request, later requests
+        // may have to wait for it there (see `order.rs`).
+        let answer = self.order.answered;
+        self.order.answered += 1;
+        request.answer_seq = Some(answer);
+        let secondary = request.route.secondary;
+        if secondary.is_some_and(|s| request.leg(s).is_pending()) {
+            self.order.answered_unfinished(answer, request.barrier);
+        }
         let (opcode, write, started) = (request.opcode, request.write, request.started);
         match request.kind {
             Kind::Options => self.answer_options(id, now),
@@ -310,6 +382,9 @@ impl Session {
             detail,
             first,
         });
+        if self.holds_for(upstream) {
+            self.fail_held(kind, now);
+        }
         for f in in_flight.into_iter().filter(|f| !f.timed_out) {
             let (Purpose::Request(id) | Purpose::Reprepare(id) | Purpose::Login(id)) = f.purpose;
             self.leg_done(id, upstream, Outcome::Failed(kind), now);
@@ -369,6 +444,13 @@ impl Session {
         self.leg_done(id, upstream, Outcome::Failed(FailureKind::Timeout), now);
         if matches!(purpose, Purpose::Login(_)) {
             let detail = format!("the {upstream} cluster did not answer the proxy's login in time");
+            self.upstream_failed(upstream, FailureKind::Timeout, detail, true, now);
+        } else if self.phase == Phase::Ready && !self.upstreams[upstream.index()].is_ready() {
+            // Its handshake went on after the client's and has now timed out: it will never
+            // be ready, and what waits for it fails now.
+            let timeout = self.request_timeout();
+            let detail =
+                format!("the {upstream} cluster did not finish its handshake within {timeout:?}");
             self.upstream_failed(upstream, FailureKind::Timeout, detail, true, now);
         } else if dead {
             let detail = format!(

@@ -2,7 +2,10 @@
 //! clusters on the other.
 //!
 //! STARTUP goes to both clusters and the client hears READY (or the source's AUTHENTICATE)
-//! only once both are settled. The client's credentials go to the source; the target gets the
+//! once both are settled, or once the source is and the target let `--wait-timeout` pass: a
+//! silent target must not keep clients from connecting (drivers give a connection about 5 s).
+//! The target's handshake then goes on in the background and requests for it wait until it
+//! is done (see `order.rs`). The client's credentials go to the source; the target gets the
 //! proxy's own (`--target-username`) when configured, else the client's. A target that fails
 //! its handshake never fails the client: it is marked failed and writes to it are counted as
 //! missed. A protocol version that either cluster refuses is refused to the client in the
@@ -87,6 +90,12 @@ impl Session {
             legs: [Leg::Unused, Leg::Unused],
             answered: false,
             started: now,
+            barrier: false,
+            seen: self.order.answered,
+            answer_seq: None,
+            impatient: false,
+            serial: self.next_serial(),
+            stored: 0,
         };
         let target = relay_to_target.then(|| out.clone());
         self.launch(request, [Some(out), target], bytes::Bytes::new(), now);
@@ -113,6 +122,12 @@ impl Session {
             legs: [Leg::Unused, Leg::Unused],
             answered: false,
             started: now,
+            barrier: false,
+            seen: self.order.answered,
+            answer_seq: None,
+            impatient: false,
+            serial: self.next_serial(),
+            stored: 0,
         };
         self.launch(
             request,
@@ -132,7 +147,11 @@ impl Session {
     ) {
         let version = envelope.version();
         match envelope.opcode() {
-            Opcode::READY => self.upstreams[upstream.index()].handshake = Handshake::Ready,
+            Opcode::READY => {
+                self.upstreams[upstream.index()].handshake = Handshake::Ready;
+                self.leg_done(id, upstream, Outcome::Answer(envelope), now);
+                return self.release_held(now);
+            }
             Opcode::AUTHENTICATE => {
                 let credentials = self.proxy.config().cluster(upstream).credentials.clone();
                 match credentials {
@@ -162,6 +181,21 @@ impl Session {
                             }
                         }
                     }
+                    None if self.phase == Phase::Ready => {
+                        // The client finished its handshake before this cluster asked for
+                        // credentials: there are none left to relay.
+                        self.leg_done(id, upstream, Outcome::Answer(envelope), now);
+                        let detail = format!(
+                            "the {upstream} cluster requires authentication but the client's handshake is over; give the proxy its own credentials with --{upstream}-username and --{upstream}-password"
+                        );
+                        return self.upstream_failed(
+                            upstream,
+                            FailureKind::Refused,
+                            detail,
+                            true,
+                            now,
+                        );
+                    }
                     None => {
                         self.upstreams[upstream.index()].handshake = Handshake::AwaitingClientAuth
                     }
@@ -183,6 +217,7 @@ impl Session {
             Opcode::AUTH_SUCCESS => {
                 self.upstreams[upstream.index()].handshake = Handshake::Ready;
                 self.leg_done(id, upstream, Outcome::Answer(envelope), now);
+                self.release_held(now);
             }
             opcode => {
                 let user = self
@@ -214,9 +249,10 @@ impl Session {
 
     /// A cluster answered a relayed AUTH_RESPONSE: either cluster (the source always, the
     /// target when it got the client's credentials) is ready once it says AUTH_SUCCESS.
-    pub(super) fn auth_answer(&mut self, upstream: Upstream, envelope: &Envelope) {
+    pub(super) fn auth_answer(&mut self, upstream: Upstream, envelope: &Envelope, now: Instant) {
         if envelope.opcode() == Opcode::AUTH_SUCCESS {
             self.upstreams[upstream.index()].handshake = Handshake::Ready;
+            self.release_held(now);
         }
     }
 
@@ -274,12 +310,13 @@ impl Session {
         let (stream, version) = (request.client_stream, request.version);
         let source = request.leg(Upstream::Source).outcome().cloned();
         let target = request.leg(Upstream::Target).outcome().cloned();
+        let target_pending = request.leg(Upstream::Target).is_pending();
         if self.refuse_if_any_refused(&[&source, &target], version, stream, now) {
             return;
         }
         match source {
             Some(Outcome::Answer(envelope)) if envelope.opcode() == Opcode::READY => {
-                self.settle_target(&target, now);
+                self.settle_target(&target, target_pending, now);
                 self.answer_client(stream, version, &envelope);
                 self.become_ready(version);
             }
@@ -308,9 +345,10 @@ impl Session {
         let (stream, version) = (request.client_stream, request.version);
         let source = request.leg(Upstream::Source).outcome().cloned();
         let target = request.leg(Upstream::Target).outcome().cloned();
+        let target_pending = request.leg(Upstream::Target).is_pending();
         match source {
             Some(Outcome::Answer(envelope)) if envelope.opcode() == Opcode::AUTH_SUCCESS => {
-                self.settle_target(&target, now);
+                self.settle_target(&target, target_pending, now);
                 self.answer_client(stream, version, &envelope);
                 self.become_ready(version);
             }
@@ -321,10 +359,16 @@ impl Session {
 
     /// The client is about to be told it is ready: a target that is not ready by now is
     /// failed, with the reason an operator needs.
-    fn settle_target(&mut self, answer: &Option<Outcome>, now: Instant) {
+    fn settle_target(&mut self, answer: &Option<Outcome>, pending: bool, now: Instant) {
         let target = Upstream::Target;
         let leg = &self.upstreams[target.index()];
         if !leg.is_usable() || leg.handshake == Handshake::Ready {
+            return;
+        }
+        // Still answering its handshake after the grace: it goes on in the background and
+        // requests for it wait (see `order.rs`).
+        let in_progress = matches!(leg.handshake, Handshake::Starting | Handshake::LoggingIn);
+        if pending || (answer.is_none() && in_progress) {
             return;
         }
         let detail = match (leg.handshake, answer) {

@@ -19,6 +19,7 @@ use crate::message::{
 };
 use crate::routing::{RequestClass, Route, route};
 use crate::session::leg::Purpose;
+use crate::session::order::Held;
 use crate::session::request::{Kind, Leg, Outcome, Repair, Request, RequestId};
 use crate::session::{Event, FailureKind, Phase, Session};
 use crate::statement::{Statement, StatementKind};
@@ -27,6 +28,8 @@ use crate::statement::{Statement, StatementKind};
 struct Intake {
     class: RequestClass,
     write: bool,
+    /// Ordered against what the client saw answered (see `order.rs`).
+    barrier: bool,
     kind: Kind,
     /// The message for the source, when the proxy changed it (a write timestamp).
     message: Option<Bytes>,
@@ -193,6 +196,12 @@ impl Session {
             legs: [Leg::Unused, Leg::Unused],
             answered: false,
             started: now,
+            barrier: intake.barrier,
+            seen: self.order.answered,
+            answer_seq: None,
+            impatient: false,
+            serial: self.next_serial(),
+            stored: 0,
         };
         self.launch(request, [Some(source), Some(target)], prefix, now);
     }
@@ -212,6 +221,7 @@ impl Session {
                 Ok(Intake {
                     class: class_of(&statement),
                     write: !statement.kind.is_read(),
+                    barrier: is_barrier(&statement),
                     kind: if statement.kind == StatementKind::Use {
                         Kind::Use
                     } else {
@@ -230,6 +240,9 @@ impl Session {
                 Ok(Intake {
                     class: RequestClass::Prepare,
                     write: false,
+                    // An EXECUTE that overtakes its PREPARE on the target gets UNPREPARED,
+                    // which the proxy repairs: no need to hold anything back for it.
+                    barrier: false,
                     kind: Kind::Prepare {
                         query: prepare.query.to_owned(),
                         keyspace: prepare
@@ -250,14 +263,15 @@ impl Session {
                     .prepared()
                     .get(id)
                     .map(|p| (p.statement.clone(), p.target.clone()));
-                let (class, write, stamp) = match &known {
+                let (class, write, stamp, barrier) = match &known {
                     Some((statement, _)) => (
                         class_of(statement),
                         !statement.kind.is_read(),
                         statement.kind.is_data_write() && !statement.conditional,
+                        is_barrier(statement),
                     ),
                     // Never seen its PREPARE (e.g. the proxy restarted): the safe side.
-                    None => (RequestClass::Write, true, false),
+                    None => (RequestClass::Write, true, false, true),
                 };
                 let stamped = if stamp {
                     self.stamped(opcode, message, version, now)?
@@ -279,6 +293,7 @@ impl Session {
                 };
                 Ok(Intake {
                     class,
+                    barrier,
                     write,
                     kind: Kind::Prepared(Repair {
                         body: for_source,
@@ -316,6 +331,8 @@ impl Session {
                 Ok(Intake {
                     class: RequestClass::Write,
                     write: true,
+                    // Unordered only when every statement is a known unconditional write.
+                    barrier: !stamp,
                     kind: Kind::Prepared(Repair {
                         body: for_source,
                         prefix: Bytes::new(),
@@ -329,6 +346,7 @@ impl Session {
             _ => Ok(Intake {
                 class: RequestClass::Register,
                 write: false,
+                barrier: false,
                 kind: Kind::Plain,
                 message: None,
                 target_message: None,
@@ -383,6 +401,7 @@ impl Session {
         let Route { primary, secondary } = request.route;
         let opcode = request.opcode;
         let version = request.version;
+        let (barrier, seen) = (request.barrier, request.seen);
         let steady = self.phase == Phase::Ready;
         let id = self.requests.insert(request);
         if let Some(Request {
@@ -398,6 +417,25 @@ impl Session {
             let leg = match bodies[upstream.index()].as_ref() {
                 None => Leg::Unused,
                 Some(_) if upstream != primary && !primary_sent => Leg::Unused,
+                Some(out)
+                    if steady
+                        && self.holds_for(upstream)
+                        && self.upstreams[upstream.index()].is_usable()
+                        && (!self.upstreams[upstream.index()].is_ready()
+                            || self.order.must_wait(barrier)) =>
+                {
+                    // The secondary is still in its handshake, or this request must come
+                    // after something the client saw answered: it waits (see `order.rs`).
+                    self.hold(Held {
+                        id,
+                        opcode,
+                        version,
+                        out: out.clone(),
+                        barrier,
+                        seen,
+                    });
+                    Leg::Waiting
+                }
                 Some(out) => {
                     let usable = if steady {
                         self.upstreams[upstream.index()].is_ready()
@@ -437,6 +475,20 @@ impl Session {
         now: Instant,
     ) -> Result<(), FailureKind> {
         let deadline = now + self.request_timeout();
+        self.send_request_until(upstream, purpose, opcode, version, out, deadline)
+    }
+
+    /// Like [`Session::send_request`], with the deadline given (a held request keeps the one
+    /// it got when it arrived).
+    pub(super) fn send_request_until(
+        &mut self,
+        upstream: Upstream,
+        purpose: Purpose,
+        opcode: Opcode,
+        version: ProtocolVersion,
+        out: &Outgoing,
+        deadline: Instant,
+    ) -> Result<(), FailureKind> {
         let leg = &mut self.upstreams[upstream.index()];
         if !leg.is_usable() {
             return Err(leg.failure());
@@ -508,6 +560,21 @@ impl Session {
         });
         self.close_client(now);
     }
+}
+
+/// Statements whose effect depends on what ran before them on the same cluster: they keep
+/// their order on the secondary (see `order.rs`).
+fn is_barrier(statement: &Statement) -> bool {
+    statement.conditional
+        || !matches!(
+            statement.kind,
+            StatementKind::Select
+                | StatementKind::ListOrDescribe
+                | StatementKind::Insert
+                | StatementKind::Update
+                | StatementKind::Delete
+                | StatementKind::Batch
+        )
 }
 
 fn class_of(statement: &Statement) -> RequestClass {

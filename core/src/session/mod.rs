@@ -27,6 +27,7 @@ mod answer;
 mod handshake;
 mod intake;
 mod leg;
+mod order;
 mod outbox;
 mod request;
 mod streams;
@@ -219,7 +220,7 @@ impl fmt::Display for Event {
                 if *target_ready {
                     "ready"
                 } else {
-                    "unavailable (writes to it are counted as missed)"
+                    "not ready (still in its handshake, with requests for it waiting, or failed as logged)"
                 }
             ),
             Self::Failure {
@@ -289,6 +290,13 @@ pub struct Session {
     client: ClientLeg,
     upstreams: [UpstreamLeg; 2],
     requests: RequestTable,
+    /// Bytes of primary answers held in `requests` until the client may have them.
+    stored: usize,
+    serials: u64,
+    /// Requests whose primary answered while the client's answer waits for the secondary,
+    /// with the deadline of that wait (`--wait-timeout`), in deadline order.
+    waits: VecDeque<(Instant, request::RequestId, u64)>,
+    order: order::Order,
     timers: BTreeSet<(Instant, Timer)>,
     /// No in-flight request's deadline is earlier than this. Keeping one timer per request
     /// in `timers` cost a tree insert and removal per request and cluster; instead, when this
@@ -319,6 +327,10 @@ impl Session {
                 UpstreamLeg::new(Upstream::Target, max_frame),
             ],
             requests: RequestTable::default(),
+            stored: 0,
+            serials: 0,
+            waits: VecDeque::new(),
+            order: order::Order::default(),
             timers: BTreeSet::new(),
             stream_check: None,
             idle_deadline: config.idle_timeout.map(|d| now + d),
@@ -393,6 +405,13 @@ impl Session {
             self.timers.pop_first();
             due.push((at, timer));
         }
+        while let Some(&(at, id, serial)) = self.waits.front() {
+            if at > now {
+                break;
+            }
+            self.waits.pop_front();
+            self.wait_expired(id, serial, now);
+        }
         let scan = self.stream_check.is_some_and(|check| check <= now);
         if scan {
             for leg in &self.upstreams {
@@ -411,6 +430,7 @@ impl Session {
                 Timer::Stream(upstream, stream) => self.stream_timed_out(upstream, stream, at, now),
             }
         }
+
         if scan {
             self.stream_check = self
                 .upstreams
@@ -458,7 +478,11 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.timers.first().map(|&(at, _)| at);
         let idle = self.idle_deadline.filter(|_| self.client.is_open());
-        [timer, self.stream_check, idle].into_iter().flatten().min()
+        let wait = self.waits.front().map(|&(at, _, _)| at);
+        [timer, self.stream_check, idle, wait]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether the driver should read from `peer` now. False while the other side's queue is
@@ -468,20 +492,49 @@ impl Session {
         let limit = self.proxy.config().write_buffer_size;
         match peer.upstream() {
             None => {
-                self.client.is_open() && self.upstreams.iter().all(|u| u.outbox.queued() < limit)
+                // Requests held for the secondary count as queued for it.
+                let held = |u: &UpstreamLeg| {
+                    if u.which == self.primary {
+                        0
+                    } else {
+                        self.order.held_bytes
+                    }
+                };
+                self.client.is_open()
+                    && self
+                        .upstreams
+                        .iter()
+                        .all(|u| u.outbox.queued() + held(u) < limit)
             }
             Some(upstream) => {
                 self.upstreams[upstream.index()].is_readable()
-                    && self.client.outbox.queued() < limit
+                    && self.client.outbox.queued() + self.stored < limit
             }
         }
     }
 
-    /// Bytes queued for `peer` and not yet pulled.
+    /// Whether [`Session::poll_transmit`] has bytes for `peer` now.
+    #[must_use]
+    pub fn has_transmit(&self, peer: Peer) -> bool {
+        match peer.upstream() {
+            None => self.client.outbox.queued() > 0,
+            Some(upstream) => {
+                let leg = &self.upstreams[upstream.index()];
+                leg.is_readable() && leg.outbox.queued() > 0
+            }
+        }
+    }
+
+    /// Bytes held for `peer`: queued and not yet pulled, and (for the client) answers waiting
+    /// for the other cluster, (for the secondary) requests held for it. This is what
+    /// backpressure limits.
     #[must_use]
     pub fn queued(&self, peer: Peer) -> usize {
         match peer.upstream() {
-            None => self.client.outbox.queued(),
+            None => self.client.outbox.queued() + self.stored,
+            Some(upstream) if upstream != self.primary => {
+                self.upstreams[upstream.index()].outbox.queued() + self.order.held_bytes
+            }
             Some(upstream) => self.upstreams[upstream.index()].outbox.queued(),
         }
     }
@@ -545,6 +598,11 @@ impl Session {
 
     fn request_timeout(&self) -> Duration {
         self.proxy.config().request_timeout
+    }
+
+    fn next_serial(&mut self) -> u64 {
+        self.serials += 1;
+        self.serials
     }
 }
 

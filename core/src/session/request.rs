@@ -106,6 +106,20 @@ pub(crate) struct Request {
     /// The client got its answer.
     pub(crate) answered: bool,
     pub(crate) started: Instant,
+    /// Must not overtake, or be overtaken by, what the client saw answered (see `order.rs`).
+    pub(crate) barrier: bool,
+    /// How many requests the client had been answered when this one arrived.
+    pub(crate) seen: u64,
+    /// Its number among the answered requests, once answered.
+    pub(crate) answer_seq: Option<u64>,
+    /// The client waited `--wait-timeout` for the secondary, or the secondary is known to
+    /// stall: answer without waiting for it.
+    pub(crate) impatient: bool,
+    /// Unique within the session (request ids are reused), to recognize stale wait entries.
+    pub(crate) serial: u64,
+    /// Bytes of the primary's answer held until the client may have it (counted as queued
+    /// for the client, for backpressure).
+    pub(crate) stored: usize,
 }
 
 impl Request {

@@ -277,11 +277,37 @@ pub fn check(world: &World) -> Verdict {
             }
         }
 
+        // With --wait true the client's answer waits for the target at most --wait-timeout
+        // after the source's; once one such wait ran out, the proxy treats the target as
+        // stalled and answers without waiting until the target answers again. The model
+        // tolerates early answers from the first moment a wait may have run out.
+        let wait_timeout = config.wait_timeout.min(timeout);
+        let stall_from = client
+            .ops()
+            .iter()
+            .filter_map(|op| {
+                let s = index
+                    .tagged(Upstream::Source, slot_index, &op.tag)
+                    .first()?
+                    .delivered()?;
+                let t = index
+                    .tagged(Upstream::Target, slot_index, &op.tag)
+                    .last()
+                    .and_then(|t| t.delivered());
+                let expiry = s + wait_timeout;
+                t.is_none_or(|t| t > expiry).then_some(expiry)
+            })
+            .min();
         let mut missed_required = 0u64;
         let mut missed_ambiguous = 0u64;
         for op in client.ops() {
             v.summary.ops += 1;
-            check_answer(&mut v, &index, host, op, slot_index, timeout, config.wait);
+            let wait = Wait {
+                policy: config.wait,
+                timeout: wait_timeout,
+                stall_from,
+            };
+            check_answer(&mut v, &index, host, op, slot_index, timeout, wait);
             // Prepared statements the proxy forgot (a cache smaller than the two statements the
             // clients use) are executed without a timestamp: the proxy cannot tell whether
             // they are conditional.
@@ -391,6 +417,16 @@ pub fn check(world: &World) -> Verdict {
     v
 }
 
+/// What `--wait` lets the proxy do, for [`check_answer`].
+#[derive(Debug, Clone, Copy)]
+struct Wait {
+    policy: WaitPolicy,
+    /// `--wait-timeout`, capped by the request timeout.
+    timeout: Duration,
+    /// The first moment a wait for the target may have run out.
+    stall_from: Option<Duration>,
+}
+
 fn check_answer(
     v: &mut Verdict,
     index: &Index<'_>,
@@ -398,7 +434,7 @@ fn check_answer(
     op: &ClientOp,
     slot: usize,
     timeout: Duration,
-    wait: WaitPolicy,
+    wait: Wait,
 ) {
     let src = index.tagged(Upstream::Source, slot, &op.tag);
     let tgt = index.tagged(Upstream::Target, slot, &op.tag);
@@ -535,9 +571,14 @@ fn check_answer(
             answer.opcode
         )),
     }
-    if wait == WaitPolicy::Both {
+    if wait.policy == WaitPolicy::Both {
+        let waited_enough = src
+            .first()
+            .and_then(|r| r.delivered())
+            .is_some_and(|s| answer.at >= s + wait.timeout);
+        let stalled = wait.stall_from.is_some_and(|x| x <= answer.at);
         if let Some(d) = tgt.last().and_then(|t| t.delivered()) {
-            if d < deadline && answer.at < d {
+            if d < deadline && answer.at < d && !waited_enough && !stalled {
                 v.violations.push(format!(
                     "{who}: with --wait true the client was answered at {:?}, before the target's answer arrived at {d:?}",
                     answer.at
