@@ -16,6 +16,9 @@ DRIVER_OPTIONS = {
     "v4-lz4": {"protocol_version": 4, "compression": "lz4"},
     "v5": {"protocol_version": 5, "compression": False},
     "v5-lz4": {"protocol_version": 5, "compression": "lz4"},
+    # Snappy exists in v3/v4 only; v3 is the oldest version the proxy speaks.
+    "v4-snappy": {"protocol_version": 4, "compression": "snappy"},
+    "v3": {"protocol_version": 3, "compression": False},
     # The driver's own negotiation: it starts above v5 and steps down; lz4 is preferred.
     "negotiated": {},
 }
@@ -34,7 +37,7 @@ def test_python_driver(main_bed, start_proxy, connect, keyspace, options):
     session = connect(proxy.endpoint, **options)
 
     version = options.get("protocol_version", 5)
-    compression = None if options.get("compression") is False else "lz4"
+    compression = None if options.get("compression") is False else options.get("compression", "lz4")
     assert session.cluster.protocol_version == version
     conns = driver_connections(session)
     assert len(conns) >= 2, conns
