@@ -108,6 +108,42 @@ fn target_stops_answering() {
     });
 }
 
+/// The target accepts the connection but never answers, not even the handshake: clients
+/// still get in, every write is counted as missed, and sessions end when their clients leave.
+#[test]
+fn target_silent_from_the_start() {
+    each_case(|name, mut s| {
+        let name = format!("target silent from the start, {name}");
+        let seed = s.seed;
+        s.target.events = vec![(Duration::ZERO, ClusterEvent::Silence(true))];
+        s.clients[0].workload.ops = 60;
+        if seed % 2 == 1 {
+            // The source asks for credentials: the client's handshake has one more step.
+            s.source.credentials = Some(("app".into(), "s".into()));
+            s.clients[0].credentials = Some(("app".into(), "s".into()));
+        }
+        if seed >= 2 {
+            // The target's handshake requests time out before --wait-timeout runs out.
+            s.config.request_timeout = s.config.wait_timeout - Duration::from_millis(200);
+        }
+        let (world, v) = run(&name, s);
+        client_unharmed(&name, seed, &v);
+        let writes = world.slots()[0]
+            .client
+            .ops()
+            .iter()
+            .filter(|o| o.kind.proxy_write())
+            .count() as u64;
+        expect(
+            v.summary.missed_reported == writes,
+            &name,
+            seed,
+            format!("all {writes} writes counted as missed"),
+            &v,
+        );
+    });
+}
+
 #[test]
 fn target_never_connects() {
     for mode in [ConnectMode::Hang, ConnectMode::Refuse] {

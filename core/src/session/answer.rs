@@ -441,11 +441,18 @@ impl Session {
         leg.timed_out += 1;
         let dead = leg.timed_out > MAX_TIMED_OUT;
         let (Purpose::Request(id) | Purpose::Reprepare(id) | Purpose::Login(id)) = purpose;
+        // A STARTUP or AUTH_RESPONSE that timed out leaves the cluster's handshake unfinished
+        // for good, even while the client's own handshake goes on (it may still have to
+        // authenticate with the source, and nothing else would settle this cluster).
+        let handshake_request = matches!(purpose, Purpose::Request(id)
+            if self.requests.get(id).is_some_and(|r| matches!(r.kind, Kind::Startup | Kind::AuthResponse)));
         self.leg_done(id, upstream, Outcome::Failed(FailureKind::Timeout), now);
         if matches!(purpose, Purpose::Login(_)) {
             let detail = format!("the {upstream} cluster did not answer the proxy's login in time");
             self.upstream_failed(upstream, FailureKind::Timeout, detail, true, now);
-        } else if self.phase == Phase::Ready && !self.upstreams[upstream.index()].is_ready() {
+        } else if (self.phase == Phase::Ready || handshake_request)
+            && !self.upstreams[upstream.index()].is_ready()
+        {
             // Its handshake went on after the client's and has now timed out: it will never
             // be ready, and what waits for it fails now.
             let timeout = self.request_timeout();

@@ -212,6 +212,45 @@ pub fn check(world: &World) -> Verdict {
         }
     }
 
+    // With --wait true the client's answer waits for the target at most --wait-timeout
+    // after the source's; once one such wait ran out, the proxy (all its sessions: the flag is
+    // proxy-wide) treats the target as stalled and answers without waiting until the target
+    // answers again. The model tolerates early answers from the first moment a wait may have
+    // run out, in any session.
+    let wait_timeout = config.wait_timeout.min(timeout);
+    let stall_from = world
+        .slots()
+        .iter()
+        .enumerate()
+        .flat_map(|(slot_index, slot)| slot.client.ops().iter().map(move |op| (slot_index, op)))
+        .filter_map(|(slot_index, op)| {
+            let s = index
+                .tagged(Upstream::Source, slot_index, &op.tag)
+                .first()?
+                .delivered()?;
+            let t = index
+                .tagged(Upstream::Target, slot_index, &op.tag)
+                .last()
+                .and_then(|t| t.delivered());
+            let expiry = s + wait_timeout;
+            t.is_none_or(|t| t > expiry).then_some(expiry)
+        })
+        // Requests the clusters cannot name (untagged ones) show in the proxy's own report
+        // of the stall.
+        .chain(
+            world
+                .slots()
+                .iter()
+                .filter_map(|slot| slot.host.as_ref())
+                .flat_map(|host| host.events())
+                .filter(|(_, e)| {
+                    matches!(e, Event::Failure { upstream: Upstream::Target, detail, .. }
+                        if detail.contains("--wait-timeout"))
+                })
+                .map(|(at, _)| *at),
+        )
+        .min();
+
     for (slot_index, slot) in world.slots().iter().enumerate() {
         let client = &slot.client;
         let spec = client.spec();
@@ -277,27 +316,6 @@ pub fn check(world: &World) -> Verdict {
             }
         }
 
-        // With --wait true the client's answer waits for the target at most --wait-timeout
-        // after the source's; once one such wait ran out, the proxy treats the target as
-        // stalled and answers without waiting until the target answers again. The model
-        // tolerates early answers from the first moment a wait may have run out.
-        let wait_timeout = config.wait_timeout.min(timeout);
-        let stall_from = client
-            .ops()
-            .iter()
-            .filter_map(|op| {
-                let s = index
-                    .tagged(Upstream::Source, slot_index, &op.tag)
-                    .first()?
-                    .delivered()?;
-                let t = index
-                    .tagged(Upstream::Target, slot_index, &op.tag)
-                    .last()
-                    .and_then(|t| t.delivered());
-                let expiry = s + wait_timeout;
-                t.is_none_or(|t| t > expiry).then_some(expiry)
-            })
-            .min();
         let mut missed_required = 0u64;
         let mut missed_ambiguous = 0u64;
         for op in client.ops() {

@@ -152,6 +152,7 @@ pub struct SimClient {
     /// Statement text → (id, v5 result metadata id), as the proxy gave them.
     prepared: BTreeMap<String, (Bytes, Option<Bytes>)>,
     preparing: BTreeMap<String, usize>,
+    prepare_attempts: BTreeMap<String, u32>,
     handshake_error: Option<String>,
     violations: Vec<String>,
     closed_at: Option<Duration>,
@@ -162,6 +163,10 @@ pub struct SimClient {
     ready_at: Option<Duration>,
     registered: bool,
     use_sent: bool,
+    use_failures: u32,
+    /// Why the client gave up on its workload (it closes, like a driver dropping a
+    /// connection it cannot set up).
+    gave_up: Option<String>,
     /// When the first `USE` was answered (workloads that name tables without keyspace).
     use_answered: Option<Duration>,
     /// EVENT messages received, with their time.
@@ -190,6 +195,7 @@ impl SimClient {
             next_send_at: spec.start_at,
             prepared: BTreeMap::new(),
             preparing: BTreeMap::new(),
+            prepare_attempts: BTreeMap::new(),
             handshake_error: None,
             violations: Vec::new(),
             closed_at: None,
@@ -199,6 +205,8 @@ impl SimClient {
             ready_at: None,
             registered: false,
             use_sent: false,
+            use_failures: 0,
+            gave_up: None,
             use_answered: None,
             events: Vec::new(),
             epoch_micros,
@@ -229,6 +237,11 @@ impl SimClient {
 
     pub fn handshake_error(&self) -> Option<&str> {
         self.handshake_error.as_deref()
+    }
+
+    /// Why the client gave up on its workload after the handshake, if it did.
+    pub fn gave_up(&self) -> Option<&str> {
+        self.gave_up.as_deref()
     }
 
     /// The EVENT messages received (decompressed, no prefix), with their time.
@@ -274,8 +287,10 @@ impl SimClient {
             _ => {
                 let mut times = Vec::with_capacity(3);
                 times.extend(self.spec.abort_at);
-                if self.phase == Phase::Ready && self.wants_to_send() {
-                    times.push(self.next_send_at.max(now));
+                // A send due now that did not happen is blocked (waiting for USE, for room):
+                // it is not a time to wake up for.
+                if self.phase == Phase::Ready && self.wants_to_send() && self.next_send_at > now {
+                    times.push(self.next_send_at);
                 }
                 if let Some((from, until)) = self.spec.read_pause {
                     if now >= from && now < until {
@@ -365,7 +380,7 @@ impl SimClient {
             if done && self.done_at.is_none() {
                 self.done_at = Some(now);
             }
-            let give_up = self.handshake_error.is_some();
+            let give_up = self.handshake_error.is_some() || self.gave_up.is_some();
             if (done && self.spec.close_when_done || give_up)
                 && self.out.is_empty()
                 && !self.fin_sent
@@ -561,6 +576,13 @@ impl SimClient {
                 if self.prepared.contains_key(text) || self.preparing.contains_key(text) {
                     continue;
                 }
+                // Like a driver, give up preparing after a few failures in a row (the workload
+                // goes on with plain statements).
+                let attempts = self.prepare_attempts.entry(text.to_owned()).or_insert(0);
+                if *attempts >= 8 {
+                    continue;
+                }
+                *attempts += 1;
                 let tag = format!("c{}_{}", self.index, self.ops.len());
                 let body = workload::prepare_body(text, self.spec.version);
                 let kind = OpKind::Prepare(text.to_owned());
@@ -921,9 +943,12 @@ impl SimClient {
         if kind == OpKind::Use && self.use_sent && self.use_answered.is_none() {
             if opcode == Opcode::RESULT {
                 self.use_answered = Some(now);
-            } else {
-                // As a driver setting up its keyspace: try again.
+            } else if self.use_failures < 5 {
+                // As a driver setting up its keyspace: try again, a few times.
+                self.use_failures += 1;
                 self.use_sent = false;
+            } else {
+                self.gave_up = Some(format!("USE failed {} times", self.use_failures + 1));
             }
         }
         match kind {
@@ -934,6 +959,7 @@ impl SimClient {
                     {
                         let id = Bytes::copy_from_slice(p.id);
                         let rmid = p.result_metadata_id.map(Bytes::copy_from_slice);
+                        self.prepare_attempts.remove(&text);
                         self.prepared.insert(text, (id, rmid));
                     }
                 }
