@@ -73,7 +73,7 @@ impl Session {
         }
         match in_flight.purpose {
             Purpose::Request(id) => self.on_answer(id, upstream, envelope, now),
-            Purpose::Reprepare(id) => self.on_reprepared(id, envelope, now),
+            Purpose::Reprepare(id) => self.on_reprepared(id, upstream, envelope, now),
             Purpose::Login(id) => self.on_login(id, envelope, now),
         }
     }
@@ -88,11 +88,9 @@ impl Session {
             Kind::Prepare { .. } => self.prepare_answer(id, upstream, &envelope),
             Kind::Use => self.use_answer(upstream, &envelope),
             Kind::Prepared(repair)
-                if upstream == Upstream::Target
-                    && !repair.attempted
-                    && self.is_unprepared(&envelope) =>
+                if !repair.attempted[upstream.index()] && self.is_unprepared(&envelope) =>
             {
-                if self.start_repair(id, &envelope, now) {
+                if self.start_repair(id, upstream, &envelope, now) {
                     return;
                 }
             }
@@ -558,10 +556,16 @@ impl Session {
         }
     }
 
-    /// The target does not know a prepared statement: prepare it there and retry on the target
-    /// only, so that the source never executes the request twice. False when it cannot be done
-    /// (the statement is unknown to the proxy), and the UNPREPARED is the target's answer.
-    fn start_repair(&mut self, id: RequestId, envelope: &Envelope, now: Instant) -> bool {
+    /// A cluster does not know a prepared statement: prepare it there and retry the request on
+    /// that cluster only, so that the other never executes it twice. False when it cannot be
+    /// done (the statement is unknown to the proxy), and the UNPREPARED is that cluster's answer.
+    fn start_repair(
+        &mut self,
+        id: RequestId,
+        upstream: Upstream,
+        envelope: &Envelope,
+        now: Instant,
+    ) -> bool {
         let Some(version) = self.version else {
             return false;
         };
@@ -576,11 +580,13 @@ impl Session {
         };
         let (source_id, query, keyspace) = {
             let cache = self.proxy.prepared();
-            // The target got either its own id for the statement or, unmapped, the source's.
-            let source_id = cache
-                .source_id_for_target(unknown)
-                .cloned()
-                .or_else(|| cache.get(unknown).map(|_| Bytes::copy_from_slice(unknown)));
+            // The source names a statement by the id clients use; the target by its own id
+            // or, unmapped, by the source's.
+            let source_id = match upstream {
+                Upstream::Source => None,
+                Upstream::Target => cache.source_id_for_target(unknown).cloned(),
+            }
+            .or_else(|| cache.get(unknown).map(|_| Bytes::copy_from_slice(unknown)));
             let Some(source_id) = source_id else {
                 return false;
             };
@@ -603,40 +609,41 @@ impl Session {
             flags: Flags::empty(),
             body,
         };
+        let purpose = Purpose::Reprepare(id);
         if self
-            .send_request(
-                Upstream::Target,
-                Purpose::Reprepare(id),
-                Opcode::PREPARE,
-                version,
-                &out,
-                now,
-            )
+            .send_request(upstream, purpose, Opcode::PREPARE, version, &out, now)
             .is_err()
         {
             return false;
         }
         if let Some(request) = self.requests.get_mut(id) {
             if let Kind::Prepared(repair) = &mut request.kind {
-                repair.attempted = true;
+                repair.attempted[upstream.index()] = true;
                 repair.statement = Some(source_id);
             }
         }
         true
     }
 
-    /// The target answered the repair's PREPARE: record its id and retry the request there.
-    fn on_reprepared(&mut self, id: RequestId, envelope: Envelope, now: Instant) {
+    /// A cluster answered a repair's PREPARE: record its id and retry the request there.
+    fn on_reprepared(
+        &mut self,
+        id: RequestId,
+        upstream: Upstream,
+        envelope: Envelope,
+        now: Instant,
+    ) {
         let (Some(version), Some(request)) = (self.version, self.requests.get(id)) else {
             return;
         };
         let Kind::Prepared(repair) = &request.kind else {
             return;
         };
-        let (opcode, body, prefix, statement) = (
+        let (opcode, body, prefix, flags, statement) = (
             request.opcode,
             repair.body.clone(),
             repair.prefix.clone(),
+            repair.flags,
             repair.statement.clone(),
         );
         let prepared = self.response_message(&envelope).ok().and_then(|m| {
@@ -649,49 +656,44 @@ impl Session {
             }
         });
         let (Some(ids), Some(statement)) = (prepared, statement) else {
-            // The re-prepare itself failed: that is the target's answer.
-            return self.leg_done(id, Upstream::Target, Outcome::Answer(envelope), now);
+            // The re-prepare itself failed: that is the cluster's answer.
+            return self.leg_done(id, upstream, Outcome::Answer(envelope), now);
         };
-        self.proxy.prepared().set_target(&statement, ids.clone());
-        let rebuilt = match opcode {
-            Opcode::EXECUTE => {
-                Execute::with_ids(&body, version, &ids.id, ids.result_metadata_id.as_deref())
-                    .map(|s| s.to_bytes())
+        let rebuilt = match upstream {
+            // The client's ids are the source's: a source that now gives the statement another
+            // id cannot be repaired here; its UNPREPARED-like answer makes the driver prepare
+            // again through the proxy.
+            Upstream::Source if ids.id != statement => {
+                return self.leg_done(id, upstream, Outcome::Answer(envelope), now);
             }
-            _ => self
-                .map_batch_ids(&body, version)
-                .map(|m| m.unwrap_or(body)),
+            Upstream::Source => Ok(body),
+            Upstream::Target => {
+                self.proxy.prepared().set_target(&statement, ids.clone());
+                match opcode {
+                    Opcode::EXECUTE => Execute::with_ids(
+                        &body,
+                        version,
+                        &ids.id,
+                        ids.result_metadata_id.as_deref(),
+                    )
+                    .map(|s| s.to_bytes()),
+                    _ => self
+                        .map_batch_ids(&body, version)
+                        .map(|m| m.unwrap_or(body)),
+                }
+            }
         };
         let Ok(message) = rebuilt else {
-            return self.leg_done(
-                id,
-                Upstream::Target,
-                Outcome::Failed(FailureKind::Protocol),
-                now,
-            );
+            return self.leg_done(id, upstream, Outcome::Failed(FailureKind::Protocol), now);
         };
         let out = Outgoing {
-            flags: Flags::empty().with(prefix_flags(&prefix)),
+            flags,
             body: join(&prefix, &message),
         };
-        if let Err(kind) = self.send_request(
-            Upstream::Target,
-            Purpose::Request(id),
-            opcode,
-            version,
-            &out,
-            now,
-        ) {
-            self.leg_done(id, Upstream::Target, Outcome::Failed(kind), now);
+        if let Err(kind) =
+            self.send_request(upstream, Purpose::Request(id), opcode, version, &out, now)
+        {
+            self.leg_done(id, upstream, Outcome::Failed(kind), now);
         }
-    }
-}
-
-/// The flags a request prefix needs: only a custom payload can prefix a request.
-fn prefix_flags(prefix: &Bytes) -> Flags {
-    if prefix.is_empty() {
-        Flags::empty()
-    } else {
-        Flags::CUSTOM_PAYLOAD
     }
 }

@@ -158,7 +158,26 @@ impl Session {
                 );
             }
         };
-        let intake = match self.inspect(header.opcode, &message, version, now) {
+        // A prepared statement the proxy does not know (it restarted, or forgot it) could be
+        // neither mapped to the target's id nor stamped nor repaired: the driver prepares it
+        // again, through the proxy, and retries.
+        match self.unknown_prepared(header.opcode, &message, version) {
+            Ok(Some(unknown)) => {
+                let mut error = ErrorMessage::unprepared(&unknown);
+                error.message =
+                    format!("cqlmirror: {} (unknown to the proxy)", error.message).into();
+                return self.error_to_client(header.stream, version, &error);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return self.fatal_client_error(
+                    header.stream,
+                    format!("malformed {} body: {e}", header.opcode),
+                    now,
+                );
+            }
+        }
+        let mut intake = match self.inspect(header.opcode, &message, version, now) {
             Ok(intake) => intake,
             Err(e) => {
                 return self.fatal_client_error(
@@ -168,6 +187,9 @@ impl Session {
                 );
             }
         };
+        if let Kind::Prepared(repair) = &mut intake.kind {
+            repair.flags = header.flags.without(Flags::COMPRESSION);
+        }
         // Unchanged bodies go out as they came, compressed or not; changed ones go uncompressed
         // (the compression flag is per frame).
         let rebuilt = |message: &Bytes| Outgoing {
@@ -298,8 +320,9 @@ impl Session {
                     kind: Kind::Prepared(Repair {
                         body: for_source,
                         prefix: Bytes::new(),
+                        flags: Flags::empty(),
                         statement: None,
-                        attempted: false,
+                        attempted: [false; 2],
                     }),
                     message: stamped,
                     target_message,
@@ -336,8 +359,9 @@ impl Session {
                     kind: Kind::Prepared(Repair {
                         body: for_source,
                         prefix: Bytes::new(),
+                        flags: Flags::empty(),
                         statement: None,
-                        attempted: false,
+                        attempted: [false; 2],
                     }),
                     message: stamped,
                     target_message: mapped,
@@ -351,6 +375,31 @@ impl Session {
                 message: None,
                 target_message: None,
             }),
+        }
+    }
+
+    /// The first prepared id of an EXECUTE or BATCH that the proxy does not know.
+    fn unknown_prepared(
+        &self,
+        opcode: Opcode,
+        message: &Bytes,
+        version: ProtocolVersion,
+    ) -> Result<Option<Bytes>, DecodeError> {
+        let cache = self.proxy.prepared();
+        let unknown = |id: &[u8]| cache.get(id).is_none().then(|| Bytes::copy_from_slice(id));
+        match opcode {
+            Opcode::EXECUTE => Ok(unknown(Execute::peek_id(message)?)),
+            Opcode::BATCH => {
+                let batch = Batch::decode(message, version)?;
+                Ok(batch
+                    .statements
+                    .iter()
+                    .find_map(|entry| match entry.statement {
+                        BatchEntry::Prepared(id) => unknown(id),
+                        BatchEntry::Query(_) => None,
+                    }))
+            }
+            _ => Ok(None),
         }
     }
 

@@ -78,7 +78,7 @@ pub(crate) enum Kind {
     Prepared(Repair),
 }
 
-/// What a re-prepare on the target needs.
+/// What a re-prepare on either cluster needs.
 #[derive(Debug, Clone)]
 pub(crate) struct Repair {
     /// The message as sent to the source (after any timestamp was added), before the target's
@@ -86,10 +86,14 @@ pub(crate) struct Repair {
     pub(crate) body: Bytes,
     /// The request's custom payload prefix (usually empty), sent again with the retry.
     pub(crate) prefix: Bytes,
+    /// The request's header flags for the retry (tracing, custom payload; the retry's body is
+    /// never compressed).
+    pub(crate) flags: crate::frame::Flags,
     /// The statement being re-prepared (its source id), while the PREPARE is out.
     pub(crate) statement: Option<Bytes>,
-    /// A repair was already tried: a second UNPREPARED is final.
-    pub(crate) attempted: bool,
+    /// A repair was already tried on that cluster (by [`Upstream::index`]): a second
+    /// UNPREPARED is final.
+    pub(crate) attempted: [bool; 2],
 }
 
 #[derive(Debug)]

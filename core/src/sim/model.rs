@@ -58,6 +58,8 @@ pub struct Summary {
     pub missed_ambiguous: u64,
     /// Requests the target answered UNPREPARED that the proxy then repaired.
     pub target_repairs: usize,
+    /// Requests the proxy answered UNPREPARED itself (a prepared id it did not know).
+    pub proxy_unprepared: usize,
     /// The slowest answer a client got.
     pub max_latency: Duration,
     /// Writes that reached the source without a default timestamp.
@@ -460,9 +462,13 @@ fn check_answer(
         "client {slot}: {} ({:?}, stream {})",
         op.tag, op.kind, op.stream
     );
-    if src.len() > 1 {
-        v.violations
-            .push(format!("{who}: the source received it {} times", src.len()));
+    // Each cluster gets a request once, or twice when its first answer was UNPREPARED and
+    // the proxy prepared the statement there and retried (on that cluster only).
+    if src.len() > 2 || (src.len() == 2 && src[0].error_code() != Some(ErrorCode::UNPREPARED.0)) {
+        v.violations.push(format!(
+            "{who}: the source received it {} times (more than once only after UNPREPARED)",
+            src.len()
+        ));
     }
     if tgt.len() > 2 || (tgt.len() == 2 && tgt[0].error_code() != Some(ErrorCode::UNPREPARED.0)) {
         v.violations.push(format!(
@@ -497,6 +503,16 @@ fn check_answer(
                 if !src.is_empty() || !tgt.is_empty() {
                     v.violations
                         .push(format!("{who}: answered OVERLOADED yet sent to a cluster"));
+                }
+            }
+            // A prepared id the proxy does not know: it answers UNPREPARED itself, before
+            // anything reaches a cluster, so that the driver prepares again through it.
+            Some(c) if c == ErrorCode::UNPREPARED.0 => {
+                v.summary.proxy_unprepared += 1;
+                if !src.is_empty() || !tgt.is_empty() {
+                    v.violations.push(format!(
+                        "{who}: the proxy answered UNPREPARED itself yet sent the request to a cluster"
+                    ));
                 }
             }
             Some(c) if c == ErrorCode::SERVER_ERROR.0 && text.contains("did not answer within") => {
@@ -540,7 +556,8 @@ fn check_answer(
         }
         return;
     }
-    let Some(source) = src.first() else {
+    // After a repair, the source's last answer is the one the client gets.
+    let Some(source) = src.last() else {
         v.violations.push(format!(
             "{who}: answered {} but the source never received it",
             answer.opcode
@@ -707,7 +724,7 @@ fn missed_class(
     let deadline = consumed + timeout;
     let src = index.tagged(Upstream::Source, slot, &op.tag);
     let source_ok = src
-        .first()
+        .last()
         .is_some_and(|r| r.succeeded() && r.delivered().is_some_and(|d| d < deadline));
     if !source_ok {
         return Missed::No;
