@@ -95,3 +95,35 @@ fn wait_false_answers_at_source_speed() {
         }
     }
 }
+
+/// With `--wait false` the client hears the source long before the slow target is done, and
+/// sends statements that only work after its earlier `USE`: unqualified table names. The
+/// proxy keeps `USE` in order on the target, so every write still lands there.
+#[test]
+fn wait_false_keeps_use_in_order_on_the_target() {
+    for seed in seeds(20..26) {
+        for version in [ProtocolVersion::V4, ProtocolVersion::V5] {
+            let name = format!("wait primary, USE and unqualified tables, {version}");
+            let mut s = scenario(seed, WaitPolicy::Primary, version);
+            s.clients[0].workload.unqualified = true;
+            s.clients[0].workload.mix.use_keyspace = 10;
+            let (world, v) = run(&name, s);
+            let slowest = latencies(&world).into_iter().max().unwrap();
+            expect(
+                slowest < SLOW / 2,
+                &name,
+                seed,
+                format!("no answer waited for the target (slowest {slowest:?})"),
+                &v,
+            );
+            expect(
+                v.summary.source_writes == v.summary.target_writes
+                    && v.summary.missed_reported == 0,
+                &name,
+                seed,
+                "the target completed every write, each after its USE",
+                &v,
+            );
+        }
+    }
+}

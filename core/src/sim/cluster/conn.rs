@@ -25,6 +25,9 @@ pub(crate) struct Reply {
     pub(crate) ends_handshake: bool,
     /// Compress the body (v3/v4 with compression negotiated).
     pub(crate) compress: bool,
+    /// A `USE`: the connection's keyspace changes when it completes, as in Cassandra, which
+    /// runs a connection's requests concurrently (a request right behind it may not see it).
+    pub(crate) use_keyspace: Option<String>,
 }
 
 #[derive(Debug)]

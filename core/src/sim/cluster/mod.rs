@@ -305,6 +305,9 @@ impl SimCluster {
             let Some(reply) = conn.pending.remove(&key) else {
                 break;
             };
+            if let Some(keyspace) = &reply.use_keyspace {
+                conn.keyspace = Some(keyspace.clone());
+            }
             let end = conn.send(&reply);
             link.down
                 .mark(end, answer_marker(self.which, reply.record), now);
@@ -521,6 +524,10 @@ impl SimCluster {
                     record,
                     ends_handshake: ends_handshake && version >= ProtocolVersion::V5,
                     compress,
+                    use_keyspace: match &understood.plan {
+                        Plan::Use { keyspace } => Some(keyspace.clone()),
+                        _ => None,
+                    },
                 },
             );
         }
@@ -653,10 +660,8 @@ impl SimCluster {
                 let value = self.store.get(*key).map(|c| c.value.as_str());
                 (Opcode::RESULT, serve::rows(column, value), false)
             }
-            Plan::Use { keyspace } => {
-                conn.keyspace = Some(keyspace.clone());
-                (Opcode::RESULT, serve::set_keyspace(keyspace), false)
-            }
+            // Takes effect when the answer goes out (see `Reply::use_keyspace`).
+            Plan::Use { keyspace } => (Opcode::RESULT, serve::set_keyspace(keyspace), false),
             Plan::Prepare {
                 text,
                 stmt,
