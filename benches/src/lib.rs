@@ -10,7 +10,6 @@
 //! `scripts/bench` runs them against each other, the proxies and the test bed's clusters.
 
 use std::io::{self, Read};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use cqlmirror_core::frame::{
@@ -23,28 +22,9 @@ pub const MAX_FRAME: usize = 64 << 20;
 /// Bytes asked of a socket per read.
 pub const READ_CHUNK: usize = 64 * 1024;
 
-/// Parses `10s`, `500ms`, `2m`, `1.5s` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration: use e.g. 10s, 500ms or 2m"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" => n * 60.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit '{other}' in '{s}': use ms, s or m"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a valid duration"))
-}
+/// Parses `10s`, `500ms`, `2m`, `1.5s` or a bare number of seconds: the proxy's own parser,
+/// so that the bench programs read durations exactly as the proxy does.
+pub use cqlmirror_core::cli::parse_duration;
 
 /// An envelope of `opcode` on `stream`, without flags.
 pub fn envelope(
@@ -90,20 +70,5 @@ impl Inbox {
         let n = from.read(&mut self.chunk)?;
         self.buf.extend_from_slice(&self.chunk[..n]);
         Ok(n)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("3h").is_err());
     }
 }

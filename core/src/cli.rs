@@ -304,7 +304,7 @@ fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
 }
 
 /// Parses `1048576`, `64k`, `64KiB`, `1M`, `1MiB`, `1G` … (all powers of 1024).
-fn parse_size(s: &str) -> Result<usize, String> {
+pub fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -327,7 +327,7 @@ fn parse_size(s: &str) -> Result<usize, String> {
 }
 
 /// Parses `12s`, `500ms`, `2m`, `1.5s`, or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

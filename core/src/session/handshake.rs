@@ -19,7 +19,7 @@ use crate::message::{AuthResponse, Body, ErrorCode, ErrorMessage, Startup, sasl_
 use crate::routing::{RequestClass, route};
 use crate::session::intake::Outgoing;
 use crate::session::leg::{Handshake, Purpose};
-use crate::session::request::{Kind, Leg, Outcome, Request, RequestId};
+use crate::session::request::{Kind, Outcome, Request, RequestId};
 use crate::session::supported;
 use crate::session::{Event, FailureKind, Phase, Session};
 
@@ -80,23 +80,18 @@ impl Session {
             flags: envelope.header().flags,
             body: envelope.body().clone(),
         };
-        let request = Request {
-            client_stream: envelope.stream(),
-            version: envelope.version(),
-            opcode: envelope.opcode(),
-            kind: Kind::AuthResponse,
-            write: false,
-            route: route(RequestClass::Handshake, self.read_mode, self.primary),
-            legs: [Leg::Unused, Leg::Unused],
-            answered: false,
-            started: now,
-            barrier: false,
-            seen: self.order.answered,
-            answer_seq: None,
-            impatient: false,
-            serial: self.next_serial(),
-            stored: 0,
-        };
+        let route = route(RequestClass::Handshake, self.read_mode, self.primary);
+        let (seen, serial) = (self.order.answered, self.next_serial());
+        let request = Request::new(
+            envelope.header(),
+            Kind::AuthResponse,
+            route,
+            false,
+            false,
+            seen,
+            serial,
+            now,
+        );
         let target = relay_to_target.then(|| out.clone());
         self.launch(request, [Some(out), target], bytes::Bytes::new(), now);
     }
@@ -112,23 +107,18 @@ impl Session {
             flags: envelope.header().flags,
             body: envelope.body().clone(),
         };
-        let request = Request {
-            client_stream: envelope.stream(),
-            version: envelope.version(),
-            opcode: envelope.opcode(),
+        let route = route(class, self.read_mode, self.primary);
+        let (seen, serial) = (self.order.answered, self.next_serial());
+        let request = Request::new(
+            envelope.header(),
             kind,
-            write: false,
-            route: route(class, self.read_mode, self.primary),
-            legs: [Leg::Unused, Leg::Unused],
-            answered: false,
-            started: now,
-            barrier: false,
-            seen: self.order.answered,
-            answer_seq: None,
-            impatient: false,
-            serial: self.next_serial(),
-            stored: 0,
-        };
+            route,
+            false,
+            false,
+            seen,
+            serial,
+            now,
+        );
         self.launch(
             request,
             [Some(out.clone()), Some(out)],

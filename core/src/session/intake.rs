@@ -208,23 +208,17 @@ impl Session {
             None => source.clone(),
         };
         let route = route(intake.class, self.read_mode, self.primary);
-        let request = Request {
-            client_stream: header.stream,
-            version,
-            opcode: header.opcode,
-            kind: intake.kind,
-            write: intake.write,
+        let (seen, serial) = (self.order.answered, self.next_serial());
+        let request = Request::new(
+            &header,
+            intake.kind,
             route,
-            legs: [Leg::Unused, Leg::Unused],
-            answered: false,
-            started: now,
-            barrier: intake.barrier,
-            seen: self.order.answered,
-            answer_seq: None,
-            impatient: false,
-            serial: self.next_serial(),
-            stored: 0,
-        };
+            intake.write,
+            intake.barrier,
+            seen,
+            serial,
+            now,
+        );
         self.launch(request, [Some(source), Some(target)], prefix, now);
     }
 
@@ -317,13 +311,7 @@ impl Session {
                     class,
                     barrier,
                     write,
-                    kind: Kind::Prepared(Repair {
-                        body: for_source,
-                        prefix: Bytes::new(),
-                        flags: Flags::empty(),
-                        statement: None,
-                        attempted: [false; 2],
-                    }),
+                    kind: Kind::Prepared(Repair::new(for_source)),
                     message: stamped,
                     target_message,
                 })
@@ -356,13 +344,7 @@ impl Session {
                     write: true,
                     // Unordered only when every statement is a known unconditional write.
                     barrier: !stamp,
-                    kind: Kind::Prepared(Repair {
-                        body: for_source,
-                        prefix: Bytes::new(),
-                        flags: Flags::empty(),
-                        statement: None,
-                        attempted: [false; 2],
-                    }),
+                    kind: Kind::Prepared(Repair::new(for_source)),
                     message: stamped,
                     target_message: mapped,
                 })

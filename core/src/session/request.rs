@@ -78,6 +78,20 @@ pub(crate) enum Kind {
     Prepared(Repair),
 }
 
+impl Repair {
+    /// What a repair of the request whose message (as sent to the source) is `body` needs;
+    /// the launch fills in the prefix and flags.
+    pub(crate) fn new(body: Bytes) -> Self {
+        Self {
+            body,
+            prefix: Bytes::new(),
+            flags: crate::frame::Flags::empty(),
+            statement: None,
+            attempted: [false; 2],
+        }
+    }
+}
+
 /// What a re-prepare on either cluster needs.
 #[derive(Debug, Clone)]
 pub(crate) struct Repair {
@@ -127,6 +141,37 @@ pub(crate) struct Request {
 }
 
 impl Request {
+    /// A request the client sent with `header`, before it is sent anywhere.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        header: &crate::frame::Header,
+        kind: Kind,
+        route: Route,
+        write: bool,
+        barrier: bool,
+        seen: u64,
+        serial: u64,
+        now: Instant,
+    ) -> Self {
+        Self {
+            client_stream: header.stream,
+            version: header.version,
+            opcode: header.opcode,
+            kind,
+            write,
+            route,
+            legs: [Leg::Unused, Leg::Unused],
+            answered: false,
+            started: now,
+            barrier,
+            seen,
+            answer_seq: None,
+            impatient: false,
+            serial,
+            stored: 0,
+        }
+    }
+
     pub(crate) fn leg(&self, upstream: Upstream) -> &Leg {
         &self.legs[upstream.index()]
     }
