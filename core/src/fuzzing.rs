@@ -141,7 +141,11 @@ pub fn request(data: &[u8]) {
         return;
     };
     let v = version(selector);
-    let _ = Prefix::parse(crate::frame::Flags(selector), Direction::Request, body);
+    let _ = Prefix::parse(
+        crate::frame::Flags::from_bits_retain(selector),
+        Direction::Request,
+        body,
+    );
     let _ = Startup::decode(body, v);
     let _ = AuthResponse::decode(body, v);
     let _ = Register::decode(body, v);
@@ -183,7 +187,11 @@ pub fn response(data: &[u8]) {
         return;
     };
     let v = version(selector);
-    let _ = Prefix::parse(crate::frame::Flags(selector), Direction::Response, body);
+    let _ = Prefix::parse(
+        crate::frame::Flags::from_bits_retain(selector),
+        Direction::Response,
+        body,
+    );
     let _ = Supported::decode(body, v);
     let _ = Authenticate::decode(body, v);
     let _ = ErrorMessage::decode(body, v);

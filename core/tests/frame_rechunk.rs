@@ -29,7 +29,7 @@ fn envelope(
         Header {
             version,
             direction: Direction::Response,
-            flags: Flags(flags),
+            flags: Flags::from_bits_retain(flags),
             stream: StreamId(stream),
             opcode,
             length: 0,

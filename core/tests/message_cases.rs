@@ -184,7 +184,7 @@ fn query_v4_layout() {
     assert_eq!(body, expected);
     assert_eq!(
         q.params.flags(),
-        QueryFlags::VALUES.with(QueryFlags::PAGE_SIZE)
+        QueryFlags::VALUES.union(QueryFlags::PAGE_SIZE)
     );
     assert_eq!(Query::peek_text(&body).unwrap(), q.text);
     // v5 widens the flags to an int.

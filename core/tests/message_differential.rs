@@ -207,7 +207,7 @@ fn trows_metadata(m: &RowsMetadata<'_>) -> TRowsMetadata {
         } => (global_table_spec.as_ref().map(ttable), tspecs(specs)),
     };
     TRowsMetadata {
-        flags: RowsMetadataFlags::from_bits_truncate(m.flags().0),
+        flags: RowsMetadataFlags::from_bits_truncate(m.flags().bits()),
         columns_count: m.column_count() as i32,
         paging_state: m.paging_state.map(|s| CBytes::new(s.to_vec())),
         new_metadata_id: m.new_metadata_id.map(short_bytes),

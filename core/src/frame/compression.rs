@@ -166,7 +166,7 @@ impl Envelope {
             .map_err(|e| e.shifted(HEADER_LEN))?;
         Ok(Envelope::new(
             Header {
-                flags: header.flags.without(Flags::COMPRESSION),
+                flags: header.flags.difference(Flags::COMPRESSION),
                 ..header
             },
             body,
@@ -191,7 +191,7 @@ impl Envelope {
         match compression.compress(self.body()) {
             Some(body) => Envelope::new(
                 Header {
-                    flags: header.flags.with(Flags::COMPRESSION),
+                    flags: header.flags.union(Flags::COMPRESSION),
                     ..header
                 },
                 body,

@@ -325,7 +325,7 @@ mod tests {
                         } else {
                             Direction::Request
                         },
-                        flags: Flags(flags),
+                        flags: Flags::from_bits_retain(flags),
                         stream: StreamId(stream),
                         opcode: Opcode(opcode),
                         length: 12345,

@@ -62,58 +62,16 @@ pub enum Direction {
     Response,
 }
 
-/// Header flags.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Flags(pub u8);
-
-impl Flags {
-    pub const COMPRESSION: Self = Self(0x01);
-    pub const TRACING: Self = Self(0x02);
-    pub const CUSTOM_PAYLOAD: Self = Self(0x04);
-    pub const WARNING: Self = Self(0x08);
-    pub const USE_BETA: Self = Self(0x10);
-
-    pub const fn empty() -> Self {
-        Self(0)
-    }
-
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    #[must_use]
-    pub const fn with(self, other: Self) -> Self {
-        Self(self.0 | other.0)
-    }
-
-    #[must_use]
-    pub const fn without(self, other: Self) -> Self {
-        Self(self.0 & !other.0)
-    }
-}
-
-impl fmt::Debug for Flags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [(Flags, &str); 5] = [
-            (Flags::COMPRESSION, "COMPRESSION"),
-            (Flags::TRACING, "TRACING"),
-            (Flags::CUSTOM_PAYLOAD, "CUSTOM_PAYLOAD"),
-            (Flags::WARNING, "WARNING"),
-            (Flags::USE_BETA, "USE_BETA"),
-        ];
-        write!(f, "Flags(")?;
-        let mut first = true;
-        for (flag, name) in NAMES {
-            if self.contains(flag) {
-                write!(f, "{}{name}", if first { "" } else { "|" })?;
-                first = false;
-            }
-        }
-        let unknown = self.0 & !0x1f;
-        if unknown != 0 {
-            write!(f, "{}0x{unknown:02x}", if first { "" } else { "|" })?;
-        }
-        write!(f, ")")
+bitflags::bitflags! {
+    /// Header flags. Bits the protocol does not define are kept as they came, so that what
+    /// the proxy forwards is what it received.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct Flags: u8 {
+        const COMPRESSION = 0x01;
+        const TRACING = 0x02;
+        const CUSTOM_PAYLOAD = 0x04;
+        const WARNING = 0x08;
+        const USE_BETA = 0x10;
     }
 }
 
@@ -225,7 +183,7 @@ impl Header {
         Ok(Self {
             version,
             direction,
-            flags: Flags(raw[1]),
+            flags: Flags::from_bits_retain(raw[1]),
             stream: StreamId(i16::from_be_bytes([raw[2], raw[3]])),
             opcode,
             length: u32::from_be_bytes([raw[5], raw[6], raw[7], raw[8]]),
@@ -249,7 +207,7 @@ impl Header {
             Direction::Response => 0x80,
         };
         out[0] = self.version.number() | dir;
-        out[1] = self.flags.0;
+        out[1] = self.flags.bits();
         out[2..4].copy_from_slice(&self.stream.0.to_be_bytes());
         out[4] = self.opcode.0;
         out[5..9].copy_from_slice(&self.length.to_be_bytes());
@@ -310,7 +268,7 @@ mod tests {
             let header = Header {
                 version,
                 direction: if response { Direction::Response } else { Direction::Request },
-                flags: Flags(flags),
+                flags: Flags::from_bits_retain(flags),
                 stream: StreamId(stream),
                 opcode,
                 length,

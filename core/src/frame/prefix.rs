@@ -62,14 +62,14 @@ impl<'a> Prefix<'a> {
         let mut flags = Flags::empty();
         if direction == Direction::Response {
             if self.tracing_id.is_some() {
-                flags = flags.with(Flags::TRACING);
+                flags = flags.union(Flags::TRACING);
             }
             if self.warnings.is_some() {
-                flags = flags.with(Flags::WARNING);
+                flags = flags.union(Flags::WARNING);
             }
         }
         if self.custom_payload.is_some() {
-            flags = flags.with(Flags::CUSTOM_PAYLOAD);
+            flags = flags.union(Flags::CUSTOM_PAYLOAD);
         }
         flags
     }
@@ -115,7 +115,7 @@ mod tests {
         expected.extend_from_slice(b"MSG");
         assert_eq!(&out[..], &expected[..]);
         let flags = prefix.flags(Direction::Response);
-        assert_eq!(flags, Flags(0x02 | 0x04 | 0x08));
+        assert_eq!(flags, Flags::from_bits_retain(0x02 | 0x04 | 0x08));
         let (back, at) = Prefix::parse(flags, Direction::Response, &out).unwrap();
         assert_eq!(back, prefix);
         assert_eq!(&out[at..], b"MSG");
@@ -126,8 +126,8 @@ mod tests {
         let body = [0, 0, b'Q'];
         // Tracing and warning flags on a request add no field.
         let flags = Flags::TRACING
-            .with(Flags::WARNING)
-            .with(Flags::CUSTOM_PAYLOAD);
+            .union(Flags::WARNING)
+            .union(Flags::CUSTOM_PAYLOAD);
         let (prefix, at) = Prefix::parse(flags, Direction::Request, &body).unwrap();
         assert_eq!(prefix.custom_payload, Some(vec![]));
         assert_eq!(prefix.tracing_id, None);
@@ -145,7 +145,8 @@ mod tests {
 
     #[test]
     fn no_flags_no_prefix() {
-        let (prefix, at) = Prefix::parse(Flags(0x11), Direction::Response, b"abc").unwrap();
+        let (prefix, at) =
+            Prefix::parse(Flags::from_bits_retain(0x11), Direction::Response, b"abc").unwrap();
         assert!(prefix.is_empty());
         assert_eq!(at, 0);
     }
@@ -155,7 +156,7 @@ mod tests {
         let mut body = vec![0u8; 16];
         body.extend_from_slice(&[0, 1, 0, 9, b'x']);
         let err = Prefix::parse(
-            Flags::TRACING.with(Flags::WARNING),
+            Flags::TRACING.union(Flags::WARNING),
             Direction::Response,
             &body,
         )
@@ -209,8 +210,8 @@ mod tests {
 
         #[test]
         fn parse_never_panics(flags in any::<u8>(), data in prop::collection::vec(any::<u8>(), 0..64)) {
-            let _ = Prefix::parse(Flags(flags), Direction::Response, &data);
-            let _ = Prefix::parse(Flags(flags), Direction::Request, &data);
+            let _ = Prefix::parse(Flags::from_bits_retain(flags), Direction::Response, &data);
+            let _ = Prefix::parse(Flags::from_bits_retain(flags), Direction::Request, &data);
         }
     }
 }

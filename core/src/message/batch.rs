@@ -249,7 +249,7 @@ impl<'a> Batch<'a> {
                 layout.flags_at,
                 DecodeErrorKind::InvalidValue {
                     field: "batch flags (names flag disagrees with the statements)",
-                    value: i64::from(flags.0),
+                    value: i64::from(flags.bits()),
                 },
             ));
         }

@@ -3,8 +3,6 @@
 //! The proxy reads it to find columns by name when it rewrites `system.local` and
 //! `system.peers` rows, and to compare results of the two clusters column by column.
 
-use std::fmt;
-
 use bytes::{BufMut, BytesMut};
 
 use crate::error::{DecodeError, DecodeErrorKind};
@@ -81,51 +79,20 @@ impl<'a> ColumnSpec<'a> {
     }
 }
 
-/// The `<flags>` of Rows metadata.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct RowsFlags(pub i32);
-
-impl RowsFlags {
-    pub const GLOBAL_TABLES_SPEC: Self = Self(0x0001);
-    pub const HAS_MORE_PAGES: Self = Self(0x0002);
-    pub const NO_METADATA: Self = Self(0x0004);
-    /// v5: the result metadata changed; the new metadata id follows.
-    pub const METADATA_CHANGED: Self = Self(0x0008);
-
-    const KNOWN: i32 = 0x000f;
-
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    #[must_use]
-    pub const fn with(self, other: Self) -> Self {
-        Self(self.0 | other.0)
+bitflags::bitflags! {
+    /// The `<flags>` of Rows metadata.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct RowsFlags: i32 {
+        const GLOBAL_TABLES_SPEC = 0x0001;
+        const HAS_MORE_PAGES = 0x0002;
+        const NO_METADATA = 0x0004;
+        /// v5: the result metadata changed; the new metadata id follows.
+        const METADATA_CHANGED = 0x0008;
     }
 }
 
-impl fmt::Debug for RowsFlags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [(RowsFlags, &str); 4] = [
-            (RowsFlags::GLOBAL_TABLES_SPEC, "GLOBAL_TABLES_SPEC"),
-            (RowsFlags::HAS_MORE_PAGES, "HAS_MORE_PAGES"),
-            (RowsFlags::NO_METADATA, "NO_METADATA"),
-            (RowsFlags::METADATA_CHANGED, "METADATA_CHANGED"),
-        ];
-        write!(f, "RowsFlags(")?;
-        let mut sep = "";
-        for (flag, name) in NAMES {
-            if self.contains(flag) {
-                write!(f, "{sep}{name}")?;
-                sep = "|";
-            }
-        }
-        let unknown = self.0 & !Self::KNOWN;
-        if unknown != 0 {
-            write!(f, "{sep}0x{unknown:x}")?;
-        }
-        write!(f, ")")
-    }
+impl RowsFlags {
+    const KNOWN: i32 = Self::all().bits();
 }
 
 /// The column descriptions of a result, or only their number when the client asked to skip
@@ -213,17 +180,17 @@ impl<'a> RowsMetadata<'a> {
     pub fn flags(&self) -> RowsFlags {
         let mut f = RowsFlags::default();
         if self.paging_state.is_some() {
-            f = f.with(RowsFlags::HAS_MORE_PAGES);
+            f = f.union(RowsFlags::HAS_MORE_PAGES);
         }
         if self.new_metadata_id.is_some() {
-            f = f.with(RowsFlags::METADATA_CHANGED);
+            f = f.union(RowsFlags::METADATA_CHANGED);
         }
         match &self.columns {
-            Columns::Skipped { .. } => f = f.with(RowsFlags::NO_METADATA),
+            Columns::Skipped { .. } => f = f.union(RowsFlags::NO_METADATA),
             Columns::Described {
                 global_table_spec: Some(_),
                 ..
-            } => f = f.with(RowsFlags::GLOBAL_TABLES_SPEC),
+            } => f = f.union(RowsFlags::GLOBAL_TABLES_SPEC),
             Columns::Described { .. } => {}
         }
         f
@@ -237,16 +204,16 @@ impl<'a> RowsMetadata<'a> {
     /// `[<global_table_spec>?<col_spec_1>...<col_spec_n>]`.
     pub(crate) fn read(r: &mut Reader<'a>, _version: ProtocolVersion) -> Result<Self, DecodeError> {
         let flags_at = r.position();
-        let flags = RowsFlags(r.i32()?);
+        let flags = RowsFlags::from_bits_retain(r.i32()?);
         // Metadata_changed requires No_metadata unset: with both, where the id sits is
         // ambiguous, so such a body is refused rather than guessed at.
-        let both = RowsFlags::NO_METADATA.with(RowsFlags::METADATA_CHANGED);
-        if flags.0 & !RowsFlags::KNOWN != 0 || flags.contains(both) {
+        let both = RowsFlags::NO_METADATA.union(RowsFlags::METADATA_CHANGED);
+        if flags.bits() & !RowsFlags::KNOWN != 0 || flags.contains(both) {
             return Err(Reader::error_at(
                 flags_at,
                 DecodeErrorKind::InvalidValue {
                     field: "rows metadata flags",
-                    value: i64::from(flags.0),
+                    value: i64::from(flags.bits()),
                 },
             ));
         }
@@ -283,7 +250,7 @@ impl<'a> RowsMetadata<'a> {
     }
 
     pub(crate) fn write(&self, out: &mut BytesMut) {
-        out.put_i32(self.flags().0);
+        out.put_i32(self.flags().bits());
         wire::put_count(out, self.column_count());
         if let Some(state) = self.paging_state {
             wire::put_bytes(out, Some(state));

@@ -13,47 +13,31 @@ use crate::error::{DecodeError, DecodeErrorKind};
 use crate::frame::ProtocolVersion;
 use crate::wire::{self, Consistency, Reader, Value};
 
-/// The `<flags>` of the query parameters: one byte in v3 and v4, an `[int]` from v5 on.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct QueryFlags(pub u32);
+bitflags::bitflags! {
+    /// The `<flags>` of the query parameters: one byte in v3 and v4, an `[int]` from v5 on.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct QueryFlags: u32 {
+        const VALUES = 0x01;
+        const SKIP_METADATA = 0x02;
+        const PAGE_SIZE = 0x04;
+        const PAGING_STATE = 0x08;
+        const SERIAL_CONSISTENCY = 0x10;
+        const DEFAULT_TIMESTAMP = 0x20;
+        const NAMES_FOR_VALUES = 0x40;
+        /// v5 (Cassandra 4.0 also honours it in v4, where it fits in the byte).
+        const KEYSPACE = 0x80;
+        /// v5 only: it does not fit in the one-byte flags of earlier versions.
+        const NOW_IN_SECONDS = 0x100;
+    }
+}
 
 impl QueryFlags {
-    pub const VALUES: Self = Self(0x01);
-    pub const SKIP_METADATA: Self = Self(0x02);
-    pub const PAGE_SIZE: Self = Self(0x04);
-    pub const PAGING_STATE: Self = Self(0x08);
-    pub const SERIAL_CONSISTENCY: Self = Self(0x10);
-    pub const DEFAULT_TIMESTAMP: Self = Self(0x20);
-    pub const NAMES_FOR_VALUES: Self = Self(0x40);
-    /// v5 (Cassandra 4.0 also honours it in v4, where it fits in the byte).
-    pub const KEYSPACE: Self = Self(0x80);
-    /// v5 only: it does not fit in the one-byte flags of earlier versions.
-    pub const NOW_IN_SECONDS: Self = Self(0x100);
-
     /// Every flag the protocol defines. A body with any other bit set has fields this codec
     /// cannot place, so it is refused rather than misread.
-    const KNOWN: u32 = 0x1ff;
+    const KNOWN: u32 = Self::all().bits();
 
     /// Flags that make no sense in a BATCH trailer (the spec requires them to be 0 there).
     const NOT_IN_BATCH: u32 = 0x0f;
-
-    pub const fn empty() -> Self {
-        Self(0)
-    }
-
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    #[must_use]
-    pub const fn with(self, other: Self) -> Self {
-        Self(self.0 | other.0)
-    }
-
-    #[must_use]
-    pub const fn without(self, other: Self) -> Self {
-        Self(self.0 & !other.0)
-    }
 
     /// Width of the flags field on the wire.
     pub const fn width(version: ProtocolVersion) -> usize {
@@ -62,9 +46,9 @@ impl QueryFlags {
 
     pub(crate) fn read(r: &mut Reader<'_>, version: ProtocolVersion) -> Result<Self, DecodeError> {
         if version.wide_query_flags() {
-            r.u32().map(Self)
+            r.u32().map(Self::from_bits_retain)
         } else {
-            r.u8().map(|b| Self(u32::from(b)))
+            r.u8().map(|b| Self::from_bits_retain(u32::from(b)))
         }
     }
 
@@ -72,39 +56,10 @@ impl QueryFlags {
     /// dropped; the encoders never set them for those versions.
     pub(crate) fn write(self, version: ProtocolVersion, out: &mut impl BufMut) {
         if version.wide_query_flags() {
-            out.put_u32(self.0);
+            out.put_u32(self.bits());
         } else {
-            out.put_u8((self.0 & 0xff) as u8);
+            out.put_u8((self.bits() & 0xff) as u8);
         }
-    }
-}
-
-impl fmt::Debug for QueryFlags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [(QueryFlags, &str); 9] = [
-            (QueryFlags::VALUES, "VALUES"),
-            (QueryFlags::SKIP_METADATA, "SKIP_METADATA"),
-            (QueryFlags::PAGE_SIZE, "PAGE_SIZE"),
-            (QueryFlags::PAGING_STATE, "PAGING_STATE"),
-            (QueryFlags::SERIAL_CONSISTENCY, "SERIAL_CONSISTENCY"),
-            (QueryFlags::DEFAULT_TIMESTAMP, "DEFAULT_TIMESTAMP"),
-            (QueryFlags::NAMES_FOR_VALUES, "NAMES_FOR_VALUES"),
-            (QueryFlags::KEYSPACE, "KEYSPACE"),
-            (QueryFlags::NOW_IN_SECONDS, "NOW_IN_SECONDS"),
-        ];
-        write!(f, "QueryFlags(")?;
-        let mut sep = "";
-        for (flag, name) in NAMES {
-            if self.contains(flag) {
-                write!(f, "{sep}{name}")?;
-                sep = "|";
-            }
-        }
-        let unknown = self.0 & !Self::KNOWN;
-        if unknown != 0 {
-            write!(f, "{sep}0x{unknown:x}")?;
-        }
-        write!(f, ")")
     }
 }
 
@@ -326,7 +281,7 @@ impl<'a> QueryParams<'a> {
         let mut f = QueryFlags::empty();
         let mut set = |on: bool, flag| {
             if on {
-                f = f.with(flag);
+                f = f.union(flag);
             }
         };
         set(self.values.is_some(), QueryFlags::VALUES);
@@ -378,12 +333,12 @@ impl<'a> QueryParams<'a> {
         } else {
             !QueryFlags::KNOWN
         };
-        if flags.0 & refused != 0 {
+        if flags.bits() & refused != 0 {
             return Err(Reader::error_at(
                 flags_at,
                 DecodeErrorKind::InvalidValue {
                     field: if batch { "batch flags" } else { "query flags" },
-                    value: i64::from(flags.0),
+                    value: i64::from(flags.bits()),
                 },
             ));
         }
@@ -436,9 +391,9 @@ impl<'a> QueryParams<'a> {
         extra: QueryFlags,
         out: &mut impl BufMut,
     ) {
-        let mut flags = self.flags().with(extra);
+        let mut flags = self.flags().union(extra);
         if !version.wide_query_flags() {
-            flags = flags.without(QueryFlags::NOW_IN_SECONDS);
+            flags = flags.difference(QueryFlags::NOW_IN_SECONDS);
         }
         wire::put_consistency(out, self.consistency);
         flags.write(version, out);

@@ -10,25 +10,11 @@ use crate::message::Body;
 use crate::message::query::StatementText;
 use crate::wire::{self, Reader};
 
-/// The v5 `<flags>` of a PREPARE.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct PrepareFlags(pub u32);
-
-impl PrepareFlags {
-    pub const KEYSPACE: Self = Self(0x01);
-
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
-}
-
-impl fmt::Debug for PrepareFlags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 == Self::KEYSPACE.0 {
-            write!(f, "PrepareFlags(KEYSPACE)")
-        } else {
-            write!(f, "PrepareFlags(0x{:x})", self.0)
-        }
+bitflags::bitflags! {
+    /// The v5 `<flags>` of a PREPARE.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct PrepareFlags: u32 {
+        const KEYSPACE = 0x01;
     }
 }
 
@@ -59,13 +45,13 @@ impl<'a> Body<'a> for Prepare<'a> {
         let mut keyspace = None;
         if version.wide_query_flags() {
             let at = r.position();
-            let flags = PrepareFlags(r.u32()?);
-            if flags.0 & !PrepareFlags::KEYSPACE.0 != 0 {
+            let flags = PrepareFlags::from_bits_retain(r.u32()?);
+            if flags.bits() & !PrepareFlags::all().bits() != 0 {
                 return Err(Reader::error_at(
                     at,
                     DecodeErrorKind::InvalidValue {
                         field: "prepare flags",
-                        value: i64::from(flags.0),
+                        value: i64::from(flags.bits()),
                     },
                 ));
             }
@@ -82,7 +68,7 @@ impl<'a> Body<'a> for Prepare<'a> {
         if version.wide_query_flags() {
             match self.keyspace {
                 Some(ks) => {
-                    out.put_u32(PrepareFlags::KEYSPACE.0);
+                    out.put_u32(PrepareFlags::KEYSPACE.bits());
                     wire::put_string(out, ks);
                 }
                 None => out.put_u32(0),

@@ -90,7 +90,7 @@ fn insert(
     let mut out = BytesMut::with_capacity(body.len() + 8);
     out.put_slice(head);
     flags
-        .with(QueryFlags::DEFAULT_TIMESTAMP)
+        .union(QueryFlags::DEFAULT_TIMESTAMP)
         .write(version, &mut out);
     out.put_slice(middle);
     out.put_i64(micros);

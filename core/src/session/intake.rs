@@ -188,12 +188,12 @@ impl Session {
             }
         };
         if let Kind::Prepared(repair) = &mut intake.kind {
-            repair.flags = header.flags.without(Flags::COMPRESSION);
+            repair.flags = header.flags.difference(Flags::COMPRESSION);
         }
         // Unchanged bodies go out as they came, compressed or not; changed ones go uncompressed
         // (the compression flag is per frame).
         let rebuilt = |message: &Bytes| Outgoing {
-            flags: header.flags.without(Flags::COMPRESSION),
+            flags: header.flags.difference(Flags::COMPRESSION),
             body: join(&prefix, message),
         };
         let source = match &intake.message {
