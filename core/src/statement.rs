@@ -61,8 +61,8 @@ impl Statement {
     /// Classifies a statement from its text.
     pub fn classify(text: &str) -> Self {
         let mut tokens = Tokens::new(text);
-        let first = tokens.next_word();
-        let kind = match first.as_deref() {
+        let first = keyword(tokens.next_word());
+        let kind = match first {
             Some("select") => StatementKind::Select,
             Some("insert") => StatementKind::Insert,
             Some("update") => StatementKind::Update,
@@ -72,7 +72,7 @@ impl Statement {
             Some("truncate") => StatementKind::Truncate,
             Some("grant" | "revoke") => StatementKind::AccessControl,
             Some("list" | "describe" | "desc") => StatementKind::ListOrDescribe,
-            Some("create" | "alter" | "drop") => match tokens.clone().next_word().as_deref() {
+            Some("create" | "alter" | "drop") => match keyword(tokens.clone().next_word()) {
                 Some("role" | "user") => StatementKind::AccessControl,
                 _ => StatementKind::Schema,
             },
@@ -95,6 +95,22 @@ impl Statement {
             keyspace,
         }
     }
+}
+
+/// The words that decide a statement's kind, lower-case.
+const KEYWORDS: [&str; 17] = [
+    "select", "insert", "update", "delete", "begin", "use", "truncate", "grant", "revoke", "list",
+    "describe", "desc", "create", "alter", "drop", "role", "user",
+];
+
+/// `word` as one of [`KEYWORDS`], compared without regard to case and without allocating
+/// (every QUERY is classified).
+fn keyword(word: Option<&str>) -> Option<&'static str> {
+    let word = word?;
+    KEYWORDS
+        .iter()
+        .copied()
+        .find(|k| k.eq_ignore_ascii_case(word))
 }
 
 /// A minimal CQL tokenizer: yields words (identifiers and keywords, lower-cased unless
@@ -155,10 +171,10 @@ impl<'a> Tokens<'a> {
         Some(Token::Other)
     }
 
-    fn next_word(&mut self) -> Option<String> {
+    fn next_word(&mut self) -> Option<&'a str> {
         loop {
             match self.next_token()? {
-                Token::Word(w) => return Some(w.to_ascii_lowercase()),
+                Token::Word(w) => return Some(w),
                 Token::Quoted(_) | Token::Other => continue,
             }
         }

@@ -504,11 +504,9 @@ impl Session {
             return;
         };
         if let Ok(ResultMessage::SetKeyspace(keyspace)) = ResultMessage::decode(&message, version) {
-            let keyspace = keyspace.to_owned();
             if upstream == Upstream::Source {
-                self.keyspace = Some(keyspace.clone());
+                self.keyspace = Some(keyspace.to_owned());
             }
-            self.upstreams[upstream.index()].keyspace = Some(keyspace);
         }
     }
 

@@ -165,8 +165,6 @@ pub(crate) struct UpstreamLeg {
     pub(crate) streams: StreamTable<InFlight>,
     /// Ids whose requests timed out and are still unanswered.
     pub(crate) timed_out: usize,
-    /// The keyspace this connection is in (`USE`), as the cluster confirmed it.
-    pub(crate) keyspace: Option<String>,
 }
 
 impl UpstreamLeg {
@@ -182,7 +180,6 @@ impl UpstreamLeg {
             outbox: Outbox::default(),
             streams: StreamTable::default(),
             timed_out: 0,
-            keyspace: None,
         }
     }
 
