@@ -8,7 +8,6 @@
 //! - [`frame`]: envelopes, v5 segments, checksums and compression.
 //! - [`message`]: the bodies of each message type, decoded lazily and without copies.
 //! - [`wire`]: the protocol's primitive types.
-//! - [`sim`]: deterministic simulation of the proxy with simulated clients and clusters.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "cli")]
@@ -17,14 +16,11 @@ pub mod config;
 pub mod driver;
 pub mod error;
 pub mod frame;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod message;
 pub mod prepared;
 pub mod proxy;
 pub mod routing;
 pub mod session;
-pub mod sim;
 pub mod statement;
 pub mod wire;
 

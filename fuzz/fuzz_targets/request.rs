@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| cqlmirror_core::fuzzing::request(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cqlmirror_sim::fuzzing::request(data));

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| cqlmirror_core::fuzzing::session(data, std::time::Instant::now()));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cqlmirror_sim::fuzzing::session(data, std::time::Instant::now()));

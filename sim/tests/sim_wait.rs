@@ -1,0 +1,129 @@
+//! `--wait` both ways with a slow target: with `WaitPolicy::Both` the client's answer waits
+//! for the target; with `WaitPolicy::Primary` the client is answered at the source's speed and
+//! the target completes every write in the background.
+
+#![allow(clippy::unwrap_used)]
+
+mod sim_common;
+
+use std::time::Duration;
+
+use cqlmirror_core::config::WaitPolicy;
+use cqlmirror_core::frame::ProtocolVersion;
+use cqlmirror_sim::{ClientSpec, Latency, Mix, Scenario, Workload};
+use sim_common::{expect, run, seeds};
+
+const SLOW: Duration = Duration::from_millis(300);
+
+fn scenario(seed: u64, wait: WaitPolicy, version: ProtocolVersion) -> Scenario {
+    let mut s = Scenario::new(seed);
+    s.config.wait = wait;
+    s.source.latency = Latency::millis(1, 3);
+    s.target.latency = Latency::between(SLOW, SLOW + Duration::from_millis(200));
+    let mut c = ClientSpec::new(version);
+    c.workload = Workload {
+        ops: 300,
+        max_in_flight: 50,
+        mix: Mix::MIXED,
+        keys: 30,
+        think: Latency::millis(0, 2),
+        value_size: 0,
+        unqualified: false,
+    };
+    s.clients = vec![c];
+    s
+}
+
+/// Each answered request's latency as the client saw it.
+fn latencies(world: &cqlmirror_sim::World) -> Vec<Duration> {
+    world.slots()[0]
+        .client
+        .ops()
+        .iter()
+        .filter_map(|op| op.answer.as_ref().map(|a| a.at - op.sent_at))
+        .collect()
+}
+
+#[test]
+fn wait_true_waits_for_the_slow_target() {
+    for seed in seeds(0..6) {
+        for version in [ProtocolVersion::V4, ProtocolVersion::V5] {
+            let name = format!("wait both {version}");
+            let (world, v) = run(&name, scenario(seed, WaitPolicy::Both, version));
+            let fastest = latencies(&world).into_iter().min().unwrap();
+            expect(
+                fastest >= SLOW,
+                &name,
+                seed,
+                format!("every answer waited for the target (fastest {fastest:?})"),
+                &v,
+            );
+            expect(
+                v.summary.source_writes == v.summary.target_writes
+                    && v.summary.missed_reported == 0,
+                &name,
+                seed,
+                "the target has every write",
+                &v,
+            );
+        }
+    }
+}
+
+#[test]
+fn wait_false_answers_at_source_speed() {
+    for seed in seeds(10..16) {
+        for version in [ProtocolVersion::V4, ProtocolVersion::V5] {
+            let name = format!("wait primary {version}");
+            let (world, v) = run(&name, scenario(seed, WaitPolicy::Primary, version));
+            let slowest = latencies(&world).into_iter().max().unwrap();
+            expect(
+                slowest < SLOW / 2,
+                &name,
+                seed,
+                format!("no answer waited for the target (slowest {slowest:?})"),
+                &v,
+            );
+            expect(
+                v.summary.source_writes == v.summary.target_writes
+                    && v.summary.missed_reported == 0,
+                &name,
+                seed,
+                "the target completed every write in the background",
+                &v,
+            );
+        }
+    }
+}
+
+/// With `--wait false` the client hears the source long before the slow target is done, and
+/// sends statements that only work after its earlier `USE`: unqualified table names. The
+/// proxy keeps `USE` in order on the target, so every write still lands there.
+#[test]
+fn wait_false_keeps_use_in_order_on_the_target() {
+    for seed in seeds(20..26) {
+        for version in [ProtocolVersion::V4, ProtocolVersion::V5] {
+            let name = format!("wait primary, USE and unqualified tables, {version}");
+            let mut s = scenario(seed, WaitPolicy::Primary, version);
+            s.clients[0].workload.unqualified = true;
+            s.clients[0].workload.mix.use_keyspace = 10;
+            let (world, v) = run(&name, s);
+            let slowest = latencies(&world).into_iter().max().unwrap();
+            expect(
+                slowest < SLOW / 2,
+                &name,
+                seed,
+                format!("no answer waited for the target (slowest {slowest:?})"),
+                &v,
+            );
+            expect(
+                v.summary.source_writes == v.summary.target_writes
+                    && v.summary.missed_reported == 0,
+                &name,
+                seed,
+                "the target completed every write, each after its USE",
+                &v,
+            );
+        }
+    }
+}
