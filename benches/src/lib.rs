@@ -24,7 +24,7 @@ pub const READ_CHUNK: usize = 64 * 1024;
 
 /// Parses `10s`, `500ms`, `2m`, `1.5s` or a bare number of seconds: the proxy's own parser,
 /// so that the bench programs read durations exactly as the proxy does.
-pub use cqlmirror_core::cli::parse_duration;
+pub use cqlmirror_runtime::cli::parse_duration;
 
 /// An envelope of `opcode` on `stream`, without flags.
 pub fn envelope(

@@ -50,14 +50,6 @@ pub struct Driver {
     events: VecDeque<Event>,
 }
 
-fn slot(peer: Peer) -> usize {
-    match peer {
-        Peer::Client => 0,
-        Peer::Source => 1,
-        Peer::Target => 2,
-    }
-}
-
 impl Driver {
     /// Wraps a session whose client connection was just accepted.
     pub fn new(session: Session) -> Self {
@@ -101,15 +93,15 @@ impl Driver {
                     break;
                 }
                 Ok(got) => {
-                    let buf = &mut self.conns[slot(peer)].recv;
+                    let buf = &mut self.conns[peer.index()].recv;
                     buf.extend_from_slice(&chunk[..got.min(READ_CHUNK)]);
                     match peer.upstream() {
                         None => self.session.handle_client_bytes(buf, now),
                         Some(upstream) => self.session.handle_upstream_bytes(upstream, buf, now),
                     }
                     // Hold no memory for an idle connection: whole frames were split off.
-                    if self.conns[slot(peer)].recv.is_empty() {
-                        self.conns[slot(peer)].recv = BytesMut::new();
+                    if self.conns[peer.index()].recv.is_empty() {
+                        self.conns[peer.index()].recv = BytesMut::new();
                     }
                     self.pump();
                 }
@@ -133,7 +125,7 @@ impl Driver {
     ) {
         loop {
             self.refill(peer);
-            let conn = &mut self.conns[slot(peer)];
+            let conn = &mut self.conns[peer.index()];
             if conn.send.is_empty() || conn.gone || !conn.open {
                 break;
             }
@@ -176,7 +168,7 @@ impl Driver {
 
     /// The connection to `upstream` is established.
     pub fn on_connected(&mut self, upstream: Upstream, now: Instant) {
-        self.conns[slot(Peer::of(upstream))].open = true;
+        self.conns[Peer::of(upstream).index()].open = true;
         self.session.handle_connected(upstream, now);
         self.pump();
     }
@@ -192,8 +184,14 @@ impl Driver {
         self.pump();
     }
 
+    /// The proxy is shutting down (see [`Session::handle_shutdown`]).
+    pub fn on_shutdown(&mut self, now: Instant) {
+        self.session.handle_shutdown(now);
+        self.pump();
+    }
+
     fn lost(&mut self, peer: Peer, reason: &str, now: Instant) {
-        let conn = &mut self.conns[slot(peer)];
+        let conn = &mut self.conns[peer.index()];
         if conn.gone {
             return;
         }
@@ -213,12 +211,12 @@ impl Driver {
                 Action::Connect { upstream, endpoint } => {
                     self.connects.push_back((upstream, endpoint))
                 }
-                Action::Close(peer) => self.conns[slot(peer)].closing = true,
+                Action::Close(peer) => self.conns[peer.index()].closing = true,
             }
         }
         for peer in Peer::ALL {
             self.refill(peer);
-            let conn = &mut self.conns[slot(peer)];
+            let conn = &mut self.conns[peer.index()];
             // A connection that never opened has nothing to flush.
             let flushed = conn.send.is_empty() || !conn.open;
             if conn.closing && flushed && !conn.gone {
@@ -233,7 +231,7 @@ impl Driver {
 
     /// Pulls bytes from the session into the connection's send queue, up to [`SEND_AHEAD`].
     fn refill(&mut self, peer: Peer) {
-        let conn = &mut self.conns[slot(peer)];
+        let conn = &mut self.conns[peer.index()];
         if conn.gone || !conn.open {
             return;
         }
@@ -269,13 +267,13 @@ impl Driver {
 
     /// Whether to wait for `peer` to become readable.
     pub fn wants_read(&self, peer: Peer) -> bool {
-        let conn = &self.conns[slot(peer)];
+        let conn = &self.conns[peer.index()];
         conn.open && !conn.gone && self.session.wants_read(peer)
     }
 
     /// Whether to wait for `peer` to become writable.
     pub fn wants_write(&self, peer: Peer) -> bool {
-        let conn = &self.conns[slot(peer)];
+        let conn = &self.conns[peer.index()];
         conn.open && !conn.gone && (!conn.send.is_empty() || self.session.has_transmit(peer))
     }
 

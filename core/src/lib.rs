@@ -10,11 +10,20 @@
 //! - [`wire`]: the protocol's primitive types.
 #![forbid(unsafe_code)]
 
-#[cfg(feature = "cli")]
-pub mod cli;
+/// A branch that cannot be taken unless the state machine has a bug: it fails loudly in debug
+/// builds (tests and the simulation's chaos seeds), and release builds go on without it (the
+/// caller returns or skips, as the code after the macro says). Never used for anything that
+/// wire data can cause.
+macro_rules! bug {
+    ($($arg:tt)+) => {
+        debug_assert!(false, "cqlmirror-core bug: {}", format_args!($($arg)+))
+    };
+}
+
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod failure;
 pub mod frame;
 pub mod message;
 pub mod prepared;

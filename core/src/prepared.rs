@@ -1,42 +1,54 @@
 //! The proxy-wide map of prepared statements.
 //!
-//! Clients only ever see the source's prepared ids. For each, the proxy remembers the target's
-//! id (the two clusters may assign different ones), the statement text and keyspace (to
-//! re-prepare on the target when it answers UNPREPARED), and what the statement is (whether it
-//! writes, whether it is conditional). The map is bounded: the oldest entries are forgotten
-//! first, which costs at most one transparent re-prepare on the target later.
+//! A client holds the id that the primary of the moment gave its PREPARE. For each such id the
+//! proxy remembers every cluster's own id (the clusters may assign different ones, and the
+//! primary may change while the client keeps its id), the statement text and keyspace (to
+//! prepare it again on a cluster that answers UNPREPARED), and what the statement is (whether
+//! it writes, whether it is conditional). The map is bounded: the oldest entries are forgotten
+//! first, which costs the client one UNPREPARED and a new PREPARE through the proxy.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
+use crate::config::Upstream;
 use crate::statement::Statement;
 
-/// What the proxy knows about one prepared statement, keyed by the source's id.
+/// What the proxy knows about one prepared statement, keyed by the id the client holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedStatement {
     pub query: String,
     /// The keyspace it was prepared in (v5 keyspace flag or the connection's `USE`), if any.
     pub keyspace: Option<String>,
     pub statement: Statement,
-    /// The target's id and (v5) result metadata id, once the target prepared it.
-    pub target: Option<TargetIds>,
+    /// The cluster whose ids the client holds: the primary when the client prepared it.
+    pub origin: Upstream,
+    /// Each cluster's ids, by [`Upstream::index`], once it prepared the statement.
+    pub ids: [Option<ClusterIds>; 2],
 }
 
+impl PreparedStatement {
+    /// The ids `upstream` knows the statement by, if it prepared it.
+    pub fn ids(&self, upstream: Upstream) -> Option<&ClusterIds> {
+        self.ids[upstream.index()].as_ref()
+    }
+}
+
+/// A cluster's prepared id and (v5) result metadata id for a statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetIds {
+pub struct ClusterIds {
     pub id: Bytes,
     pub result_metadata_id: Option<Bytes>,
 }
 
-/// A bounded map from source prepared id to [`PreparedStatement`].
+/// A bounded map from the id a client holds to [`PreparedStatement`].
 #[derive(Debug)]
 pub struct PreparedCache {
     capacity: usize,
-    by_source: BTreeMap<Bytes, PreparedStatement>,
-    /// Target id → source id, to find the statement behind a target's UNPREPARED.
-    by_target: BTreeMap<Bytes, Bytes>,
-    /// Source ids, oldest first, for eviction.
+    by_client: BTreeMap<Bytes, PreparedStatement>,
+    /// Per cluster: its id → the client's id, to find the statement behind its UNPREPARED.
+    by_cluster: [BTreeMap<Bytes, Bytes>; 2],
+    /// Client ids, oldest first, for eviction.
     order: VecDeque<Bytes>,
 }
 
@@ -44,63 +56,77 @@ impl PreparedCache {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            by_source: BTreeMap::new(),
-            by_target: BTreeMap::new(),
+            by_client: BTreeMap::new(),
+            by_cluster: Default::default(),
             order: VecDeque::new(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.by_source.len()
+        self.by_client.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_source.is_empty()
+        self.by_client.is_empty()
     }
 
-    pub fn get(&self, source_id: &[u8]) -> Option<&PreparedStatement> {
-        self.by_source.get(source_id)
+    /// The statement a client names by `client_id`.
+    pub fn get(&self, client_id: &[u8]) -> Option<&PreparedStatement> {
+        self.by_client.get(client_id)
     }
 
-    /// The source id whose target id is `target_id`.
-    pub fn source_id_for_target(&self, target_id: &[u8]) -> Option<&Bytes> {
-        self.by_target.get(target_id)
+    /// The client id of the statement that `upstream` knows as `cluster_id`.
+    pub fn client_id_for(&self, upstream: Upstream, cluster_id: &[u8]) -> Option<&Bytes> {
+        self.by_cluster[upstream.index()].get(cluster_id)
     }
 
-    /// Remembers (or refreshes) a statement prepared on the source.
-    pub fn insert(&mut self, source_id: Bytes, entry: PreparedStatement) {
-        if let Some(old) = self.by_source.get(&source_id) {
-            if let Some(t) = &old.target {
-                self.by_target.remove(&t.id);
+    /// Remembers (or refreshes) a statement the client now knows as `client_id`.
+    pub fn insert(&mut self, client_id: Bytes, entry: PreparedStatement) {
+        match self.by_client.remove(&client_id) {
+            Some(old) => self.unlink(&client_id, &old),
+            None => self.order.push_back(client_id.clone()),
+        }
+        for upstream in Upstream::BOTH {
+            if let Some(ids) = entry.ids(upstream) {
+                self.by_cluster[upstream.index()].insert(ids.id.clone(), client_id.clone());
             }
-        } else {
-            self.order.push_back(source_id.clone());
         }
-        if let Some(t) = &entry.target {
-            self.by_target.insert(t.id.clone(), source_id.clone());
-        }
-        self.by_source.insert(source_id, entry);
-        while self.by_source.len() > self.capacity {
+        self.by_client.insert(client_id, entry);
+        while self.by_client.len() > self.capacity {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
-            if let Some(gone) = self.by_source.remove(&oldest) {
-                if let Some(t) = gone.target {
-                    self.by_target.remove(&t.id);
-                }
+            if let Some(gone) = self.by_client.remove(&oldest) {
+                self.unlink(&oldest, &gone);
             }
         }
     }
 
-    /// Records the target's ids for a statement already known by its source id.
-    pub fn set_target(&mut self, source_id: &[u8], target: TargetIds) {
-        if let Some(entry) = self.by_source.get_mut(source_id) {
-            if let Some(old) = entry.target.take() {
-                self.by_target.remove(&old.id);
+    /// Records `upstream`'s ids for a statement known by its client id.
+    pub fn set_ids(&mut self, client_id: &[u8], upstream: Upstream, ids: ClusterIds) {
+        let Some(entry) = self.by_client.get_mut(client_id) else {
+            return;
+        };
+        let map = &mut self.by_cluster[upstream.index()];
+        if let Some(old) = entry.ids[upstream.index()].take() {
+            if map.get(&old.id).is_some_and(|c| c.as_ref() == client_id) {
+                map.remove(&old.id);
             }
-            self.by_target
-                .insert(target.id.clone(), Bytes::copy_from_slice(source_id));
-            entry.target = Some(target);
+        }
+        map.insert(ids.id.clone(), Bytes::copy_from_slice(client_id));
+        entry.ids[upstream.index()] = Some(ids);
+    }
+
+    /// Drops the reverse entries of a statement that leaves the map, unless they were taken
+    /// over by another client id for the same cluster id.
+    fn unlink(&mut self, client_id: &Bytes, entry: &PreparedStatement) {
+        for upstream in Upstream::BOTH {
+            if let Some(ids) = entry.ids(upstream) {
+                let map = &mut self.by_cluster[upstream.index()];
+                if map.get(&ids.id) == Some(client_id) {
+                    map.remove(&ids.id);
+                }
+            }
         }
     }
 }
@@ -109,45 +135,125 @@ impl PreparedCache {
 mod tests {
     use super::*;
 
-    fn entry(q: &str, target: Option<&'static [u8]>) -> PreparedStatement {
+    fn ids(id: &'static [u8]) -> ClusterIds {
+        ClusterIds {
+            id: Bytes::from_static(id),
+            result_metadata_id: None,
+        }
+    }
+
+    fn entry(
+        q: &str,
+        source: Option<&'static [u8]>,
+        target: Option<&'static [u8]>,
+    ) -> PreparedStatement {
         PreparedStatement {
             query: q.into(),
             keyspace: None,
             statement: Statement::classify(q),
-            target: target.map(|id| TargetIds {
-                id: Bytes::from_static(id),
-                result_metadata_id: None,
-            }),
+            origin: Upstream::Source,
+            ids: [source.map(ids), target.map(ids)],
         }
     }
 
     #[test]
     fn maps_both_ways_and_evicts_oldest() {
         let mut c = PreparedCache::new(2);
-        c.insert(Bytes::from_static(b"s1"), entry("SELECT 1", Some(b"t1")));
-        c.insert(Bytes::from_static(b"s2"), entry("SELECT 2", None));
-        c.set_target(
-            b"s2",
-            TargetIds {
-                id: Bytes::from_static(b"t2"),
-                result_metadata_id: None,
-            },
+        c.insert(
+            Bytes::from_static(b"s1"),
+            entry("SELECT 1", Some(b"s1"), Some(b"t1")),
         );
-        assert_eq!(c.source_id_for_target(b"t2").unwrap().as_ref(), b"s2");
-        c.insert(Bytes::from_static(b"s3"), entry("SELECT 3", None));
+        c.insert(
+            Bytes::from_static(b"s2"),
+            entry("SELECT 2", Some(b"s2"), None),
+        );
+        c.set_ids(b"s2", Upstream::Target, ids(b"t2"));
+        assert_eq!(
+            c.client_id_for(Upstream::Target, b"t2").unwrap().as_ref(),
+            b"s2"
+        );
+        assert_eq!(
+            c.client_id_for(Upstream::Source, b"s2").unwrap().as_ref(),
+            b"s2"
+        );
+        c.insert(
+            Bytes::from_static(b"s3"),
+            entry("SELECT 3", Some(b"s3"), None),
+        );
         assert_eq!(c.len(), 2);
         assert!(c.get(b"s1").is_none());
-        assert!(c.source_id_for_target(b"t1").is_none());
+        assert!(c.client_id_for(Upstream::Target, b"t1").is_none());
         assert_eq!(c.get(b"s3").unwrap().query, "SELECT 3");
     }
 
     #[test]
     fn re_inserting_refreshes_without_growing() {
         let mut c = PreparedCache::new(2);
-        c.insert(Bytes::from_static(b"s1"), entry("SELECT 1", Some(b"t1")));
-        c.insert(Bytes::from_static(b"s1"), entry("SELECT 1", Some(b"t9")));
+        c.insert(
+            Bytes::from_static(b"s1"),
+            entry("SELECT 1", Some(b"s1"), Some(b"t1")),
+        );
+        c.insert(
+            Bytes::from_static(b"s1"),
+            entry("SELECT 1", Some(b"s1"), Some(b"t9")),
+        );
         assert_eq!(c.len(), 1);
-        assert!(c.source_id_for_target(b"t1").is_none());
-        assert_eq!(c.source_id_for_target(b"t9").unwrap().as_ref(), b"s1");
+        assert!(c.client_id_for(Upstream::Target, b"t1").is_none());
+        assert_eq!(
+            c.client_id_for(Upstream::Target, b"t9").unwrap().as_ref(),
+            b"s1"
+        );
+    }
+
+    #[test]
+    fn clients_holding_either_clusters_id_find_the_statement() {
+        // Prepared while the source was primary (the client holds s1), then again while the
+        // target was (another client holds t1): both ids name the statement, and each
+        // cluster's UNPREPARED leads back to a client id.
+        let mut c = PreparedCache::new(4);
+        c.insert(
+            Bytes::from_static(b"s1"),
+            entry("SELECT 1", Some(b"s1"), Some(b"t1")),
+        );
+        let mut by_target = entry("SELECT 1", Some(b"s1"), Some(b"t1"));
+        by_target.origin = Upstream::Target;
+        c.insert(Bytes::from_static(b"t1"), by_target);
+        assert_eq!(
+            c.get(b"s1")
+                .unwrap()
+                .ids(Upstream::Target)
+                .unwrap()
+                .id
+                .as_ref(),
+            b"t1"
+        );
+        assert_eq!(
+            c.get(b"t1")
+                .unwrap()
+                .ids(Upstream::Source)
+                .unwrap()
+                .id
+                .as_ref(),
+            b"s1"
+        );
+        assert!(c.client_id_for(Upstream::Source, b"s1").is_some());
+        // Forgetting one client id keeps the other's reverse entries.
+        c.insert(
+            Bytes::from_static(b"x"),
+            entry("SELECT 2", Some(b"x"), None),
+        );
+        c.insert(
+            Bytes::from_static(b"y"),
+            entry("SELECT 3", Some(b"y"), None),
+        );
+        c.insert(
+            Bytes::from_static(b"z"),
+            entry("SELECT 4", Some(b"z"), None),
+        );
+        assert!(c.get(b"s1").is_none());
+        assert_eq!(
+            c.client_id_for(Upstream::Target, b"t1").unwrap().as_ref(),
+            b"t1"
+        );
     }
 }

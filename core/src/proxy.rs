@@ -1,18 +1,31 @@
-//! Proxy-level state shared by every session: the configuration, the prepared-statement map,
-//! the write-timestamp generator, what was learned about the clusters, and the counters that
-//! decide when a failure is worth a log line.
+//! Proxy-level state shared by every session: the configuration, which cluster is primary,
+//! the prepared-statement map, the write-timestamp generator, what was learned about the
+//! clusters, and the counters that decide when a failure is worth a log line.
 //!
 //! Sessions hold an `Arc<Proxy>` and read or update it explicitly; nothing here is global, so
-//! a simulation can run several proxies side by side.
+//! a simulation can run several proxies side by side. Inputs that concern the whole proxy
+//! (the wall clock, a switch of primary) are `handle_*` / `set_*` calls on it, made by the
+//! runtime; sessions see them on their next request.
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{Config, Upstream};
+use crate::failure::FailureKind;
 use crate::frame::ProtocolVersion;
 use crate::prepared::PreparedCache;
-use crate::session::{FailureKind, Session, SessionId};
+
+/// Identifies a session in logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
 
 /// A reading of the wall clock taken together with the monotonic clock, given by the driver.
 ///
@@ -27,24 +40,30 @@ pub struct WallClock {
 
 impl WallClock {
     pub fn new(instant: Instant, system: SystemTime) -> Self {
-        let unix_micros = match system.duration_since(SystemTime::UNIX_EPOCH) {
-            Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
-            Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
-        };
         Self {
             instant,
-            unix_micros,
+            unix_micros: unix_micros(system),
         }
     }
+}
 
-    /// Wall-clock microseconds at `now`.
-    pub fn micros_at(&self, now: Instant) -> i64 {
-        let delta = |d: std::time::Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-        if now >= self.instant {
-            self.unix_micros.saturating_add(delta(now - self.instant))
-        } else {
-            self.unix_micros.saturating_sub(delta(self.instant - now))
-        }
+fn unix_micros(system: SystemTime) -> i64 {
+    match system.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => micros(d),
+        Err(e) => -micros(e.duration()),
+    }
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Signed microseconds from `base` to `at`.
+fn micros_since(base: Instant, at: Instant) -> i64 {
+    if at >= base {
+        micros(at - base)
+    } else {
+        -micros(base - at)
     }
 }
 
@@ -52,8 +71,14 @@ impl WallClock {
 #[derive(Debug)]
 pub struct Proxy {
     config: Config,
-    clock: Mutex<WallClock>,
+    /// The instant wall-clock offsets are counted from: fixed, so that the offset alone is
+    /// shared state and reading the wall clock takes one atomic load.
+    base: Instant,
+    /// Wall-clock microseconds at `base`, as of the latest reading of the system clock.
+    wall_at_base: AtomicI64,
     last_timestamp: AtomicI64,
+    /// The cluster whose answers clients get, by [`Upstream::index`]; the other is secondary.
+    primary: AtomicU8,
     prepared: Mutex<PreparedCache>,
     next_session: AtomicU64,
     /// Highest protocol version each cluster accepted so far (starts at the highest we speak).
@@ -75,12 +100,14 @@ pub struct Stats {
     pub requests: AtomicU64,
     /// Requests that failed on one cluster, indexed by [`Upstream::index`].
     pub failed: [AtomicU64; 2],
-    /// Writes acknowledged to the client that did not reach the target.
-    pub missed_target_writes: AtomicU64,
+    /// Writes acknowledged to the client (the primary applied them) that did not reach this
+    /// cluster as the secondary, indexed by [`Upstream::index`].
+    pub missed_writes: [AtomicU64; 2],
 }
 
 impl Proxy {
     /// A proxy for `config`; fails with a message naming the setting when it is unusable.
+    /// The source is primary.
     pub fn new(config: Config, clock: WallClock) -> Result<Arc<Self>, String> {
         config.validate()?;
         let highest = config
@@ -91,8 +118,10 @@ impl Proxy {
         Ok(Arc::new(Self {
             prepared: Mutex::new(PreparedCache::new(config.prepared_cache_size)),
             config,
-            clock: Mutex::new(clock),
+            base: clock.instant,
+            wall_at_base: AtomicI64::new(clock.unix_micros),
             last_timestamp: AtomicI64::new(i64::MIN),
+            primary: AtomicU8::new(Upstream::Source.index() as u8),
             next_session: AtomicU64::new(1),
             max_version: [AtomicU8::new(highest), AtomicU8::new(highest)],
             reported: Default::default(),
@@ -109,23 +138,48 @@ impl Proxy {
         &self.stats
     }
 
-    /// A session for a newly accepted client connection. Drain its actions right away: it
-    /// asks for its backend connections.
-    pub fn new_session(self: &Arc<Self>, now: Instant) -> Session {
-        let id = SessionId(self.next_session.fetch_add(1, Ordering::Relaxed));
+    /// The id of the next session.
+    pub(crate) fn next_session_id(&self) -> SessionId {
         self.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
-        Session::new(Arc::clone(self), id, now)
+        SessionId(self.next_session.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Re-anchors wall-clock time (e.g. after the system clock was corrected).
-    pub fn set_wall_clock(&self, clock: WallClock) {
-        *lock(&self.clock) = clock;
+    /// The cluster whose answers clients get now.
+    pub fn primary(&self) -> Upstream {
+        if self.primary.load(Ordering::Relaxed) == Upstream::Target.index() as u8 {
+            Upstream::Target
+        } else {
+            Upstream::Source
+        }
+    }
+
+    /// Makes `upstream` the primary. Requests already received keep the route they started
+    /// with; every later request of every session takes the new one.
+    pub fn set_primary(&self, upstream: Upstream) {
+        self.primary
+            .store(upstream.index() as u8, Ordering::Relaxed);
+    }
+
+    /// The system clock read `system` at `now`: write timestamps follow it from here on. The
+    /// runtime calls this periodically, so that timestamps track the system clock (and its
+    /// corrections) rather than drift with the monotonic one over a weeks-long migration.
+    pub fn handle_wall_clock(&self, system: SystemTime, now: Instant) {
+        let at_base = unix_micros(system).saturating_sub(micros_since(self.base, now));
+        self.wall_at_base.store(at_base, Ordering::Relaxed);
+    }
+
+    /// Wall-clock microseconds at `now`.
+    pub fn wall_micros(&self, now: Instant) -> i64 {
+        self.wall_at_base
+            .load(Ordering::Relaxed)
+            .saturating_add(micros_since(self.base, now))
     }
 
     /// A write timestamp for `now`: wall-clock microseconds, strictly increasing across the
-    /// proxy so that two writes never share one (as drivers' monotonic generators do).
+    /// proxy so that two writes never share one (as drivers' monotonic generators do), also
+    /// when the system clock is set back.
     pub fn write_timestamp(&self, now: Instant) -> i64 {
-        let wall = lock(&self.clock).micros_at(now);
+        let wall = self.wall_micros(now);
         let mut last = self.last_timestamp.load(Ordering::Relaxed);
         loop {
             let next = wall.max(last.saturating_add(1));
@@ -143,6 +197,11 @@ impl Proxy {
 
     pub(crate) fn prepared(&self) -> MutexGuard<'_, PreparedCache> {
         lock(&self.prepared)
+    }
+
+    /// Statements in the prepared-statement map (for metrics).
+    pub fn prepared_len(&self) -> usize {
+        self.prepared().len()
     }
 
     /// Protocol versions a client may use now: the configured ones that no cluster refused.
@@ -178,6 +237,15 @@ impl Proxy {
     /// once, when the connection failed).
     pub(crate) fn count_failed(&self, upstream: Upstream) {
         self.stats.failed[upstream.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a write the client was told succeeded that `upstream` (the secondary) missed.
+    pub(crate) fn count_missed_write(&self, upstream: Upstream) {
+        self.stats.missed_writes[upstream.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_answered(&self) {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn session_closed(&self) {
@@ -217,42 +285,71 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use crate::config::Endpoint;
-    use std::time::Duration;
 
     // One real instant as the base of the test's timeline; only offsets from it matter.
     #[allow(clippy::disallowed_methods)]
-    fn proxy() -> Arc<Proxy> {
+    fn proxy() -> (Arc<Proxy>, Instant) {
         let ep = |h: &str| {
             vec![Endpoint {
                 host: h.into(),
                 port: 9042,
             }]
         };
+        let t0 = Instant::now();
         let clock = WallClock {
-            instant: Instant::now(),
+            instant: t0,
             unix_micros: 1_000_000,
         };
-        Proxy::new(Config::new(ep("s"), ep("t")), clock).unwrap()
+        (
+            Proxy::new(Config::new(ep("s"), ep("t")), clock).unwrap(),
+            t0,
+        )
+    }
+
+    fn at_micros(m: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_micros(m)
     }
 
     #[test]
     fn timestamps_follow_the_wall_clock_and_never_repeat() {
-        let p = proxy();
-        let t0 = lock(&p.clock).instant;
+        let (p, t0) = proxy();
         assert_eq!(p.write_timestamp(t0), 1_000_000);
         assert_eq!(p.write_timestamp(t0), 1_000_001);
         assert_eq!(p.write_timestamp(t0 + Duration::from_secs(1)), 2_000_000);
-        // A clock moved backwards never makes timestamps go back.
-        p.set_wall_clock(WallClock {
-            instant: t0,
-            unix_micros: 0,
-        });
+        // A clock set back never makes timestamps go back.
+        p.handle_wall_clock(at_micros(0), t0 + Duration::from_secs(1));
         assert_eq!(p.write_timestamp(t0 + Duration::from_secs(1)), 2_000_001);
     }
 
     #[test]
+    fn the_wall_clock_is_re_anchored_by_readings_of_the_system_clock() {
+        let (p, t0) = proxy();
+        // A day later by the monotonic clock, the system clock says 5 s more than that: the
+        // monotonic clock drifted (or the system clock was corrected). Stamps follow the
+        // system clock from the reading on, also at instants before it.
+        let day = Duration::from_secs(86_400);
+        p.handle_wall_clock(at_micros(1_000_000 + 86_405_000_000), t0 + day);
+        assert_eq!(p.wall_micros(t0 + day), 1_000_000 + 86_405_000_000);
+        assert_eq!(
+            p.write_timestamp(t0 + day + Duration::from_millis(1)),
+            1_000_000 + 86_405_001_000
+        );
+        assert_eq!(p.wall_micros(t0), 1_000_000 + 5_000_000);
+    }
+
+    #[test]
+    fn the_primary_can_change_at_run_time() {
+        let (p, _) = proxy();
+        assert_eq!(p.primary(), Upstream::Source);
+        p.set_primary(Upstream::Target);
+        assert_eq!(p.primary(), Upstream::Target);
+        p.set_primary(Upstream::Source);
+        assert_eq!(p.primary(), Upstream::Source);
+    }
+
+    #[test]
     fn refused_versions_narrow_what_clients_get() {
-        let p = proxy();
+        let (p, _) = proxy();
         assert_eq!(p.accepted_versions(), ProtocolVersion::ALL.to_vec());
         p.learn_refused_version(Upstream::Target, ProtocolVersion::V5);
         assert_eq!(
@@ -263,7 +360,7 @@ mod tests {
 
     #[test]
     fn failures_are_reported_once_per_kind_until_success() {
-        let p = proxy();
+        let (p, _) = proxy();
         assert!(p.record_failure(Upstream::Target, FailureKind::Timeout));
         assert!(!p.record_failure(Upstream::Target, FailureKind::Timeout));
         assert!(p.record_failure(Upstream::Target, FailureKind::Closed));

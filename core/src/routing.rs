@@ -3,6 +3,11 @@
 //! Keeping this a function of values (no session state) makes the policy easy to test and to
 //! change: today every request goes to both clusters, as in the older proxy; read modes that
 //! send reads to the primary only plug in here.
+//!
+//! Clusters have an identity ([`Upstream`]: source or target) and, per request, a [`Role`]:
+//! the primary answers the client, the secondary mirrors it. Which cluster is primary is a
+//! proxy-level setting that can change at run time; a request keeps the [`Route`] it got when
+//! it arrived.
 
 use crate::config::Upstream;
 
@@ -32,6 +37,30 @@ pub enum ReadMode {
     Both,
 }
 
+/// What a cluster is to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// Its answer is the client's.
+    Primary,
+    /// It mirrors the request; its answer is compared, counted and otherwise dropped.
+    Secondary,
+}
+
+impl Role {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Secondary => "secondary",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The clusters a request is sent to and the one whose answer the client gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
@@ -42,7 +71,18 @@ pub struct Route {
 impl Route {
     /// Whether the request goes to `upstream`.
     pub fn includes(&self, upstream: Upstream) -> bool {
-        self.primary == upstream || self.secondary == Some(upstream)
+        self.role_of(upstream).is_some()
+    }
+
+    /// What `upstream` is to this request, if the request goes there.
+    pub fn role_of(&self, upstream: Upstream) -> Option<Role> {
+        if upstream == self.primary {
+            Some(Role::Primary)
+        } else if self.secondary == Some(upstream) {
+            Some(Role::Secondary)
+        } else {
+            None
+        }
     }
 }
 
@@ -83,6 +123,8 @@ mod tests {
                 let r = route(class, ReadMode::Both, primary);
                 assert_eq!(r.primary, primary);
                 assert!(r.includes(Upstream::Source) && r.includes(Upstream::Target));
+                assert_eq!(r.role_of(primary), Some(Role::Primary));
+                assert_eq!(r.role_of(primary.other()), Some(Role::Secondary));
             }
         }
     }

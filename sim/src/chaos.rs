@@ -3,9 +3,6 @@
 
 use std::time::Duration;
 
-use cqlmirror_core::config::{Credentials, Secret, WaitPolicy};
-use cqlmirror_core::frame::{Compression, Opcode, ProtocolVersion};
-use cqlmirror_core::message::ErrorCode;
 use crate::client::{ClientSpec, Mix, StreamChoice, Workload};
 use crate::cluster::{ClusterEvent, ClusterSpec, ConnectMode, Fault, FaultRule, Match};
 use crate::host::Engine;
@@ -13,6 +10,9 @@ use crate::latency::Latency;
 use crate::pipe::{Chunking, PipeSpec};
 use crate::rng::SimRng;
 use crate::scenario::{NetworkSpec, Scenario};
+use cqlmirror_core::config::{Credentials, Secret, WaitPolicy};
+use cqlmirror_core::frame::{Compression, Opcode, ProtocolVersion};
+use cqlmirror_core::message::ErrorCode;
 
 fn ms(rng: &mut SimRng, lo: u64, hi: u64) -> Duration {
     Duration::from_millis(rng.between(lo, hi))

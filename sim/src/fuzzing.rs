@@ -5,7 +5,6 @@
 //! (`core/tests/fuzz_corpus.rs`). Each function takes arbitrary bytes, must never panic, and
 //! checks what must hold for any input (e.g. that what decodes re-encodes to the same thing).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -20,7 +19,7 @@ use cqlmirror_core::message::{
     Register, ResultMessage, Startup, Supported, ensure_default_timestamp,
 };
 use cqlmirror_core::proxy::{Proxy, WallClock};
-use cqlmirror_core::session::Peer;
+use cqlmirror_core::session::{Peer, Session};
 use cqlmirror_core::statement::Statement;
 
 const MAX_FRAME: usize = 1 << 20;
@@ -235,7 +234,7 @@ pub fn session(data: &[u8], now: Instant) {
     ) else {
         return;
     };
-    let mut session = Arc::clone(&proxy).new_session(now);
+    let mut session = Session::new(proxy, now);
     session.handle_connected(Upstream::Source, now);
     session.handle_connected(Upstream::Target, now);
     let mut buffers = [BytesMut::new(), BytesMut::new(), BytesMut::new()];

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::pipe::{Link, Pipe, Read, SendQueue};
 use cqlmirror_core::config::{Endpoint, Upstream};
 use cqlmirror_core::driver::Driver;
 use cqlmirror_core::session::{Action, Event, Peer, Session};
-use crate::pipe::{Link, Pipe, Read, SendQueue};
 
 /// How the session is driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,14 +68,6 @@ pub struct SessionLinks {
     pub upstreams: [Option<Link>; 2],
 }
 
-fn slot(peer: Peer) -> usize {
-    match peer {
-        Peer::Client => 0,
-        Peer::Source => 1,
-        Peer::Target => 2,
-    }
-}
-
 /// A session and the driver-side state of its three connections.
 #[derive(Debug)]
 pub struct Host {
@@ -89,6 +81,10 @@ pub struct Host {
     source_exhausted_at: Option<Duration>,
     /// The most bytes the session held queued for each peer (client, source, target).
     max_queued: [usize; 3],
+    /// The most bytes of cluster answers the session held in its table of requests, when
+    /// tracked (it walks the table at every drain).
+    max_held_answers: usize,
+    track_held_answers: bool,
     /// When each upstream connection was lost or could not be opened (not closed by the
     /// session).
     lost_at: [Option<Duration>; 2],
@@ -119,6 +115,8 @@ impl Host {
             events: Vec::new(),
             source_exhausted_at: None,
             max_queued: [0; 3],
+            max_held_answers: 0,
+            track_held_answers: false,
             lost_at: [None; 2],
             finished_at: None,
             idle_writes: 0,
@@ -133,7 +131,7 @@ impl Host {
     }
 
     pub fn state(&self, peer: Peer) -> PeerState {
-        self.state[slot(peer)]
+        self.state[peer.index()]
     }
 
     /// Events with the time they were polled.
@@ -147,7 +145,18 @@ impl Host {
 
     /// The most bytes queued in the session for `peer` at any drain.
     pub fn max_queued(&self, peer: Peer) -> usize {
-        self.max_queued[slot(peer)]
+        self.max_queued[peer.index()]
+    }
+
+    /// Tracks [`Host::max_held_answers`] from now on.
+    pub fn track_held_answers(&mut self) {
+        self.track_held_answers = true;
+    }
+
+    /// The most bytes of cluster answers the session held at any drain
+    /// ([`Session::held_answer_bytes`]), if tracked.
+    pub fn max_held_answers(&self) -> usize {
+        self.max_held_answers
     }
 
     /// When the connection to `upstream` was lost or refused, if it was.
@@ -190,12 +199,12 @@ impl Host {
 
     /// Whether a connect still pending for `upstream` is wanted.
     pub fn wants_connection(&self, upstream: Upstream) -> bool {
-        self.state[slot(Peer::of(upstream))] == PeerState::Connecting
+        self.state[Peer::of(upstream).index()] == PeerState::Connecting
     }
 
     /// The connection to `upstream` was established (the link is in `links`).
     pub fn connected(&mut self, upstream: Upstream, links: &mut SessionLinks, now: Duration) {
-        let i = slot(Peer::of(upstream));
+        let i = Peer::of(upstream).index();
         if self.state[i] != PeerState::Connecting {
             return;
         }
@@ -210,7 +219,7 @@ impl Host {
 
     /// The connection to `upstream` could not be established.
     pub fn connect_failed(&mut self, upstream: Upstream, links: &mut SessionLinks, now: Duration) {
-        let i = slot(Peer::of(upstream));
+        let i = Peer::of(upstream).index();
         if self.state[i] != PeerState::Connecting {
             return;
         }
@@ -224,6 +233,17 @@ impl Host {
                     .handle_closed(Peer::of(upstream), "connection refused", at)
             }
             Driving::Driver(driver) => driver.on_connect_failed(upstream, "connection refused", at),
+        }
+        self.after_input(links, now);
+    }
+
+    /// The proxy shuts down: the session takes no new requests and closes after those in
+    /// flight.
+    pub fn shutdown(&mut self, links: &mut SessionLinks, now: Duration) {
+        let at = self.instant(now);
+        match &mut self.driving {
+            Driving::Session(direct) => direct.session.handle_shutdown(at),
+            Driving::Driver(driver) => driver.on_shutdown(at),
         }
         self.after_input(links, now);
     }
@@ -285,7 +305,7 @@ impl Host {
     }
 
     fn read_peer(&mut self, peer: Peer, links: &mut SessionLinks, now: Duration) -> bool {
-        let i = slot(peer);
+        let i = peer.index();
         if !matches!(self.state[i], PeerState::Open | PeerState::Closing) {
             return false;
         }
@@ -383,7 +403,7 @@ impl Host {
 
     /// The peer's connection ended without the session asking (session engine).
     fn lost(&mut self, peer: Peer, reason: &str, links: &mut SessionLinks, now: Duration) {
-        let i = slot(peer);
+        let i = peer.index();
         if self.state[i] == PeerState::Closed {
             return;
         }
@@ -408,7 +428,7 @@ impl Host {
     /// when the driver-side buffer is empty, and closes after the last byte when the session
     /// asked. Driver engine: lets the driver write while the connection has room.
     fn write_peer(&mut self, peer: Peer, links: &mut SessionLinks, now: Duration) -> bool {
-        let i = slot(peer);
+        let i = peer.index();
         if !matches!(self.state[i], PeerState::Open | PeerState::Closing) {
             return false;
         }
@@ -501,17 +521,18 @@ impl Host {
                 while let Some(action) = direct.session.poll_action() {
                     match action {
                         Action::Connect { upstream, endpoint } => {
-                            self.state[slot(Peer::of(upstream))] = PeerState::Connecting;
+                            self.state[Peer::of(upstream).index()] = PeerState::Connecting;
                             self.connects.push((upstream, endpoint));
                         }
                         Action::Close(peer) => {
-                            let i = slot(peer);
+                            let i = peer.index();
                             self.state[i] = match self.state[i] {
                                 PeerState::Open => PeerState::Closing,
                                 PeerState::Idle | PeerState::Connecting => PeerState::Closed,
                                 other => other,
                             };
                         }
+                        other => panic!("an action the simulation does not know: {other:?}"),
                     }
                 }
                 for peer in Peer::ALL {
@@ -527,11 +548,11 @@ impl Host {
             }
             Driving::Driver(driver) => {
                 while let Some((upstream, endpoint)) = driver.poll_connect() {
-                    self.state[slot(Peer::of(upstream))] = PeerState::Connecting;
+                    self.state[Peer::of(upstream).index()] = PeerState::Connecting;
                     self.connects.push((upstream, endpoint));
                 }
                 while let Some(peer) = driver.poll_close() {
-                    let i = slot(peer);
+                    let i = peer.index();
                     if matches!(self.state[i], PeerState::Open | PeerState::Closing) {
                         if let Some(pipe) = Self::outbound(peer, links) {
                             pipe.finish(now);
@@ -546,8 +567,13 @@ impl Host {
         }
         for peer in Peer::ALL {
             let q = self.session().queued(peer);
-            let m = &mut self.max_queued[slot(peer)];
+            let m = &mut self.max_queued[peer.index()];
             *m = (*m).max(q);
+        }
+        if self.track_held_answers {
+            self.max_held_answers = self
+                .max_held_answers
+                .max(self.session().held_answer_bytes());
         }
         if self.session().is_finished() && self.finished_at.is_none() {
             self.finished_at = Some(now);

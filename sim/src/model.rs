@@ -1,43 +1,48 @@
 //! The reference model: what the clients must have seen and which writes each cluster must
 //! have received, checked against what happened in a [`World`].
 //!
+//! Each request has a primary: the cluster that was the proxy's primary when the proxy read
+//! the request (the source, unless the scenario switches it); the other is its secondary.
+//!
 //! What the client must see:
 //! - every request answered exactly once, on its stream, unless the proxy closed the
-//!   connection because the source failed (or the client went away);
-//! - the source's answer (same opcode, same message bytes), never the target's;
-//! - an error made by the proxy only when the source failed: a timeout error only when the
-//!   source's answer did not reach the proxy within the request timeout, OVERLOADED only
+//!   connection because the primary failed (or the client went away, or the proxy shut down
+//!   before reading the request);
+//! - the primary's answer (same opcode, same message bytes), never the secondary's;
+//! - an error made by the proxy only when the primary failed: a timeout error only when the
+//!   primary's answer did not reach the proxy within the request timeout, OVERLOADED only
 //!   after all 32768 source stream ids were in flight;
-//! - with `WaitPolicy::Both`, an answer no earlier than the target's, when the target
+//! - with `WaitPolicy::Both`, an answer no earlier than the secondary's, when the secondary
 //!   answered in time.
 //!
 //! Which writes each cluster must have:
-//! - the source: each write at most once, and exactly once when the client was told it
-//!   succeeded; the source never receives a request twice;
-//! - the target: each write at most once; a write the source applied and the target did not
-//!   is counted by the proxy as missed (`Event::MissedWrite` and
-//!   `Stats::missed_target_writes`), and a write the target applied and answered in time is
-//!   not;
+//! - the primary: each write at most once, and exactly once when the client was told it
+//!   succeeded; no cluster receives a request twice;
+//! - the secondary: each write at most once; a write the primary applied and the secondary
+//!   did not is counted by the proxy as missed (`Event::MissedWrite` and
+//!   `Stats::missed_writes`), and a write the secondary applied and answered in time is not;
 //! - both clusters: the same default timestamp for the same write (the client's own when it
 //!   set one); equal tables when they applied the same writes.
 //!
 //! And the run must end cleanly: sessions finish once their client is gone, every backend
 //! connection is closed, and the clusters saw no protocol misbehaviour (reused stream ids,
-//! undecodable frames).
+//! undecodable frames). A proxy that shuts down closes every client connection once the
+//! requests it read are answered.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cqlmirror_core::config::{Upstream, WaitPolicy};
-use cqlmirror_core::frame::Opcode;
-use cqlmirror_core::message::ErrorCode;
-use cqlmirror_core::session::{Event, FailureKind, Peer};
 use crate::client::{ClientOp, OpKind, carries_tag};
 use crate::cluster::{AnswerState, Received};
 use crate::host::{Host, PeerState};
 use crate::world::World;
+use cqlmirror_core::config::{Upstream, WaitPolicy};
+use cqlmirror_core::failure::FailureKind;
+use cqlmirror_core::frame::Opcode;
+use cqlmirror_core::message::ErrorCode;
+use cqlmirror_core::session::{Event, Peer};
 
 /// Counts that describe a run, for reports and for scenario-specific assertions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,6 +78,28 @@ pub struct Summary {
 pub struct Verdict {
     pub violations: Vec<String>,
     pub summary: Summary,
+}
+
+impl Summary {
+    /// Adds the counts of `other` (the slowest answer is the slower of the two).
+    fn add(&mut self, other: &Summary) {
+        self.ops += other.ops;
+        self.answered += other.answered;
+        self.unanswered += other.unanswered;
+        self.source_errors += other.source_errors;
+        self.proxy_timeouts += other.proxy_timeouts;
+        self.overloaded += other.overloaded;
+        self.source_writes += other.source_writes;
+        self.target_writes += other.target_writes;
+        self.missed_reported += other.missed_reported;
+        self.missed_required += other.missed_required;
+        self.missed_ambiguous += other.missed_ambiguous;
+        self.target_repairs += other.target_repairs;
+        self.proxy_unprepared += other.proxy_unprepared;
+        self.max_latency = self.max_latency.max(other.max_latency);
+        self.unstamped_writes += other.unstamped_writes;
+        self.target_only_writes += other.target_only_writes;
+    }
 }
 
 impl Verdict {
@@ -142,19 +169,20 @@ impl<'w> Index<'w> {
     }
 }
 
-/// Why the proxy may have closed a client connection: a failure of the source connection
-/// (or of the target with `--dest-close`), or the idle timeout.
-fn closing_reason(host: &Host, dest_close: bool) -> Option<String> {
-    if let Some(at) = host.lost_at(Upstream::Source) {
-        return Some(format!("source connection lost at {at:?}"));
+/// Why the proxy may have closed a client connection, other than a shutdown: a failure of a
+/// primary's connection (or of the other with `--dest-close`), or the idle timeout.
+fn closing_reason(world: &World, host: &Host, dest_close: bool) -> Option<String> {
+    let primaries = world.scenario().primaries();
+    for &primary in &primaries {
+        if let Some(at) = host.lost_at(primary) {
+            return Some(format!("{primary} (primary) connection lost at {at:?}"));
+        }
     }
     for (at, event) in host.events() {
         match event {
             Event::Failure {
                 upstream, detail, ..
-            } if (*upstream == Upstream::Source || dest_close)
-                && !detail.contains(" request: ") =>
-            {
+            } if (primaries.contains(upstream) || dest_close) && !detail.contains(" request: ") => {
                 return Some(format!("{upstream} failure at {at:?}: {detail}"));
             }
             Event::ClientError { detail } => {
@@ -164,27 +192,26 @@ fn closing_reason(host: &Host, dest_close: bool) -> Option<String> {
         }
     }
     if dest_close {
-        if let Some(at) = host.lost_at(Upstream::Target) {
-            return Some(format!(
-                "target connection lost at {at:?} with --dest-close"
-            ));
+        for which in Upstream::BOTH {
+            if let Some(at) = host.lost_at(which) {
+                return Some(format!(
+                    "{which} connection lost at {at:?} with --dest-close"
+                ));
+            }
         }
     }
     None
 }
 
-/// Whether the source failed in any way for this session (a request or the connection).
-fn source_trouble(host: &Host) -> bool {
-    host.lost_at(Upstream::Source).is_some()
-        || host.events().iter().any(|(_, e)| {
-            matches!(
-                e,
-                Event::Failure {
-                    upstream: Upstream::Source,
-                    ..
-                }
-            )
-        })
+/// Whether a primary failed in any way for this session (a request or the connection).
+fn primary_trouble(world: &World, host: &Host) -> bool {
+    world.scenario().primaries().into_iter().any(|primary| {
+        host.lost_at(primary).is_some()
+            || host
+                .events()
+                .iter()
+                .any(|(_, e)| matches!(e, Event::Failure { upstream, .. } if *upstream == primary))
+    })
 }
 
 /// Checks a finished run against the model.
@@ -226,12 +253,13 @@ pub fn check(world: &World) -> Verdict {
         .enumerate()
         .flat_map(|(slot_index, slot)| slot.client.ops().iter().map(move |op| (slot_index, op)))
         .filter_map(|(slot_index, op)| {
+            let (primary, _) = world.scenario().primary_at(op.consumed_at?);
             let s = index
-                .tagged(Upstream::Source, slot_index, &op.tag)
+                .tagged(primary, slot_index, &op.tag)
                 .first()?
                 .delivered()?;
             let t = index
-                .tagged(Upstream::Target, slot_index, &op.tag)
+                .tagged(primary.other(), slot_index, &op.tag)
                 .last()
                 .and_then(|t| t.delivered());
             let expiry = s + wait_timeout;
@@ -246,8 +274,7 @@ pub fn check(world: &World) -> Verdict {
                 .filter_map(|slot| slot.host.as_ref())
                 .flat_map(|host| host.events())
                 .filter(|(_, e)| {
-                    matches!(e, Event::Failure { upstream: Upstream::Target, detail, .. }
-                        if detail.contains("--wait-timeout"))
+                    matches!(e, Event::Failure { detail, .. } if detail.contains("--wait-timeout"))
                 })
                 .map(|(at, _)| *at),
         )
@@ -260,14 +287,14 @@ pub fn check(world: &World) -> Verdict {
         let Some(host) = &slot.host else {
             continue;
         };
-        // During the handshake a source request that times out also ends the connection.
-        let reason = closing_reason(host, config.dest_close).or_else(|| {
-            (client.ready_at().is_none() && source_trouble(host))
-                .then(|| "the source failed during the handshake".to_owned())
+        // During the handshake a primary request that times out also ends the connection.
+        let reason = closing_reason(world, host, config.dest_close).or_else(|| {
+            (client.ready_at().is_none() && primary_trouble(world, host))
+                .then(|| "the primary failed during the handshake".to_owned())
         });
         match (client.handshake_error(), spec.expect_handshake_failure) {
-            // The proxy's own error (a timeout) while the source was failing.
-            (Some(e), false) if e.contains("cqlmirror:") && source_trouble(host) => {}
+            // The proxy's own error (a timeout) while the primary was failing.
+            (Some(e), false) if e.contains("cqlmirror:") && primary_trouble(world, host) => {}
             (Some(e), false) => v
                 .violations
                 .push(format!("client {slot_index}: handshake failed: {e}")),
@@ -280,10 +307,12 @@ pub fn check(world: &World) -> Verdict {
         let aborted = spec
             .abort_at
             .is_some_and(|at| closed.is_some_and(|(c, _)| c >= at));
+        let shutdown = world.scenario().shutdown_at;
         if let Some((at, true)) = closed {
-            if reason.is_none() && !spec.expect_handshake_failure {
+            let shut_down = shutdown.is_some_and(|t| t <= at);
+            if reason.is_none() && !spec.expect_handshake_failure && !shut_down {
                 v.violations.push(format!(
-                    "client {slot_index}: the proxy closed the connection at {at:?} without a source failure"
+                    "client {slot_index}: the proxy closed the connection at {at:?} without a primary failure"
                 ));
             }
         }
@@ -325,24 +354,51 @@ pub fn check(world: &World) -> Verdict {
             let wait = Wait {
                 policy: config.wait,
                 timeout: wait_timeout,
+                request_timeout: timeout,
                 stall_from,
             };
-            check_answer(&mut v, &index, host, op, slot_index, timeout, wait);
+            // The primary when the proxy read the request; at the very instant of a switch,
+            // either.
+            let (primary, tie) = op.consumed_at.map_or((Upstream::Source, None), |at| {
+                world.scenario().primary_at(at)
+            });
+            let mut answer_check = Verdict::default();
+            check_answer(
+                &mut answer_check,
+                &index,
+                host,
+                op,
+                slot_index,
+                wait,
+                primary,
+            );
+            if let (false, Some(other)) = (answer_check.violations.is_empty(), tie) {
+                let mut second = Verdict::default();
+                check_answer(&mut second, &index, host, op, slot_index, wait, other);
+                if second.violations.is_empty() {
+                    answer_check = second;
+                }
+            }
+            v.violations.append(&mut answer_check.violations);
+            v.summary.add(&answer_check.summary);
             // Prepared statements the proxy forgot (a cache smaller than the two statements the
             // clients use) are executed without a timestamp: the proxy cannot tell whether
             // they are conditional.
             let may_lack_timestamp =
                 forgetful && matches!(op.kind, OpKind::ExecuteInsert | OpKind::Batch);
-            check_writes(&mut v, &index, op, slot_index, may_lack_timestamp);
-            match missed_class(&index, op, slot_index, timeout, forgetful) {
+            check_writes(&mut v, &index, op, slot_index, may_lack_timestamp, primary);
+            match missed_class(&index, op, slot_index, timeout, forgetful, primary) {
+                Missed::Required if tie.is_some() => missed_ambiguous += 1,
                 Missed::Required => missed_required += 1,
                 Missed::Ambiguous => missed_ambiguous += 1,
                 Missed::No => {}
             }
             if op.answer.is_none() {
                 v.summary.unanswered += 1;
-                let excused =
-                    aborted || closed.is_some_and(|(_, by_proxy)| by_proxy && reason.is_some());
+                // After a shutdown the proxy answers what it read and reads nothing more.
+                let by_proxy = closed.is_some_and(|(_, by_proxy)| by_proxy);
+                let unread_at_shutdown = shutdown.is_some() && op.consumed_at.is_none();
+                let excused = aborted || (by_proxy && (reason.is_some() || unread_at_shutdown));
                 if !excused {
                     v.violations.push(format!(
                         "client {slot_index}: {} ({:?} on stream {}, sent at {:?}) was never answered",
@@ -416,15 +472,17 @@ pub fn check(world: &World) -> Verdict {
         }
     }
 
-    let reported = world
+    let reported: u64 = world
         .proxy()
         .stats()
-        .missed_target_writes
-        .load(Ordering::Relaxed);
+        .missed_writes
+        .iter()
+        .map(|m| m.load(Ordering::Relaxed))
+        .sum();
     v.summary.missed_reported = reported;
     if reported != missed_events_total {
         v.violations.push(format!(
-            "Stats::missed_target_writes is {reported} but {missed_events_total} MissedWrite events were emitted"
+            "Stats::missed_writes adds up to {reported} but {missed_events_total} MissedWrite events were emitted"
         ));
     }
     v.summary.source_writes = index.applied[0].len();
@@ -437,14 +495,16 @@ pub fn check(world: &World) -> Verdict {
     v
 }
 
-/// What `--wait` lets the proxy do, for [`check_answer`].
+/// What `--wait` and `--request-timeout` let the proxy do, for [`check_answer`].
 #[derive(Debug, Clone, Copy)]
 struct Wait {
     policy: WaitPolicy,
     /// `--wait-timeout`, capped by the request timeout.
     timeout: Duration,
-    /// The first moment a wait for the target may have run out.
+    /// The first moment a wait for the secondary may have run out.
     stall_from: Option<Duration>,
+    /// `--request-timeout`.
+    request_timeout: Duration,
 }
 
 fn check_answer(
@@ -453,11 +513,13 @@ fn check_answer(
     host: &Host,
     op: &ClientOp,
     slot: usize,
-    timeout: Duration,
     wait: Wait,
+    primary: Upstream,
 ) {
-    let src = index.tagged(Upstream::Source, slot, &op.tag);
-    let tgt = index.tagged(Upstream::Target, slot, &op.tag);
+    let timeout = wait.request_timeout;
+    let secondary = primary.other();
+    let src = index.tagged(primary, slot, &op.tag);
+    let tgt = index.tagged(secondary, slot, &op.tag);
     let who = format!(
         "client {slot}: {} ({:?}, stream {})",
         op.tag, op.kind, op.stream
@@ -466,13 +528,13 @@ fn check_answer(
     // the proxy prepared the statement there and retried (on that cluster only).
     if src.len() > 2 || (src.len() == 2 && src[0].error_code() != Some(ErrorCode::UNPREPARED.0)) {
         v.violations.push(format!(
-            "{who}: the source received it {} times (more than once only after UNPREPARED)",
+            "{who}: the {primary} (primary) received it {} times (more than once only after UNPREPARED)",
             src.len()
         ));
     }
     if tgt.len() > 2 || (tgt.len() == 2 && tgt[0].error_code() != Some(ErrorCode::UNPREPARED.0)) {
         v.violations.push(format!(
-            "{who}: the target received it {} times (more than once only after UNPREPARED)",
+            "{who}: the {secondary} (secondary) received it {} times (more than once only after UNPREPARED)",
             tgt.len()
         ));
     }
@@ -520,7 +582,7 @@ fn check_answer(
                 if let Some(d) = src.first().and_then(|r| r.delivered()) {
                     if d < deadline {
                         v.violations.push(format!(
-                            "{who}: timeout error although the source's answer arrived at {d:?}, before the deadline {deadline:?}"
+                            "{who}: timeout error although the {primary}'s (primary) answer arrived at {d:?}, before the deadline {deadline:?}"
                         ));
                     }
                 }
@@ -556,10 +618,10 @@ fn check_answer(
         }
         return;
     }
-    // After a repair, the source's last answer is the one the client gets.
+    // After a repair, the primary's last answer is the one the client gets.
     let Some(source) = src.last() else {
         v.violations.push(format!(
-            "{who}: answered {} but the source never received it",
+            "{who}: answered {} but the {primary} (primary) never received it",
             answer.opcode
         ));
         return;
@@ -577,11 +639,11 @@ fn check_answer(
                         if *opcode == answer.opcode && *message == answer.message)
                 });
                 v.violations.push(format!(
-                    "{who}: the client got {} ({} bytes){} where the source answered {} ({} bytes)",
+                    "{who}: the client got {} ({} bytes){} where the {primary} (primary) answered {} ({} bytes)",
                     answer.opcode,
                     answer.message.len(),
                     if from_target {
-                        ", the target's answer,"
+                        ", the secondary's answer,"
                     } else {
                         ""
                     },
@@ -594,7 +656,7 @@ fn check_answer(
             match delivered {
                 Some(d) if *d < deadline => {}
                 Some(d) => v.violations.push(format!(
-                    "{who}: relayed the source's answer that arrived at {d:?}, after the deadline {deadline:?}"
+                    "{who}: relayed the primary's answer that arrived at {d:?}, after the deadline {deadline:?}"
                 )),
                 None => v.violations.push(format!(
                     "{who}: relayed an answer the proxy never read"
@@ -602,7 +664,7 @@ fn check_answer(
             }
         }
         other => v.violations.push(format!(
-            "{who}: the client got {} but the source's answer is {other:?}",
+            "{who}: the client got {} but the primary's answer is {other:?}",
             answer.opcode
         )),
     }
@@ -615,7 +677,7 @@ fn check_answer(
         if let Some(d) = tgt.last().and_then(|t| t.delivered()) {
             if d < deadline && answer.at < d && !waited_enough && !stalled {
                 v.violations.push(format!(
-                    "{who}: with --wait true the client was answered at {:?}, before the target's answer arrived at {d:?}",
+                    "{who}: with --wait true the client was answered at {:?}, before the secondary's answer arrived at {d:?}",
                     answer.at
                 ));
             }
@@ -629,6 +691,7 @@ fn check_writes(
     op: &ClientOp,
     slot: usize,
     may_lack_timestamp: bool,
+    primary: Upstream,
 ) {
     let told_success = op
         .answer
@@ -636,23 +699,24 @@ fn check_writes(
         .is_some_and(|a| a.opcode == Opcode::RESULT);
     for (id, _key) in &op.writes {
         let who = format!("client {slot}: write {id} of {}", op.tag);
-        let on_source = index.applied(Upstream::Source, id);
-        let on_target = index.applied(Upstream::Target, id);
+        let on_source = index.applied(primary, id);
+        let on_target = index.applied(primary.other(), id);
         if on_source.len() > 1 {
             v.violations.push(format!(
-                "{who}: applied {} times on the source",
+                "{who}: applied {} times on the {primary} (primary)",
                 on_source.len()
             ));
         }
         if on_target.len() > 1 {
             v.violations.push(format!(
-                "{who}: applied {} times on the target",
-                on_target.len()
+                "{who}: applied {} times on the {} (secondary)",
+                on_target.len(),
+                primary.other()
             ));
         }
         if told_success && on_source.len() != 1 {
             v.violations.push(format!(
-                "{who}: the client was told it succeeded but the source applied it {} times",
+                "{who}: the client was told it succeeded but the {primary} (primary) applied it {} times",
                 on_source.len()
             ));
         }
@@ -671,7 +735,7 @@ fn check_writes(
             }
             match (stamp(s), op.client_timestamp) {
                 (None, _) => v.violations.push(format!(
-                    "{who}: reached the source without a default timestamp"
+                    "{who}: reached the {primary} (primary) without a default timestamp"
                 )),
                 (Some(got), Some(own)) if got != own => v
                     .violations
@@ -681,7 +745,7 @@ fn check_writes(
             if let Some(t) = on_target.first() {
                 if stamp(s) != stamp(t) {
                     v.violations.push(format!(
-                        "{who}: timestamps differ: source {:?}, target {:?}",
+                        "{who}: timestamps differ: {primary} (primary) {:?}, other {:?}",
                         stamp(s),
                         stamp(t)
                     ));
@@ -708,6 +772,7 @@ fn missed_class(
     slot: usize,
     timeout: Duration,
     forgetful: bool,
+    primary: Upstream,
 ) -> Missed {
     if forgetful && matches!(op.kind, OpKind::ExecuteSelect(_)) {
         return Missed::Ambiguous;
@@ -722,14 +787,14 @@ fn missed_class(
         return Missed::No;
     };
     let deadline = consumed + timeout;
-    let src = index.tagged(Upstream::Source, slot, &op.tag);
+    let src = index.tagged(primary, slot, &op.tag);
     let source_ok = src
         .last()
         .is_some_and(|r| r.succeeded() && r.delivered().is_some_and(|d| d < deadline));
     if !source_ok {
         return Missed::No;
     }
-    let tgt = index.tagged(Upstream::Target, slot, &op.tag);
+    let tgt = index.tagged(primary.other(), slot, &op.tag);
     let target_ok_in_time = tgt
         .last()
         .is_some_and(|r| r.succeeded() && r.delivered().is_some_and(|d| d < deadline));
@@ -743,8 +808,9 @@ fn missed_class(
     }
 }
 
-/// EVENTs: a client gets the source's, each once, and never the target's; an EVENT the
-/// proxy read well before the client finished reaches it.
+/// EVENTs: a client gets the primary's, each once, and never the secondary's; an EVENT the
+/// proxy read well before the client finished reaches it (in runs without a switch of
+/// primary; with switches, an EVENT of any cluster that was primary is accepted).
 fn check_events(v: &mut Verdict, world: &World, slot: usize) {
     let client = &world.slots()[slot].client;
     let pushes = |which: Upstream| {
@@ -760,20 +826,30 @@ fn check_events(v: &mut Verdict, world: &World, slot: usize) {
             v.violations
                 .push(format!("client {slot}: the same EVENT twice (at {at:?})"));
         }
-        if pushes(Upstream::Source).any(|p| p.message == *message) {
+        let primaries = world.scenario().primaries();
+        if primaries
+            .iter()
+            .any(|&which| pushes(which).any(|p| p.message == *message))
+        {
             continue;
         }
-        let from_target = pushes(Upstream::Target).any(|p| p.message == *message);
+        let from_target = Upstream::BOTH
+            .iter()
+            .any(|&which| pushes(which).any(|p| p.message == *message));
         v.violations.push(format!(
             "client {slot}: an EVENT at {at:?} {}",
             if from_target {
-                "that only the target pushed"
+                "that only the secondary pushed"
             } else {
                 "that no cluster pushed"
             }
         ));
     }
-    let (Some(done), None) = (client.done_at(), client.spec().read_pause) else {
+    let (Some(done), None, true) = (
+        client.done_at(),
+        client.spec().read_pause,
+        world.scenario().primary_switches.is_empty(),
+    ) else {
         return;
     };
     let settled = done.saturating_sub(Duration::from_millis(100));

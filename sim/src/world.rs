@@ -10,14 +10,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqlmirror_core::config::Upstream;
-use cqlmirror_core::proxy::{Proxy, WallClock};
 use crate::client::SimClient;
 use crate::cluster::{ClusterEvent, ConnectMode, SimCluster};
 use crate::host::{Host, SessionLinks};
 use crate::pipe::{Link, Pipe};
 use crate::rng::SimRng;
 use crate::scenario::Scenario;
+use cqlmirror_core::config::Upstream;
+use cqlmirror_core::proxy::{Proxy, WallClock};
+use cqlmirror_core::session::Session;
 
 /// A connection attempt in progress.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +49,9 @@ pub struct World {
     clusters: [SimCluster; 2],
     slots: Vec<Slot>,
     connecting: Vec<Connecting>,
+    /// Switches of primary not applied yet.
+    switches: std::collections::VecDeque<(Duration, Upstream)>,
+    shutdown_done: bool,
     steps: u64,
 }
 
@@ -56,6 +60,9 @@ impl World {
     /// offsets from it matter, so any instant will do (the core never reads a clock).
     pub fn new(scenario: Scenario, base: Instant) -> Result<Self, String> {
         let mut rng = SimRng::new(scenario.seed);
+        let mut sorted = scenario.primary_switches.clone();
+        sorted.sort_by_key(|&(at, _)| at);
+        let scenario_switches = sorted.into_iter().collect();
         let clock = WallClock {
             instant: base,
             unix_micros: scenario.epoch_micros,
@@ -94,6 +101,8 @@ impl World {
             clusters,
             slots,
             connecting: Vec::new(),
+            switches: scenario_switches,
+            shutdown_done: false,
             steps: 0,
         })
     }
@@ -153,6 +162,20 @@ impl World {
         self.now = self.now.max(at);
         self.steps += 1;
         let now = self.now;
+        // The proxy's inputs: switches of primary, then shutdown.
+        while self.switches.front().is_some_and(|&(when, _)| when <= now) {
+            if let Some((_, upstream)) = self.switches.pop_front() {
+                self.proxy.set_primary(upstream);
+            }
+        }
+        if !self.shutdown_done && self.scenario.shutdown_at.is_some_and(|t| t <= now) {
+            self.shutdown_done = true;
+            for s in &mut self.slots {
+                if let (Some(host), Some(links)) = (&mut s.host, &mut s.links) {
+                    host.shutdown(links, now);
+                }
+            }
+        }
         // Cluster events.
         for which in Upstream::BOTH {
             for event in self.clusters[which.index()].take_due_events(now) {
@@ -211,6 +234,10 @@ impl World {
         let now = self.now;
         let mut times: Vec<Duration> = Vec::new();
         times.extend(self.connecting.iter().map(|c| c.at));
+        times.extend(self.switches.front().map(|&(at, _)| at));
+        if !self.shutdown_done {
+            times.extend(self.scenario.shutdown_at);
+        }
         for c in &self.clusters {
             times.extend(c.next_wakeup());
         }
@@ -295,7 +322,8 @@ impl World {
     fn start_slot(&mut self, i: usize) -> bool {
         let now = self.now;
         let slot = &mut self.slots[i];
-        if slot.host.is_some() || now < slot.client.spec().start_at {
+        // A proxy that shuts down accepts no new clients.
+        if slot.host.is_some() || now < slot.client.spec().start_at || self.shutdown_done {
             return false;
         }
         let n = self.scenario.network;
@@ -303,13 +331,16 @@ impl World {
             client: Link::new(n.client_up, n.client_down, &mut self.rng),
             upstreams: [None, None],
         };
-        let session = self.proxy.new_session(self.base + now);
+        let session = Session::new(Arc::clone(&self.proxy), self.base + now);
         let mut host = Host::new(
             session,
             self.scenario.engine,
             self.base,
             self.scenario.proxy_max_read,
         );
+        if self.scenario.track_held_answers {
+            host.track_held_answers();
+        }
         host.start(&mut links, now);
         slot.host = Some(host);
         slot.links = Some(links);

@@ -9,8 +9,9 @@
 mod sim_common;
 
 use cqlmirror_core::config::{Credentials, Secret, Upstream};
+use cqlmirror_core::failure::FailureKind;
 use cqlmirror_core::frame::ProtocolVersion;
-use cqlmirror_core::session::{Event, FailureKind};
+use cqlmirror_core::session::Event;
 use cqlmirror_sim::{ClientSpec, Scenario, Workload};
 use sim_common::{expect, run, seeds};
 

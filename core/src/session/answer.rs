@@ -7,18 +7,19 @@ use bytes::Bytes;
 
 use crate::config::{Upstream, WaitPolicy};
 use crate::error::DecodeError;
+use crate::failure::FailureKind;
 use crate::frame::{
     Direction, Envelope, Flags, HEADER_LEN, Header, Opcode, Prefix, ProtocolVersion, StreamId,
 };
 use crate::message::{
     Body, ErrorCode, ErrorDetails, ErrorMessage, Execute, Prepare, ResultMessage,
 };
-use crate::prepared::{PreparedStatement, TargetIds};
-use crate::session::intake::{Outgoing, join};
-use crate::session::leg::Purpose;
-use crate::session::request::{Kind, Leg, Outcome, RequestId};
+use crate::prepared::{ClusterIds, PreparedStatement};
+use crate::session::intake::join;
+use crate::session::leg::{Link, Purpose};
+use crate::session::request::{Digest, Kind, Leg, Outcome, Outgoing, RequestId};
 use crate::session::streams::MAX_STREAM;
-use crate::session::{Event, FailureKind, Phase, Session};
+use crate::session::{Action, Event, Peer, Phase, Session};
 use crate::statement::Statement;
 
 /// Unanswered timed-out requests after which a connection is considered dead.
@@ -48,7 +49,7 @@ impl Session {
         let stream = envelope.stream();
         if stream.0 < 0 {
             // Server push: the primary's events reach the client; the other's are dropped.
-            if envelope.opcode() == Opcode::EVENT && upstream == self.primary {
+            if envelope.opcode() == Opcode::EVENT && upstream == self.proxy.primary() {
                 self.forward_event(&envelope);
             }
             return;
@@ -62,7 +63,7 @@ impl Session {
         }
         let leg = &mut self.upstreams[upstream.index()];
         let Some(in_flight) = leg.streams.remove(stream) else {
-            return; // not ours (or already failed): nothing to pair it with
+            return; // a stream id the proxy did not use: nothing to pair it with
         };
         if in_flight.timed_out {
             leg.timed_out = leg.timed_out.saturating_sub(1);
@@ -74,19 +75,21 @@ impl Session {
         match in_flight.purpose {
             Purpose::Request(id) => self.on_answer(id, upstream, envelope, now),
             Purpose::Reprepare(id) => self.on_reprepared(id, upstream, envelope, now),
-            Purpose::Login(id) => self.on_login(id, envelope, now),
+            Purpose::Login(id) => self.on_login(id, upstream, envelope, now),
         }
     }
 
     fn on_answer(&mut self, id: RequestId, upstream: Upstream, envelope: Envelope, now: Instant) {
         let Some(request) = self.requests.get(id) else {
+            // A stream in flight belongs to a request whose leg on this cluster is pending.
+            bug!("an answer from the {upstream} cluster for a request that is gone");
             return;
         };
         match &request.kind {
             Kind::Startup => return self.startup_answer(id, upstream, envelope, now),
             Kind::AuthResponse => self.auth_answer(upstream, &envelope, now),
             Kind::Prepare { .. } => self.prepare_answer(id, upstream, &envelope),
-            Kind::Use => self.use_answer(upstream, &envelope),
+            Kind::Use => self.use_answer(id, upstream, &envelope),
             Kind::Prepared(repair)
                 if !repair.attempted[upstream.index()] && self.is_unprepared(&envelope) =>
             {
@@ -107,26 +110,72 @@ impl Session {
         outcome: Outcome,
         now: Instant,
     ) {
-        let mut finished = None;
-        if let Some(request) = self.requests.get_mut(id) {
-            if request.route.secondary == Some(upstream) && request.leg(upstream).is_pending() {
-                finished = request.answer_seq;
-            }
-            if let Outcome::Answer(envelope) = &outcome {
-                if request.route.primary == upstream && !request.answered {
-                    // Held for the client until it may have it: counted as queued for it.
-                    request.stored = HEADER_LEN + envelope.body().len();
-                    self.stored += request.stored;
-                }
-            }
-            *request.leg_mut(upstream) = Leg::Done(outcome);
+        let Some(request) = self.requests.get(id) else {
+            bug!("an outcome from the {upstream} cluster for a request that is gone");
+            return;
+        };
+        // An answer is kept only while something still needs its body: the primary's until
+        // the client has it, and the handshake's, which are merged. The rest is a digest, so
+        // that a slow cluster does not make the session hold the other's answers.
+        let keep = request.kind.keeps_answers()
+            || (upstream == request.route.primary && !request.answered);
+        let version = request.version;
+        let finished = if request.leg(upstream).is_pending() {
+            request.answer_seq
+        } else {
+            bug!("a second outcome from the {upstream} cluster for one request");
+            None
+        };
+        let outcome = match outcome {
+            Outcome::Answer(envelope) if !keep => Outcome::Digest(self.digest(&envelope, version)),
+            other => other,
+        };
+        let Some(request) = self.requests.get_mut(id) else {
+            return;
+        };
+        if let Outcome::Answer(envelope) = &outcome {
+            // Held until the client may have it: counted as queued for the client.
+            let bytes = HEADER_LEN + envelope.body().len();
+            request.stored += bytes;
+            self.stored += bytes;
         }
+        *request.leg_mut(upstream) = Leg::Done(outcome);
         self.progress(id, now);
         if let Some(answer) = finished {
-            // What waited for this request on the secondary may go now.
-            self.order.finished(answer);
+            // What waited for this request on this cluster may go now.
+            self.order.finished(upstream, answer);
             self.release_held(now);
         }
+    }
+
+    /// What is kept of an answer whose body is no longer needed.
+    fn digest(&self, envelope: &Envelope, version: ProtocolVersion) -> Digest {
+        let opcode = envelope.opcode();
+        Digest {
+            opcode,
+            error: (opcode == Opcode::ERROR).then(|| self.describe_error(envelope, version)),
+        }
+    }
+
+    /// Reduces the answers a request holds to digests: the client has its answer.
+    fn drop_answer_bodies(&mut self, id: RequestId) {
+        let Some(request) = self.requests.get(id) else {
+            return;
+        };
+        let version = request.version;
+        let digests = Upstream::BOTH.map(|upstream| match request.leg(upstream) {
+            Leg::Done(Outcome::Answer(envelope)) => Some(self.digest(envelope, version)),
+            _ => None,
+        });
+        let Some(request) = self.requests.get_mut(id) else {
+            return;
+        };
+        for (upstream, digest) in Upstream::BOTH.into_iter().zip(digests) {
+            if let Some(digest) = digest {
+                *request.leg_mut(upstream) = Leg::Done(Outcome::Digest(digest));
+            }
+        }
+        self.stored -= std::mem::take(&mut request.stored);
     }
 
     /// The client's answer waited `--wait-timeout` for the secondary: it gets the primary's
@@ -179,7 +228,10 @@ impl Session {
                 // The primary answered and the secondary has not: wait for it, but not longer
                 // than `--wait-timeout`, and not at all while it is known to stall, so that a
                 // silent target delays neither new clients nor answers much.
-                let secondary = request.route.secondary.unwrap_or(self.primary.other());
+                let secondary = request
+                    .route
+                    .secondary
+                    .unwrap_or(request.route.primary.other());
                 let serial = request.serial;
                 if self.proxy.is_stalled(secondary) {
                     if let Some(request) = self.requests.get_mut(id) {
@@ -205,20 +257,27 @@ impl Session {
 
     fn answer(&mut self, id: RequestId, now: Instant) {
         let Some(request) = self.requests.get_mut(id) else {
+            bug!("answering a request that is gone");
             return;
         };
         request.answered = true;
-        self.stored -= std::mem::take(&mut request.stored);
-        // Number the answer; if the secondary still works on the request, later requests
-        // may have to wait for it there (see `order.rs`).
+        // Number the answer; if a cluster still works on the request, later requests may have
+        // to wait for it there (see `order.rs`).
         let answer = self.order.answered;
         self.order.answered += 1;
         request.answer_seq = Some(answer);
-        let secondary = request.route.secondary;
-        if secondary.is_some_and(|s| request.leg(s).is_pending()) {
-            self.order.answered_unfinished(answer, request.barrier);
+        for upstream in Upstream::BOTH {
+            if request.leg(upstream).is_pending() {
+                self.order
+                    .answered_unfinished(upstream, answer, request.barrier);
+            }
         }
-        let (opcode, write, started) = (request.opcode, request.write, request.started);
+        let (opcode, write, started, primary) = (
+            request.opcode,
+            request.write,
+            request.started,
+            request.route.primary,
+        );
         match request.kind {
             Kind::Options => self.answer_options(id, now),
             Kind::Startup => self.answer_startup(id, now),
@@ -227,14 +286,13 @@ impl Session {
                 self.relay(id, now)
             }
         }
-        self.proxy
-            .stats()
-            .requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.drop_answer_bodies(id);
+        self.proxy.count_answered();
         self.events.push_back(Event::Answered {
             opcode,
             write,
             latency: now.saturating_duration_since(started),
+            primary,
         });
     }
 
@@ -262,6 +320,10 @@ impl Session {
                     MAX_STREAM as usize + 1
                 );
                 self.error_to_client(stream, version, &ErrorMessage::overloaded(message));
+            }
+            Some(Outcome::Digest(_)) => {
+                bug!("the primary's answer was dropped before the client had it");
+                self.close_client(now);
             }
             // The primary is gone: the client reconnects, as it would to a failed node.
             Some(Outcome::Failed(_)) | None => self.close_client(now),
@@ -297,11 +359,13 @@ impl Session {
         self.client.send(header, envelope.body());
     }
 
-    /// Retires a request: counts what failed and what the target missed.
+    /// Retires a request: counts what failed and what the secondary missed.
     fn finish(&mut self, id: RequestId, _now: Instant) {
         let Some(request) = self.requests.remove(id) else {
+            bug!("finishing a request that is gone");
             return;
         };
+        self.stored -= request.stored;
         let succeeded = |u: Upstream| request.leg(u).outcome().is_some_and(Outcome::is_success);
         for upstream in Upstream::BOTH {
             let other_ok = succeeded(upstream.other());
@@ -319,11 +383,15 @@ impl Session {
                 }
                 // Connection-level failures were reported when the connection failed.
                 Leg::Done(Outcome::Failed(_)) => self.proxy.count_failed(upstream),
-                Leg::Done(Outcome::Answer(envelope))
-                    if envelope.opcode() == Opcode::ERROR && other_ok =>
+                Leg::Done(outcome @ (Outcome::Answer(_) | Outcome::Digest(_)))
+                    if !outcome.is_success() && other_ok =>
                 {
                     let first = self.proxy.record_failure(upstream, FailureKind::Error);
-                    let detail = self.describe_error(envelope, request.version);
+                    let detail = match outcome {
+                        Outcome::Answer(envelope) => self.describe_error(envelope, request.version),
+                        Outcome::Digest(digest) => digest.error.clone().unwrap_or_default(),
+                        Outcome::Failed(_) => String::new(),
+                    };
                     self.events.push_back(Event::Failure {
                         upstream,
                         kind: FailureKind::Error,
@@ -331,22 +399,19 @@ impl Session {
                         first,
                     });
                 }
-                Leg::Unused | Leg::Waiting | Leg::Done(Outcome::Answer(_)) => {}
+                Leg::Unused | Leg::Waiting | Leg::Done(_) => {}
             }
         }
-        let target = Upstream::Target;
-        if request.write
-            && request.route.includes(target)
-            && succeeded(target.other())
-            && !succeeded(target)
-        {
-            self.proxy
-                .stats()
-                .missed_target_writes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.events.push_back(Event::MissedWrite {
-                opcode: request.opcode,
-            });
+        // The client was told the write succeeded (the primary applied it): a secondary that
+        // did not apply it missed it.
+        if let Some(secondary) = request.route.secondary {
+            if request.write && succeeded(request.route.primary) && !succeeded(secondary) {
+                self.proxy.count_missed_write(secondary);
+                self.events.push_back(Event::MissedWrite {
+                    upstream: secondary,
+                    opcode: request.opcode,
+                });
+            }
         }
     }
 
@@ -368,10 +433,7 @@ impl Session {
         }
         let in_flight = leg.fail(kind);
         if close_socket {
-            self.actions
-                .push_back(crate::session::Action::Close(crate::session::Peer::of(
-                    upstream,
-                )));
+            self.actions.push_back(Action::Close(Peer::of(upstream)));
         }
         let first = self.proxy.record_failure(upstream, kind);
         self.events.push_back(Event::Failure {
@@ -380,21 +442,20 @@ impl Session {
             detail,
             first,
         });
-        if self.holds_for(upstream) {
-            self.fail_held(kind, now);
-        }
+        self.fail_held(upstream, kind, now);
         for f in in_flight.into_iter().filter(|f| !f.timed_out) {
             let (Purpose::Request(id) | Purpose::Reprepare(id) | Purpose::Login(id)) = f.purpose;
             self.leg_done(id, upstream, Outcome::Failed(kind), now);
         }
-        if upstream == self.primary || self.proxy.config().dest_close {
+        // Without the primary the client connection cannot go on (requests in flight to a
+        // former primary fail on their own and end it the same way).
+        if upstream == self.proxy.primary() || self.proxy.config().dest_close {
             self.close_client(now);
         }
     }
 
     pub(super) fn upstream_lost(&mut self, upstream: Upstream, reason: &str, now: Instant) {
-        let connecting =
-            self.upstreams[upstream.index()].link == crate::session::leg::Link::Connecting;
+        let connecting = self.upstreams[upstream.index()].link == Link::Connecting;
         let (kind, detail) = if connecting {
             (
                 FailureKind::Unreachable,
@@ -410,7 +471,7 @@ impl Session {
     }
 
     pub(super) fn connect_timed_out(&mut self, upstream: Upstream, now: Instant) {
-        if self.upstreams[upstream.index()].link == crate::session::leg::Link::Connecting {
+        if self.upstreams[upstream.index()].link == Link::Connecting {
             let timeout = self.proxy.config().connect_timeout;
             let endpoint = self.pick_endpoint(upstream);
             let detail = format!(
@@ -498,20 +559,26 @@ impl Session {
 
     // ---- per-kind side effects ---------------------------------------------------------------
 
-    fn use_answer(&mut self, upstream: Upstream, envelope: &Envelope) {
+    /// The primary's SET_KEYSPACE is the keyspace prepared statements are prepared in.
+    fn use_answer(&mut self, id: RequestId, upstream: Upstream, envelope: &Envelope) {
         let Some(version) = self.version else { return };
+        if self
+            .requests
+            .get(id)
+            .is_none_or(|r| r.route.primary != upstream)
+        {
+            return;
+        }
         let Ok(message) = self.response_message(envelope) else {
             return;
         };
         if let Ok(ResultMessage::SetKeyspace(keyspace)) = ResultMessage::decode(&message, version) {
-            if upstream == Upstream::Source {
-                self.keyspace = Some(keyspace.to_owned());
-            }
+            self.keyspace = Some(keyspace.to_owned());
         }
     }
 
-    /// Remembers prepared ids: the source's id keys the proxy-wide map, the target's is what
-    /// EXECUTE gets on the target.
+    /// Remembers prepared ids: the primary's id is the client's and keys the proxy-wide map;
+    /// the other cluster's is what it gets in EXECUTE and BATCH.
     fn prepare_answer(&mut self, id: RequestId, upstream: Upstream, envelope: &Envelope) {
         let Some(version) = self.version else { return };
         let Ok(message) = self.response_message(envelope) else {
@@ -520,37 +587,42 @@ impl Session {
         let Ok(ResultMessage::Prepared(prepared)) = ResultMessage::decode(&message, version) else {
             return;
         };
-        let ids = TargetIds {
+        let ids = ClusterIds {
             id: Bytes::copy_from_slice(prepared.id),
             result_metadata_id: prepared.result_metadata_id.map(Bytes::copy_from_slice),
         };
         let Some(request) = self.requests.get_mut(id) else {
+            bug!("a PREPARED answer for a request that is gone");
             return;
         };
+        let primary = request.route.primary;
         let Kind::Prepare {
             query,
             keyspace,
-            source_id,
-            target,
+            client_id,
+            early,
         } = &mut request.kind
         else {
+            bug!("a PREPARE answer paired with another kind of request");
             return;
         };
-        match upstream {
-            Upstream::Source => {
-                *source_id = Some(ids.id.clone());
-                let entry = PreparedStatement {
-                    statement: Statement::classify(query),
-                    query: query.clone(),
-                    keyspace: keyspace.clone(),
-                    target: target.take(),
-                };
-                self.proxy.prepared().insert(ids.id, entry);
+        if upstream == primary {
+            *client_id = Some(ids.id.clone());
+            let mut all = std::mem::take(early);
+            all[upstream.index()] = Some(ids.clone());
+            let entry = PreparedStatement {
+                statement: Statement::classify(query),
+                query: query.clone(),
+                keyspace: keyspace.clone(),
+                origin: upstream,
+                ids: all,
+            };
+            self.proxy.prepared().insert(ids.id, entry);
+        } else {
+            match client_id {
+                Some(client_id) => self.proxy.prepared().set_ids(client_id, upstream, ids),
+                None => early[upstream.index()] = Some(ids),
             }
-            Upstream::Target => match source_id {
-                Some(source_id) => self.proxy.prepared().set_target(source_id, ids),
-                None => *target = Some(ids),
-            },
         }
     }
 
@@ -576,22 +648,21 @@ impl Session {
         let ErrorDetails::Unprepared { id: unknown } = error.details else {
             return false;
         };
-        let (source_id, query, keyspace) = {
+        let (client_id, query, keyspace) = {
             let cache = self.proxy.prepared();
-            // The source names a statement by the id clients use; the target by its own id
-            // or, unmapped, by the source's.
-            let source_id = match upstream {
-                Upstream::Source => None,
-                Upstream::Target => cache.source_id_for_target(unknown).cloned(),
-            }
-            .or_else(|| cache.get(unknown).map(|_| Bytes::copy_from_slice(unknown)));
-            let Some(source_id) = source_id else {
+            // A cluster names a statement by its own id or, when the proxy sent the client's
+            // id unmapped, by that.
+            let client_id = cache
+                .client_id_for(upstream, unknown)
+                .cloned()
+                .or_else(|| cache.get(unknown).map(|_| Bytes::copy_from_slice(unknown)));
+            let Some(client_id) = client_id else {
                 return false;
             };
-            let Some(entry) = cache.get(&source_id) else {
+            let Some(entry) = cache.get(&client_id) else {
                 return false;
             };
-            (source_id, entry.query.clone(), entry.keyspace.clone())
+            (client_id, entry.query.clone(), entry.keyspace.clone())
         };
         let keyspace = if version >= ProtocolVersion::V5 {
             keyspace.as_deref()
@@ -617,7 +688,7 @@ impl Session {
         if let Some(request) = self.requests.get_mut(id) {
             if let Kind::Prepared(repair) = &mut request.kind {
                 repair.attempted[upstream.index()] = true;
-                repair.statement = Some(source_id);
+                repair.statement = Some(client_id);
             }
         }
         true
@@ -646,7 +717,7 @@ impl Session {
         );
         let prepared = self.response_message(&envelope).ok().and_then(|m| {
             match ResultMessage::decode(&m, version) {
-                Ok(ResultMessage::Prepared(p)) => Some(TargetIds {
+                Ok(ResultMessage::Prepared(p)) => Some(ClusterIds {
                     id: Bytes::copy_from_slice(p.id),
                     result_metadata_id: p.result_metadata_id.map(Bytes::copy_from_slice),
                 }),
@@ -657,28 +728,27 @@ impl Session {
             // The re-prepare itself failed: that is the cluster's answer.
             return self.leg_done(id, upstream, Outcome::Answer(envelope), now);
         };
-        let rebuilt = match upstream {
-            // The client's ids are the source's: a source that now gives the statement another
-            // id cannot be repaired here; its UNPREPARED-like answer makes the driver prepare
-            // again through the proxy.
-            Upstream::Source if ids.id != statement => {
+        let origin = self.proxy.prepared().get(&statement).map(|p| p.origin);
+        let rebuilt = if origin == Some(upstream) {
+            // The client holds this cluster's ids: if it now gives the statement another id,
+            // the request cannot be repaired here; its answer makes the driver prepare again
+            // through the proxy.
+            if ids.id != statement {
                 return self.leg_done(id, upstream, Outcome::Answer(envelope), now);
             }
-            Upstream::Source => Ok(body),
-            Upstream::Target => {
-                self.proxy.prepared().set_target(&statement, ids.clone());
-                match opcode {
-                    Opcode::EXECUTE => Execute::with_ids(
-                        &body,
-                        version,
-                        &ids.id,
-                        ids.result_metadata_id.as_deref(),
-                    )
-                    .map(|s| s.to_bytes()),
-                    _ => self
-                        .map_batch_ids(&body, version)
-                        .map(|m| m.unwrap_or(body)),
+            Ok(body)
+        } else {
+            self.proxy
+                .prepared()
+                .set_ids(&statement, upstream, ids.clone());
+            match opcode {
+                Opcode::EXECUTE => {
+                    Execute::with_ids(&body, version, &ids.id, ids.result_metadata_id.as_deref())
+                        .map(|s| s.to_bytes())
                 }
+                _ => self
+                    .map_batch_ids(&body, version, upstream)
+                    .map(|m| m.unwrap_or(body)),
             }
         };
         let Ok(message) = rebuilt else {

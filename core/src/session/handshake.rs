@@ -1,29 +1,40 @@
 //! The handshake: OPTIONS, STARTUP and authentication, with the client on one side and two
 //! clusters on the other.
 //!
-//! STARTUP goes to both clusters and the client hears READY (or the source's AUTHENTICATE)
-//! once both are settled, or once the source is and the target let `--wait-timeout` pass: a
-//! silent target must not keep clients from connecting (drivers give a connection about 5 s).
-//! The target's handshake then goes on in the background and requests for it wait until it
-//! is done (see `order.rs`). The client's credentials go to the source; the target gets the
-//! proxy's own (`--target-username`) when configured, else the client's. A target that fails
-//! its handshake never fails the client: it is marked failed and writes to it are counted as
-//! missed. A protocol version that either cluster refuses is refused to the client in the
-//! words drivers parse to step down.
+//! STARTUP goes to both clusters and the client hears READY (or the primary's AUTHENTICATE)
+//! once both are settled, or once the primary is and the secondary let `--wait-timeout` pass:
+//! a silent secondary must not keep clients from connecting (drivers give a connection about
+//! 5 s). The secondary's handshake then goes on in the background and requests for it wait
+//! until it is done (see `order.rs`). The client's credentials go to the primary; a cluster
+//! for which the proxy has credentials of its own (`--target-username`) gets those, and the
+//! secondary otherwise gets the client's. A secondary that fails its handshake never fails the
+//! client: it is marked failed and writes to it are counted as missed. A protocol version that
+//! either cluster refuses is refused to the client in the words drivers parse to step down.
+//!
+//! The primary of the handshake is the proxy's primary when STARTUP arrives: a switch of
+//! primary during a handshake applies to the client's requests, not to its login.
 
 use std::time::Instant;
 
 use crate::config::Upstream;
-use crate::frame::{Compression, Envelope, Flags, Opcode, ProtocolVersion};
+use crate::failure::FailureKind;
+use crate::frame::{Compression, Direction, Envelope, Flags, Header, Opcode, ProtocolVersion};
 use crate::message::{AuthResponse, Body, ErrorCode, ErrorMessage, Startup, sasl_plain_token};
-use crate::routing::{RequestClass, route};
-use crate::session::intake::Outgoing;
+use crate::routing::{RequestClass, Route, route};
 use crate::session::leg::{Handshake, Purpose};
-use crate::session::request::{Kind, Outcome, Request, RequestId};
+use crate::session::request::{Kind, Outcome, Outgoing, Request, RequestId};
 use crate::session::supported;
-use crate::session::{Event, FailureKind, Phase, Session};
+use crate::session::{Event, Phase, Session};
 
 impl Session {
+    /// The route of the handshake's requests: fixed by STARTUP, the proxy's primary before.
+    fn handshake_route(&self, class: RequestClass) -> Route {
+        let primary = self
+            .handshake_primary
+            .unwrap_or_else(|| self.proxy.primary());
+        route(class, self.read_mode, primary)
+    }
+
     pub(super) fn start_options(&mut self, envelope: Envelope, now: Instant) {
         let class = if self.phase == Phase::Ready {
             RequestClass::Heartbeat
@@ -63,6 +74,7 @@ impl Session {
         };
         self.version = Some(version);
         self.compression = compression;
+        self.handshake_primary = Some(self.proxy.primary());
         self.phase = Phase::Starting;
         for leg in &mut self.upstreams {
             leg.handshake = Handshake::Starting;
@@ -71,16 +83,17 @@ impl Session {
     }
 
     pub(super) fn start_auth_response(&mut self, envelope: Envelope, now: Instant) {
-        // The target sees the client's credentials only when it asked for them and the proxy
-        // has none of its own for it.
-        let relay_to_target = self.upstreams[Upstream::Target.index()].handshake
-            == Handshake::AwaitingClientAuth
-            && self.upstreams[Upstream::Target.index()].is_usable();
+        let route = self.handshake_route(RequestClass::Handshake);
+        // The secondary sees the client's credentials only when it asked for them and the
+        // proxy has none of its own for it.
+        let relay_to_secondary = route.secondary.is_some_and(|secondary| {
+            let leg = &self.upstreams[secondary.index()];
+            leg.handshake == Handshake::AwaitingClientAuth && leg.is_usable()
+        });
         let out = Outgoing {
             flags: envelope.header().flags,
             body: envelope.body().clone(),
         };
-        let route = route(RequestClass::Handshake, self.read_mode, self.primary);
         let (seen, serial) = (self.order.answered, self.next_serial());
         let request = Request::new(
             envelope.header(),
@@ -92,8 +105,12 @@ impl Session {
             serial,
             now,
         );
-        let target = relay_to_target.then(|| out.clone());
-        self.launch(request, [Some(out), target], bytes::Bytes::new(), now);
+        let mut bodies = [None, None];
+        bodies[route.primary.index()] = Some(out.clone());
+        if let (true, Some(secondary)) = (relay_to_secondary, route.secondary) {
+            bodies[secondary.index()] = Some(out);
+        }
+        self.launch(request, bodies, bytes::Bytes::new(), now);
     }
 
     fn start_handshake_request(
@@ -107,7 +124,12 @@ impl Session {
             flags: envelope.header().flags,
             body: envelope.body().clone(),
         };
-        let route = route(class, self.read_mode, self.primary);
+        // Heartbeats follow the proxy's primary like every request of a ready connection.
+        let route = if class == RequestClass::Heartbeat {
+            route(class, self.read_mode, self.proxy.primary())
+        } else {
+            self.handshake_route(class)
+        };
         let (seen, serial) = (self.order.answered, self.next_serial());
         let request = Request::new(
             envelope.header(),
@@ -200,13 +222,31 @@ impl Session {
         self.leg_done(id, upstream, Outcome::Answer(envelope), now);
     }
 
-    /// A cluster answered the proxy's own login.
-    pub(super) fn on_login(&mut self, id: RequestId, envelope: Envelope, now: Instant) {
-        let upstream = Upstream::Target;
+    /// `upstream` answered the proxy's own login. Its STARTUP then counts as answered READY:
+    /// the client, which did not take part in that login, is ready as far as that cluster is
+    /// concerned.
+    pub(super) fn on_login(
+        &mut self,
+        id: RequestId,
+        upstream: Upstream,
+        envelope: Envelope,
+        now: Instant,
+    ) {
         match envelope.opcode() {
             Opcode::AUTH_SUCCESS => {
                 self.upstreams[upstream.index()].handshake = Handshake::Ready;
-                self.leg_done(id, upstream, Outcome::Answer(envelope), now);
+                let ready = Envelope::new(
+                    Header {
+                        version: envelope.version(),
+                        direction: Direction::Response,
+                        flags: Flags::empty(),
+                        stream: envelope.stream(),
+                        opcode: Opcode::READY,
+                        length: 0,
+                    },
+                    bytes::Bytes::new(),
+                );
+                self.leg_done(id, upstream, Outcome::Answer(ready), now);
                 self.release_held(now);
             }
             opcode => {
@@ -250,25 +290,25 @@ impl Session {
         let Some(request) = self.requests.get(id) else {
             return;
         };
-        let (stream, version) = (request.client_stream, request.version);
-        let source = request.leg(Upstream::Source).outcome().cloned();
-        let target = request.leg(Upstream::Target).outcome().cloned();
-        if self.refuse_if_any_refused(&[&source, &target], version, stream, now) {
+        let (stream, version, route) = (request.client_stream, request.version, request.route);
+        let outcomes = Upstream::BOTH.map(|u| request.leg(u).outcome().cloned());
+        if self.refuse_if_any_refused(&outcomes, version, stream, now) {
             return;
         }
-        match source {
+        let primary = outcomes[route.primary.index()].clone();
+        let secondary = route.secondary.and_then(|s| outcomes[s.index()].clone());
+        match primary {
             Some(Outcome::Answer(envelope)) if envelope.opcode() == Opcode::SUPPORTED => {
-                let target_body = match &target {
+                let secondary_body = match &secondary {
                     Some(Outcome::Answer(t)) if t.opcode() == Opcode::SUPPORTED => {
                         self.response_message(t).ok()
                     }
                     _ => None,
                 };
                 let accepted = self.proxy.accepted_versions();
-                match self
-                    .response_message(&envelope)
-                    .and_then(|s| supported::merge(&s, target_body.as_deref(), version, &accepted))
-                {
+                match self.response_message(&envelope).and_then(|s| {
+                    supported::merge(&s, secondary_body.as_deref(), version, &accepted)
+                }) {
                     Ok(body) => {
                         let header = crate::frame::Header {
                             flags: Flags::empty(),
@@ -278,14 +318,9 @@ impl Session {
                         self.answer_client(stream, version, &Envelope::new(header, body));
                     }
                     Err(e) => {
-                        let detail = format!("malformed SUPPORTED from the source cluster: {e}");
-                        self.upstream_failed(
-                            Upstream::Source,
-                            FailureKind::Protocol,
-                            detail,
-                            true,
-                            now,
-                        );
+                        let primary = route.primary;
+                        let detail = format!("malformed SUPPORTED from the {primary} cluster: {e}");
+                        self.upstream_failed(primary, FailureKind::Protocol, detail, true, now);
                     }
                 }
             }
@@ -297,18 +332,17 @@ impl Session {
         let Some(request) = self.requests.get(id) else {
             return;
         };
-        let (stream, version) = (request.client_stream, request.version);
-        let source = request.leg(Upstream::Source).outcome().cloned();
-        let target = request.leg(Upstream::Target).outcome().cloned();
-        let target_pending = request.leg(Upstream::Target).is_pending();
-        if self.refuse_if_any_refused(&[&source, &target], version, stream, now) {
+        let (stream, version, route) = (request.client_stream, request.version, request.route);
+        let outcomes = Upstream::BOTH.map(|u| request.leg(u).outcome().cloned());
+        let secondary_pending = route.secondary.is_some_and(|s| request.leg(s).is_pending());
+        if self.refuse_if_any_refused(&outcomes, version, stream, now) {
             return;
         }
-        match source {
+        match outcomes[route.primary.index()].clone() {
             Some(Outcome::Answer(envelope)) if envelope.opcode() == Opcode::READY => {
-                self.settle_target(&target, target_pending, now);
+                self.settle_secondary(route, &outcomes, secondary_pending, now);
                 self.answer_client(stream, version, &envelope);
-                self.become_ready(version);
+                self.become_ready(route, version);
             }
             Some(Outcome::Answer(envelope)) if envelope.opcode() == Opcode::AUTHENTICATE => {
                 self.answer_client(stream, version, &envelope);
@@ -319,12 +353,12 @@ impl Session {
                 }
             }
             Some(Outcome::Answer(envelope)) => {
-                // An ERROR from the source (e.g. a bad option): the client hears it and may
+                // An ERROR from the primary (e.g. a bad option): the client hears it and may
                 // try again.
                 self.phase = Phase::Startup;
                 self.answer_client(stream, version, &envelope);
             }
-            Some(Outcome::Failed(_)) | None => self.close_client(now),
+            Some(Outcome::Failed(_) | Outcome::Digest(_)) | None => self.close_client(now),
         }
     }
 
@@ -332,25 +366,33 @@ impl Session {
         let Some(request) = self.requests.get(id) else {
             return;
         };
-        let (stream, version) = (request.client_stream, request.version);
-        let source = request.leg(Upstream::Source).outcome().cloned();
-        let target = request.leg(Upstream::Target).outcome().cloned();
-        let target_pending = request.leg(Upstream::Target).is_pending();
-        match source {
+        let (stream, version, route) = (request.client_stream, request.version, request.route);
+        let outcomes = Upstream::BOTH.map(|u| request.leg(u).outcome().cloned());
+        let secondary_pending = route.secondary.is_some_and(|s| request.leg(s).is_pending());
+        match outcomes[route.primary.index()].clone() {
             Some(Outcome::Answer(envelope)) if envelope.opcode() == Opcode::AUTH_SUCCESS => {
-                self.settle_target(&target, target_pending, now);
+                self.settle_secondary(route, &outcomes, secondary_pending, now);
                 self.answer_client(stream, version, &envelope);
-                self.become_ready(version);
+                self.become_ready(route, version);
             }
             Some(Outcome::Answer(envelope)) => self.answer_client(stream, version, &envelope),
-            Some(Outcome::Failed(_)) | None => self.close_client(now),
+            Some(Outcome::Failed(_) | Outcome::Digest(_)) | None => self.close_client(now),
         }
     }
 
-    /// The client is about to be told it is ready: a target that is not ready by now is
+    /// The client is about to be told it is ready: a secondary that is not ready by now is
     /// failed, with the reason an operator needs.
-    fn settle_target(&mut self, answer: &Option<Outcome>, pending: bool, now: Instant) {
-        let target = Upstream::Target;
+    fn settle_secondary(
+        &mut self,
+        route: Route,
+        outcomes: &[Option<Outcome>; 2],
+        pending: bool,
+        now: Instant,
+    ) {
+        let Some(target) = route.secondary else {
+            return;
+        };
+        let answer = &outcomes[target.index()];
         let leg = &self.upstreams[target.index()];
         if !leg.is_usable() || leg.handshake == Handshake::Ready {
             return;
@@ -362,30 +404,40 @@ impl Session {
             return;
         }
         let detail = match (leg.handshake, answer) {
-            (Handshake::AwaitingClientAuth, Some(Outcome::Answer(e))) if e.opcode() == Opcode::ERROR => format!(
-                "the target cluster refused the client's credentials ({}); give the proxy its own with --target-username and --target-password",
-                self.version.map_or_else(String::new, |v| self.error_text(e, v))
+            (Handshake::AwaitingClientAuth, Some(Outcome::Answer(e)))
+                if e.opcode() == Opcode::ERROR =>
+            {
+                format!(
+                    "the {target} cluster refused the client's credentials ({}); give the proxy its own with --{target}-username and --{target}-password",
+                    self.version
+                        .map_or_else(String::new, |v| self.error_text(e, v))
+                )
+            }
+            (Handshake::AwaitingClientAuth, _) => format!(
+                "the {target} cluster requires authentication but the client sent no credentials for it; give the proxy its own with --{target}-username and --{target}-password"
             ),
-            (Handshake::AwaitingClientAuth, _) => "the target cluster requires authentication but the client sent no credentials for it; give the proxy its own with --target-username and --target-password".to_owned(),
             (_, Some(Outcome::Answer(e))) if e.opcode() == Opcode::ERROR => format!(
-                "the target cluster refused STARTUP: {}",
-                self.version.map_or_else(String::new, |v| self.error_text(e, v))
+                "the {target} cluster refused STARTUP: {}",
+                self.version
+                    .map_or_else(String::new, |v| self.error_text(e, v))
             ),
-            _ => "the target cluster did not complete the handshake".to_owned(),
+            _ => format!("the {target} cluster did not complete the handshake"),
         };
         self.upstream_failed(target, FailureKind::Refused, detail, true, now);
     }
 
-    fn become_ready(&mut self, version: ProtocolVersion) {
+    fn become_ready(&mut self, route: Route, version: ProtocolVersion) {
         self.phase = Phase::Ready;
         if version >= ProtocolVersion::V5 && self.client_framing_plain() {
             self.client
                 .switch_to_segments(self.compression == Some(Compression::Lz4));
         }
+        let secondary = route.secondary.unwrap_or(route.primary.other());
         self.events.push_back(Event::Ready {
             version,
             compression: self.compression,
-            target_ready: self.upstreams[Upstream::Target.index()].is_ready(),
+            secondary,
+            secondary_ready: self.upstreams[secondary.index()].is_ready(),
         });
     }
 
@@ -396,9 +448,10 @@ impl Session {
 
     /// If either cluster refused the protocol version, refuses it to the client (and remembers
     /// it for later clients). True when it did.
+    /// `outcomes` are by [`Upstream::index`].
     fn refuse_if_any_refused(
         &mut self,
-        outcomes: &[&Option<Outcome>],
+        outcomes: &[Option<Outcome>; 2],
         version: ProtocolVersion,
         stream: crate::frame::StreamId,
         now: Instant,

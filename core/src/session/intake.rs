@@ -10,6 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::config::Upstream;
 use crate::error::{DecodeError, DecodeErrorKind};
+use crate::failure::FailureKind;
 use crate::frame::{
     Direction, Envelope, Flags, Header, Opcode, Prefix, ProtocolVersion, StreamId, peek_refusal,
 };
@@ -20,8 +21,8 @@ use crate::message::{
 use crate::routing::{RequestClass, Route, route};
 use crate::session::leg::Purpose;
 use crate::session::order::Held;
-use crate::session::request::{Kind, Leg, Outcome, Repair, Request, RequestId};
-use crate::session::{Event, FailureKind, Phase, Session};
+use crate::session::request::{Kind, Leg, Outcome, Outgoing, Repair, Request, RequestId};
+use crate::session::{Event, Phase, Session};
 use crate::statement::{Statement, StatementKind};
 
 /// What the session learned from a request and what it will send.
@@ -31,22 +32,18 @@ struct Intake {
     /// Ordered against what the client saw answered (see `order.rs`).
     barrier: bool,
     kind: Kind,
-    /// The message for the source, when the proxy changed it (a write timestamp).
+    /// The message with the client's prepared ids, when the proxy changed it (a write
+    /// timestamp).
     message: Option<Bytes>,
-    /// The message for the target, when it differs from the source's (prepared ids).
-    target_message: Option<Bytes>,
-}
-
-/// The body and flags one cluster gets.
-#[derive(Debug, Clone)]
-pub(super) struct Outgoing {
-    pub(super) flags: Flags,
-    pub(super) body: Bytes,
+    /// Per cluster (by [`Upstream::index`]), the message when it differs from `message`: the
+    /// cluster's own prepared ids.
+    mapped: [Option<Bytes>; 2],
 }
 
 impl Session {
     pub(super) fn read_client(&mut self, buf: &mut bytes::BytesMut, now: Instant) {
-        while self.client.is_open() {
+        // A draining session takes no new requests; what the client sent stays unread.
+        while self.client.is_open() && !self.draining {
             match self.client.decode(buf) {
                 Ok(Some(envelope)) => self.on_client_envelope(envelope, now),
                 Ok(None) => break,
@@ -196,18 +193,18 @@ impl Session {
             flags: header.flags.difference(Flags::COMPRESSION),
             body: join(&prefix, message),
         };
-        let source = match &intake.message {
+        let base = match &intake.message {
             Some(message) => rebuilt(message),
             None => Outgoing {
                 flags: header.flags,
                 body: envelope.body().clone(),
             },
         };
-        let target = match &intake.target_message {
-            Some(message) => rebuilt(message),
-            None => source.clone(),
-        };
-        let route = route(intake.class, self.read_mode, self.primary);
+        let bodies = intake.mapped.map(|mapped| match mapped {
+            Some(message) => Some(rebuilt(&message)),
+            None => Some(base.clone()),
+        });
+        let route = route(intake.class, self.read_mode, self.proxy.primary());
         let (seen, serial) = (self.order.answered, self.next_serial());
         let request = Request::new(
             &header,
@@ -219,7 +216,7 @@ impl Session {
             serial,
             now,
         );
-        self.launch(request, [Some(source), Some(target)], prefix, now);
+        self.launch(request, bodies, prefix, now);
     }
 
     /// Classifies a request and prepares the rewrites it needs.
@@ -248,7 +245,7 @@ impl Session {
                     } else {
                         None
                     },
-                    target_message: None,
+                    mapped: [None, None],
                 })
             }
             Opcode::PREPARE => {
@@ -265,11 +262,11 @@ impl Session {
                             .keyspace
                             .map(str::to_owned)
                             .or_else(|| self.keyspace.clone()),
-                        source_id: None,
-                        target: None,
+                        client_id: None,
+                        early: [None, None],
                     },
                     message: None,
-                    target_message: None,
+                    mapped: [None, None],
                 })
             }
             Opcode::EXECUTE => {
@@ -278,9 +275,9 @@ impl Session {
                     .proxy
                     .prepared()
                     .get(id)
-                    .map(|p| (p.statement.clone(), p.target.clone()));
+                    .map(|p| (p.statement.clone(), p.origin, p.ids.clone()));
                 let (class, write, stamp, barrier) = match &known {
-                    Some((statement, _)) => (
+                    Some((statement, _, _)) => (
                         class_of(statement),
                         !statement.kind.is_read(),
                         statement.kind.is_data_write() && !statement.conditional,
@@ -294,26 +291,37 @@ impl Session {
                 } else {
                     None
                 };
-                let for_source = stamped.clone().unwrap_or_else(|| message.clone());
-                let target_message = match known.and_then(|(_, target)| target) {
-                    Some(t) if t.id.as_ref() != id || version >= ProtocolVersion::V5 => Some(
-                        Execute::with_ids(
-                            &for_source,
-                            version,
-                            &t.id,
-                            t.result_metadata_id.as_deref(),
-                        )?
-                        .to_bytes(),
-                    ),
-                    _ => None,
-                };
+                let with_client_ids = stamped.clone().unwrap_or_else(|| message.clone());
+                let mut mapped = [None, None];
+                if let Some((_, origin, ids)) = &known {
+                    for upstream in Upstream::BOTH {
+                        // The cluster the client's ids come from needs nothing; another needs
+                        // its own id, and in v5 its own result metadata id too.
+                        let Some(own) = &ids[upstream.index()] else {
+                            continue;
+                        };
+                        if *origin != upstream
+                            && (own.id.as_ref() != id || version >= ProtocolVersion::V5)
+                        {
+                            mapped[upstream.index()] = Some(
+                                Execute::with_ids(
+                                    &with_client_ids,
+                                    version,
+                                    &own.id,
+                                    own.result_metadata_id.as_deref(),
+                                )?
+                                .to_bytes(),
+                            );
+                        }
+                    }
+                }
                 Ok(Intake {
                     class,
                     barrier,
                     write,
-                    kind: Kind::Prepared(Repair::new(for_source)),
+                    kind: Kind::Prepared(Repair::new(with_client_ids)),
                     message: stamped,
-                    target_message,
+                    mapped,
                 })
             }
             Opcode::BATCH => {
@@ -337,16 +345,19 @@ impl Session {
                 } else {
                     None
                 };
-                let for_source = stamped.clone().unwrap_or_else(|| message.clone());
-                let mapped = self.map_batch_ids(&for_source, version)?;
+                let with_client_ids = stamped.clone().unwrap_or_else(|| message.clone());
+                let mapped = [
+                    self.map_batch_ids(&with_client_ids, version, Upstream::Source)?,
+                    self.map_batch_ids(&with_client_ids, version, Upstream::Target)?,
+                ];
                 Ok(Intake {
                     class: RequestClass::Write,
                     write: true,
                     // Unordered only when every statement is a known unconditional write.
                     barrier: !stamp,
-                    kind: Kind::Prepared(Repair::new(for_source)),
+                    kind: Kind::Prepared(Repair::new(with_client_ids)),
                     message: stamped,
-                    target_message: mapped,
+                    mapped,
                 })
             }
             _ => Ok(Intake {
@@ -355,7 +366,7 @@ impl Session {
                 barrier: false,
                 kind: Kind::Plain,
                 message: None,
-                target_message: None,
+                mapped: [None, None],
             }),
         }
     }
@@ -402,26 +413,30 @@ impl Session {
         )
     }
 
-    /// A BATCH body with the target's prepared ids, or `None` when they are all the same.
+    /// A BATCH body with `upstream`'s own prepared ids, or `None` when they are all the
+    /// client's.
     pub(super) fn map_batch_ids(
         &self,
         body: &Bytes,
         version: ProtocolVersion,
+        upstream: Upstream,
     ) -> Result<Option<Bytes>, DecodeError> {
         let cache = self.proxy.prepared();
         let mapped = Batch::map_prepared_ids(body, version, |id| {
             cache
                 .get(id)
-                .and_then(|p| p.target.as_ref())
-                .filter(|t| t.id.as_ref() != id)
-                .map(|t| t.id.clone())
+                .and_then(|p| p.ids(upstream))
+                .filter(|own| own.id.as_ref() != id)
+                .map(|own| own.id.clone())
         })?;
         let same = mapped.as_ptr() == body.as_ptr() && mapped.len() == body.len();
         Ok((!same).then_some(mapped))
     }
 
     /// Records a request and sends it to the clusters of its route, primary first. `bodies`
-    /// holds what each cluster gets, indexed by [`Upstream::index`].
+    /// holds what each cluster gets, indexed by [`Upstream::index`]. A cluster that is still
+    /// in its handshake, or still runs something this request must come after, gets it later
+    /// (see `order.rs`).
     pub(super) fn launch(
         &mut self,
         request: Request,
@@ -443,28 +458,32 @@ impl Session {
             // The custom payload, if any, goes with a retry after a re-prepare too.
             repair.prefix = prefix;
         }
-        let mut primary_sent = false;
+        // Whether the primary has the request (sent or held): the secondary gets it only then.
+        let mut primary_has = false;
         for upstream in std::iter::once(primary).chain(secondary) {
             let leg = match bodies[upstream.index()].as_ref() {
                 None => Leg::Unused,
-                Some(_) if upstream != primary && !primary_sent => Leg::Unused,
+                Some(_) if upstream != primary && !primary_has => Leg::Unused,
                 Some(out)
                     if steady
-                        && self.holds_for(upstream)
                         && self.upstreams[upstream.index()].is_usable()
                         && (!self.upstreams[upstream.index()].is_ready()
-                            || self.order.must_wait(barrier)) =>
+                            || self.order.must_wait(upstream, barrier)) =>
                 {
-                    // The secondary is still in its handshake, or this request must come
-                    // after something the client saw answered: it waits (see `order.rs`).
-                    self.hold(Held {
-                        id,
-                        opcode,
-                        version,
-                        out: out.clone(),
-                        barrier,
-                        seen,
-                    });
+                    // The cluster is still in its handshake, or this request must come after
+                    // something the client saw answered: it waits (see `order.rs`).
+                    self.hold(
+                        upstream,
+                        Held {
+                            id,
+                            opcode,
+                            version,
+                            out: out.clone(),
+                            barrier,
+                            seen,
+                        },
+                    );
+                    primary_has |= upstream == primary;
                     Leg::Waiting
                 }
                 Some(out) => {
@@ -480,7 +499,7 @@ impl Session {
                     };
                     match sent {
                         Ok(()) => {
-                            primary_sent |= upstream == primary;
+                            primary_has |= upstream == primary;
                             Leg::Waiting
                         }
                         Err(kind) => Leg::Done(Outcome::Failed(kind)),

@@ -41,22 +41,13 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::config::{Endpoint, Upstream};
+use crate::failure::FailureKind;
 use crate::frame::{Compression, Opcode, ProtocolVersion, StreamId};
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, SessionId};
 use crate::routing::ReadMode;
 
 use leg::{ClientLeg, UpstreamLeg};
 use request::RequestTable;
-
-/// Identifies a session in logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub u64);
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
 
 /// One of the three connections of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,6 +74,15 @@ impl Peer {
             Upstream::Target => Self::Target,
         }
     }
+
+    /// 0 for the client, 1 for the source, 2 for the target: an index into per-peer arrays.
+    pub const fn index(self) -> usize {
+        match self {
+            Self::Client => 0,
+            Self::Source => 1,
+            Self::Target => 2,
+        }
+    }
 }
 
 impl fmt::Display for Peer {
@@ -97,6 +97,7 @@ impl fmt::Display for Peer {
 
 /// Something the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Action {
     /// Open the connection to `upstream` at `endpoint`; report the outcome with
     /// [`Session::handle_connected`] or [`Session::handle_closed`].
@@ -109,60 +110,18 @@ pub enum Action {
     Close(Peer),
 }
 
-/// Why a request to one cluster, or the connection to it, failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum FailureKind {
-    /// The connection could not be established.
-    Unreachable,
-    /// The connection was lost.
-    Closed,
-    /// No answer within the request timeout.
-    Timeout,
-    /// The cluster answered with an ERROR where the other succeeded.
-    Error,
-    /// All 32768 stream ids of the connection are in flight.
-    Overloaded,
-    /// The handshake was refused (authentication, protocol version).
-    Refused,
-    /// The cluster sent bytes that are not valid protocol.
-    Protocol,
-}
-
-impl FailureKind {
-    pub(crate) const COUNT: usize = 7;
-
-    pub(crate) const fn index(self) -> usize {
-        self as usize
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Unreachable => "unreachable",
-            Self::Closed => "connection lost",
-            Self::Timeout => "timeout",
-            Self::Error => "error",
-            Self::Overloaded => "out of stream ids",
-            Self::Refused => "handshake refused",
-            Self::Protocol => "protocol violation",
-        }
-    }
-}
-
-impl fmt::Display for FailureKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// Something that happened, for logs and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The handshake completed: the client may send queries.
     Ready {
         version: ProtocolVersion,
         compression: Option<Compression>,
-        /// Whether the target is usable; when not, writes are counted as missed.
-        target_ready: bool,
+        /// The cluster that mirrors this client's writes.
+        secondary: Upstream,
+        /// Whether the secondary is usable; when not, writes are counted as missed.
+        secondary_ready: bool,
     },
     /// A request to a cluster, or the connection to it, failed. `first` is true for the first
     /// failure of this kind since the cluster last answered: the one worth a log line.
@@ -172,16 +131,21 @@ pub enum Event {
         detail: String,
         first: bool,
     },
-    /// A write the client was told succeeded did not reach the target.
-    MissedWrite { opcode: Opcode },
+    /// A write the client was told succeeded (the primary applied it) did not reach
+    /// `upstream`, the secondary.
+    MissedWrite { upstream: Upstream, opcode: Opcode },
     /// The client sent something the proxy refused; the detail says what.
     ClientError { detail: String },
-    /// A request was answered.
+    /// A request was answered with the answer (or the failure) of `primary`.
     Answered {
         opcode: Opcode,
         write: bool,
         latency: Duration,
+        primary: Upstream,
     },
+    /// The session was asked to shut down: it takes no new requests and closes once those
+    /// in flight are answered; `in_flight` were.
+    Draining { in_flight: usize },
 }
 
 /// How much a log reader cares about an [`Event`].
@@ -201,7 +165,10 @@ impl Event {
             Self::Failure { first: true, .. } => Level::Warn,
             Self::Failure { first: false, .. } => Level::Debug,
             Self::ClientError { .. } => Level::Info,
-            Self::Ready { .. } | Self::MissedWrite { .. } | Self::Answered { .. } => Level::Debug,
+            Self::Ready { .. }
+            | Self::MissedWrite { .. }
+            | Self::Answered { .. }
+            | Self::Draining { .. } => Level::Debug,
         }
     }
 }
@@ -212,12 +179,13 @@ impl fmt::Display for Event {
             Self::Ready {
                 version,
                 compression,
-                target_ready,
+                secondary,
+                secondary_ready,
             } => write!(
                 f,
-                "client ready: protocol {version}, compression {}, target {}",
+                "client ready: protocol {version}, compression {}, {secondary} (secondary) {}",
                 compression.map_or("none", |c| c.name()),
-                if *target_ready {
+                if *secondary_ready {
                     "ready"
                 } else {
                     "not ready (still in its handshake, with requests for it waiting, or failed as logged)"
@@ -237,16 +205,23 @@ impl fmt::Display for Event {
                     ""
                 }
             ),
-            Self::MissedWrite { opcode } => write!(f, "a {opcode} write did not reach the target"),
+            Self::MissedWrite { upstream, opcode } => {
+                write!(f, "a {opcode} write did not reach the {upstream} cluster")
+            }
             Self::ClientError { detail } => write!(f, "client: {detail}"),
             Self::Answered {
                 opcode,
                 write,
                 latency,
+                primary,
             } => write!(
                 f,
-                "answered {opcode}{} in {latency:?}",
+                "answered {opcode}{} in {latency:?} ({primary} primary)",
                 if *write { " (write)" } else { "" }
+            ),
+            Self::Draining { in_flight } => write!(
+                f,
+                "shutting down: no new requests; closing after the {in_flight} in flight"
             ),
         }
     }
@@ -283,14 +258,17 @@ pub struct Session {
     version: Option<ProtocolVersion>,
     /// The body compression the client negotiated (v3/v4), or lz4 segments (v5).
     compression: Option<Compression>,
-    /// The source connection's current keyspace (`USE`), for prepared statements.
+    /// The keyspace of the primary's connection (`USE`), for prepared statements.
     keyspace: Option<String>,
-    primary: Upstream,
+    /// The primary when STARTUP arrived: the client authenticates with it, whatever the
+    /// proxy's primary becomes during the handshake.
+    handshake_primary: Option<Upstream>,
     read_mode: ReadMode,
     client: ClientLeg,
     upstreams: [UpstreamLeg; 2],
     requests: RequestTable,
-    /// Bytes of primary answers held in `requests` until the client may have them.
+    /// Bytes of answers held in `requests` (the primary's, until the client may have them,
+    /// and the handshake's): counted as queued for the client.
     stored: usize,
     serials: u64,
     /// Requests whose primary answered while the client's answer waits for the secondary,
@@ -306,11 +284,16 @@ pub struct Session {
     idle_deadline: Option<Instant>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
+    /// Shutting down: no new requests; close once nothing is in flight.
+    draining: bool,
     finished: bool,
 }
 
 impl Session {
-    pub(crate) fn new(proxy: Arc<Proxy>, id: SessionId, now: Instant) -> Self {
+    /// A session for a newly accepted client connection of `proxy`. Drain its actions right
+    /// away: it asks for its backend connections.
+    pub fn new(proxy: Arc<Proxy>, now: Instant) -> Self {
+        let id = proxy.next_session_id();
         let config = proxy.config();
         let max_frame = config.max_frame_size;
         let mut session = Self {
@@ -319,7 +302,7 @@ impl Session {
             version: None,
             compression: None,
             keyspace: None,
-            primary: Upstream::Source,
+            handshake_primary: None,
             read_mode: ReadMode::default(),
             client: ClientLeg::new(max_frame),
             upstreams: [
@@ -336,6 +319,7 @@ impl Session {
             idle_deadline: config.idle_timeout.map(|d| now + d),
             actions: VecDeque::new(),
             events: VecDeque::new(),
+            draining: false,
             finished: false,
             proxy,
         };
@@ -391,6 +375,19 @@ impl Session {
         match peer.upstream() {
             Some(upstream) => self.upstream_lost(upstream, reason, now),
             None => self.client_gone(now),
+        }
+        self.after_input(now);
+    }
+
+    /// The proxy is shutting down: take no new requests from the client, answer those in
+    /// flight, then close the client connection (at once if nothing is in flight). The
+    /// runtime gives up on sessions still open after its drain deadline.
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        if !self.draining && !self.finished {
+            self.draining = true;
+            self.events.push_back(Event::Draining {
+                in_flight: self.requests.len(),
+            });
         }
         self.after_input(now);
     }
@@ -486,25 +483,20 @@ impl Session {
     }
 
     /// Whether the driver should read from `peer` now. False while the other side's queue is
-    /// over `--write-buffer-size`, so that no buffer grows without bound.
+    /// over `--write-buffer-size`, so that no buffer grows without bound, and for the client
+    /// once the session is shutting down.
     #[must_use]
     pub fn wants_read(&self, peer: Peer) -> bool {
         let limit = self.proxy.config().write_buffer_size;
         match peer.upstream() {
             None => {
-                // Requests held for the secondary count as queued for it.
-                let held = |u: &UpstreamLeg| {
-                    if u.which == self.primary {
-                        0
-                    } else {
-                        self.order.held_bytes
-                    }
-                };
+                // Requests held for a cluster count as queued for it.
                 self.client.is_open()
+                    && !self.draining
                     && self
                         .upstreams
                         .iter()
-                        .all(|u| u.outbox.queued() + held(u) < limit)
+                        .all(|u| u.outbox.queued() + self.order.held_bytes(u.which) < limit)
             }
             Some(upstream) => {
                 self.upstreams[upstream.index()].is_readable()
@@ -526,17 +518,25 @@ impl Session {
     }
 
     /// Bytes held for `peer`: queued and not yet pulled, and (for the client) answers waiting
-    /// for the other cluster, (for the secondary) requests held for it. This is what
-    /// backpressure limits.
+    /// for the other cluster, (for a cluster) requests held for it. This is what backpressure
+    /// limits.
     #[must_use]
     pub fn queued(&self, peer: Peer) -> usize {
         match peer.upstream() {
             None => self.client.outbox.queued() + self.stored,
-            Some(upstream) if upstream != self.primary => {
-                self.upstreams[upstream.index()].outbox.queued() + self.order.held_bytes
+            Some(upstream) => {
+                self.upstreams[upstream.index()].outbox.queued() + self.order.held_bytes(upstream)
             }
-            Some(upstream) => self.upstreams[upstream.index()].outbox.queued(),
         }
+    }
+
+    /// Bytes of cluster answers the session holds in its table of requests in flight,
+    /// counted by walking the table (for tests and diagnostics; it is not what backpressure
+    /// uses). Answers are kept only until they are no longer needed: the primary's until the
+    /// client has it, the handshake's until the handshake step is done.
+    #[must_use]
+    pub fn held_answer_bytes(&self) -> usize {
+        self.requests.held_answer_bytes()
     }
 
     /// True once the client is gone and every request has ended: the driver can drop the
@@ -567,9 +567,13 @@ impl Session {
         }
     }
 
-    /// Bookkeeping after any input: once the client is gone and nothing is in flight, close
-    /// the backend connections and finish.
-    fn after_input(&mut self, _now: Instant) {
+    /// Bookkeeping after any input: a draining session closes the client once nothing is in
+    /// flight; once the client is gone and nothing is in flight, close the backend
+    /// connections and finish.
+    fn after_input(&mut self, now: Instant) {
+        if self.draining && self.requests.is_empty() {
+            self.close_client(now);
+        }
         if self.finished || self.client.is_open() || !self.requests.is_empty() {
             return;
         }

@@ -1,11 +1,10 @@
-//! When the secondary cluster gets a request: at once, or after what it must come after.
+//! When a cluster gets a request: at once, or after what it must come after.
 //!
-//! Two things hold a request back from the secondary (the target) while the primary already
-//! has it:
+//! Two things hold a request back from a cluster while the other may already have it:
 //!
-//! - **The secondary's handshake is not done.** Clients are let in once the primary is ready
-//!   (see `handshake.rs`), so a slow target does not keep them from connecting; their requests
-//!   wait here until the target is ready, within their timeout.
+//! - **The cluster's handshake is not done.** Clients are let in once the primary is ready
+//!   (see `handshake.rs`), so a slow secondary does not keep them from connecting; their
+//!   requests wait here until it is ready, within their timeout.
 //! - **Causal order, with `--wait false`.** The client hears the primary's answer before the
 //!   secondary is done, and may send a request that depends on it. Cassandra runs a
 //!   connection's requests concurrently, so without care the secondary could run them out of
@@ -13,28 +12,33 @@
 //!   Plain writes need no order: they carry one client-side timestamp on both clusters, so the
 //!   last write wins the same way whatever the order. *Barriers* do: schema and access-control
 //!   changes, `USE`, `TRUNCATE`, conditional writes, and statements the proxy does not
-//!   recognize (an EXECUTE overtaking its PREPARE needs no barrier: the target's UNPREPARED is
-//!   repaired). A barrier goes to the secondary only after every request the client saw
-//!   answered before sending it is done there, and any request sent after a barrier was
-//!   answered waits for that barrier.
+//!   recognize (an EXECUTE overtaking its PREPARE needs no barrier: the cluster's UNPREPARED is
+//!   repaired). A barrier goes to a cluster only after every request the client saw answered
+//!   before sending it is done there, and any request sent after a barrier was answered waits
+//!   for that barrier.
 //!
-//! Held requests leave in arrival order and their bytes count against `--write-buffer-size`
-//! like queued ones, so the queue is bounded. They have no clock of their own: what they wait
-//! for is either the secondary's handshake or a request in flight on it, and both have their
-//! timeout; a held request's own timeout starts when it is sent. When the secondary fails,
-//! every held request fails with it.
+//! Order is kept per cluster, whatever its role: when the primary changes, requests the new
+//! primary still runs as the old secondary come before the requests it now answers first.
+//! Without a change of primary nothing is ever unfinished on the primary, so its requests go
+//! out at once.
+//!
+//! Held requests leave in arrival order (per cluster) and their bytes count against
+//! `--write-buffer-size` like queued ones, so the queue is bounded. They have no clock of
+//! their own: what they wait for is either the cluster's handshake or a request in flight on
+//! it, and both have their timeout; a held request's own timeout starts when it is sent. When
+//! a cluster fails, every request held for it fails with it.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
 
 use crate::config::Upstream;
+use crate::failure::FailureKind;
 use crate::frame::{Opcode, ProtocolVersion};
-use crate::session::intake::Outgoing;
+use crate::session::Session;
 use crate::session::leg::Purpose;
-use crate::session::request::{Outcome, RequestId};
-use crate::session::{FailureKind, Session};
+use crate::session::request::{Outcome, Outgoing, RequestId};
 
-/// A request waiting for the secondary.
+/// A request waiting for a cluster.
 #[derive(Debug)]
 pub(crate) struct Held {
     pub(crate) id: RequestId,
@@ -46,28 +50,18 @@ pub(crate) struct Held {
     pub(crate) seen: u64,
 }
 
-/// Requests waiting for the secondary, and the answered requests it has not finished.
+/// Requests waiting for one cluster, and the answered requests it has not finished.
 #[derive(Debug, Default)]
-pub(crate) struct Order {
-    pub(crate) held: VecDeque<Held>,
-    pub(crate) held_bytes: usize,
-    /// Requests answered to the client so far: the sequence number of the next answer.
-    pub(crate) answered: u64,
-    /// Answer numbers of requests answered to the client but not done on the secondary.
-    unfinished: std::collections::BTreeSet<u64>,
+struct Lane {
+    held: VecDeque<Held>,
+    held_bytes: usize,
+    /// Answer numbers of requests answered to the client but not done on this cluster.
+    unfinished: BTreeSet<u64>,
     /// The same, for barriers only.
-    unfinished_barriers: std::collections::BTreeSet<u64>,
-    /// Set while releasing, so that completions during a release do not release again.
-    releasing: bool,
+    unfinished_barriers: BTreeSet<u64>,
 }
 
-impl Order {
-    /// Whether a request that arrives now must wait: something is held already (arrival order),
-    /// or something answered before it is unfinished on the secondary.
-    pub(crate) fn must_wait(&self, barrier: bool) -> bool {
-        !self.held.is_empty() || self.blocked(barrier, self.answered)
-    }
-
+impl Lane {
     fn blocked(&self, barrier: bool, seen: u64) -> bool {
         let set = if barrier {
             &self.unfinished
@@ -76,70 +70,100 @@ impl Order {
         };
         set.first().is_some_and(|&answer| answer < seen)
     }
+}
 
-    /// A request was answered to the client while the secondary still works on it.
-    pub(crate) fn answered_unfinished(&mut self, answer: u64, barrier: bool) {
-        self.unfinished.insert(answer);
+/// Per cluster, the requests waiting for it and what it has not finished.
+#[derive(Debug, Default)]
+pub(crate) struct Order {
+    lanes: [Lane; 2],
+    /// Requests answered to the client so far: the sequence number of the next answer.
+    pub(crate) answered: u64,
+    /// Set while releasing, so that completions during a release do not release again.
+    releasing: bool,
+}
+
+impl Order {
+    /// Whether a request for `upstream` that arrives now must wait: something is held for it
+    /// already (arrival order), or something answered before it is unfinished there.
+    pub(crate) fn must_wait(&self, upstream: Upstream, barrier: bool) -> bool {
+        let lane = &self.lanes[upstream.index()];
+        !lane.held.is_empty() || lane.blocked(barrier, self.answered)
+    }
+
+    /// Bytes of the requests held for `upstream`.
+    pub(crate) fn held_bytes(&self, upstream: Upstream) -> usize {
+        self.lanes[upstream.index()].held_bytes
+    }
+
+    /// A request was answered to the client while `upstream` still works on it.
+    pub(crate) fn answered_unfinished(&mut self, upstream: Upstream, answer: u64, barrier: bool) {
+        let lane = &mut self.lanes[upstream.index()];
+        lane.unfinished.insert(answer);
         if barrier {
-            self.unfinished_barriers.insert(answer);
+            lane.unfinished_barriers.insert(answer);
         }
     }
 
-    /// The secondary finished a request that had been answered as number `answer`.
-    pub(crate) fn finished(&mut self, answer: u64) {
-        self.unfinished.remove(&answer);
-        self.unfinished_barriers.remove(&answer);
+    /// `upstream` finished a request that had been answered as number `answer`.
+    pub(crate) fn finished(&mut self, upstream: Upstream, answer: u64) {
+        let lane = &mut self.lanes[upstream.index()];
+        lane.unfinished.remove(&answer);
+        lane.unfinished_barriers.remove(&answer);
     }
 }
 
 impl Session {
-    /// Holds a request for the secondary.
-    pub(super) fn hold(&mut self, held: Held) {
-        self.order.held_bytes += held.out.body.len();
-        self.order.held.push_back(held);
+    /// Holds a request for `upstream`.
+    pub(super) fn hold(&mut self, upstream: Upstream, held: Held) {
+        let lane = &mut self.order.lanes[upstream.index()];
+        lane.held_bytes += held.out.body.len();
+        lane.held.push_back(held);
     }
 
-    /// Sends what may go to the secondary now, in arrival order.
+    /// Sends what may go to each cluster now, in arrival order.
     pub(super) fn release_held(&mut self, now: Instant) {
-        let secondary = self.primary.other();
-        if self.order.releasing || !self.upstreams[secondary.index()].is_ready() {
+        if self.order.releasing {
             return;
         }
         self.order.releasing = true;
-        while let Some(front) = self.order.held.front() {
-            if self.order.blocked(front.barrier, front.seen) {
-                break;
+        for upstream in Upstream::BOTH {
+            if !self.upstreams[upstream.index()].is_ready() {
+                continue;
             }
-            let Some(held) = self.order.held.pop_front() else {
-                break;
-            };
-            self.order.held_bytes -= held.out.body.len();
-            let sent = self.send_request(
-                secondary,
-                Purpose::Request(held.id),
-                held.opcode,
-                held.version,
-                &held.out,
-                now,
-            );
-            if let Err(kind) = sent {
-                self.leg_done(held.id, secondary, Outcome::Failed(kind), now);
+            loop {
+                let lane = &mut self.order.lanes[upstream.index()];
+                let Some(front) = lane.held.front() else {
+                    break;
+                };
+                if lane.blocked(front.barrier, front.seen) {
+                    break;
+                }
+                let Some(held) = lane.held.pop_front() else {
+                    break;
+                };
+                lane.held_bytes -= held.out.body.len();
+                let sent = self.send_request(
+                    upstream,
+                    Purpose::Request(held.id),
+                    held.opcode,
+                    held.version,
+                    &held.out,
+                    now,
+                );
+                if let Err(kind) = sent {
+                    self.leg_done(held.id, upstream, Outcome::Failed(kind), now);
+                }
             }
         }
         self.order.releasing = false;
     }
 
-    /// Fails every held request: the secondary failed with `kind`.
-    pub(super) fn fail_held(&mut self, kind: FailureKind, now: Instant) {
-        let secondary = self.primary.other();
-        self.order.held_bytes = 0;
-        for held in std::mem::take(&mut self.order.held) {
-            self.leg_done(held.id, secondary, Outcome::Failed(kind), now);
+    /// Fails every request held for `upstream`: it failed with `kind`.
+    pub(super) fn fail_held(&mut self, upstream: Upstream, kind: FailureKind, now: Instant) {
+        let lane = &mut self.order.lanes[upstream.index()];
+        lane.held_bytes = 0;
+        for held in std::mem::take(&mut lane.held) {
+            self.leg_done(held.id, upstream, Outcome::Failed(kind), now);
         }
-    }
-
-    /// Whether requests for `upstream` are held instead of sent.
-    pub(super) fn holds_for(&self, upstream: Upstream) -> bool {
-        upstream != self.primary
     }
 }

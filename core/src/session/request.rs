@@ -6,26 +6,58 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::config::Upstream;
-use crate::frame::{Envelope, Opcode, ProtocolVersion, StreamId};
-use crate::prepared::TargetIds;
+use crate::failure::FailureKind;
+use crate::frame::{Envelope, Flags, Opcode, ProtocolVersion, StreamId};
+use crate::prepared::ClusterIds;
 use crate::routing::Route;
-use crate::session::FailureKind;
 
 /// Index of a request in the session's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct RequestId(u32);
 
+/// The body and flags one cluster gets.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub(crate) flags: Flags,
+    pub(crate) body: Bytes,
+}
+
 /// What one cluster did with its part of a request.
 #[derive(Debug, Clone)]
 pub(crate) enum Outcome {
+    /// An answer whose body the session still needs: the primary's until the client has it,
+    /// and the answers of the handshake, which are merged.
     Answer(Envelope),
+    /// What is kept of an answer once its body is no longer needed, so that answers of a
+    /// fast cluster are not held in memory while a slow one finishes.
+    Digest(Digest),
     Failed(FailureKind),
+}
+
+/// An answer without its body: enough to count and report it when the request finishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Digest {
+    pub(crate) opcode: Opcode,
+    /// For an ERROR, its code, name and message for the log.
+    pub(crate) error: Option<String>,
 }
 
 impl Outcome {
     /// An answer that is not an ERROR.
     pub(crate) fn is_success(&self) -> bool {
-        matches!(self, Self::Answer(e) if e.opcode() != Opcode::ERROR)
+        match self {
+            Self::Answer(e) => e.opcode() != Opcode::ERROR,
+            Self::Digest(d) => d.opcode != Opcode::ERROR,
+            Self::Failed(_) => false,
+        }
+    }
+
+    /// Bytes of the answer body held.
+    fn held_bytes(&self) -> usize {
+        match self {
+            Self::Answer(e) => e.body().len(),
+            Self::Digest(_) | Self::Failed(_) => 0,
+        }
     }
 }
 
@@ -69,13 +101,22 @@ pub(crate) enum Kind {
     Prepare {
         query: String,
         keyspace: Option<String>,
-        /// The source's id, once it answered.
-        source_id: Option<Bytes>,
-        /// The target's ids, if it answered first.
-        target: Option<TargetIds>,
+        /// The primary's id, which the client gets, once the primary answered.
+        client_id: Option<Bytes>,
+        /// A secondary's ids when it answered before the primary, by [`Upstream::index`].
+        early: [Option<ClusterIds>; 2],
     },
-    /// EXECUTE or BATCH: the target's UNPREPARED is repaired by re-preparing there.
+    /// EXECUTE or BATCH: a cluster's UNPREPARED is repaired by re-preparing there.
     Prepared(Repair),
+}
+
+impl Kind {
+    /// Whether the answers' bodies are merged or inspected after both clusters answered
+    /// (OPTIONS, STARTUP and AUTH_RESPONSE); other answers are reduced to a digest as soon as
+    /// the client no longer needs them.
+    pub(crate) fn keeps_answers(&self) -> bool {
+        matches!(self, Self::Options | Self::Startup | Self::AuthResponse)
+    }
 }
 
 impl Repair {
@@ -85,7 +126,7 @@ impl Repair {
         Self {
             body,
             prefix: Bytes::new(),
-            flags: crate::frame::Flags::empty(),
+            flags: Flags::empty(),
             statement: None,
             attempted: [false; 2],
         }
@@ -95,15 +136,15 @@ impl Repair {
 /// What a re-prepare on either cluster needs.
 #[derive(Debug, Clone)]
 pub(crate) struct Repair {
-    /// The message as sent to the source (after any timestamp was added), before the target's
-    /// ids were put in; rebuilt for the target after re-preparing.
+    /// The message with the client's prepared ids (after any timestamp was added), before a
+    /// cluster's own ids were put in; rebuilt for the cluster after re-preparing.
     pub(crate) body: Bytes,
     /// The request's custom payload prefix (usually empty), sent again with the retry.
     pub(crate) prefix: Bytes,
     /// The request's header flags for the retry (tracing, custom payload; the retry's body is
     /// never compressed).
-    pub(crate) flags: crate::frame::Flags,
-    /// The statement being re-prepared (its source id), while the PREPARE is out.
+    pub(crate) flags: Flags,
+    /// The statement being re-prepared (the client's id for it), while the PREPARE is out.
     pub(crate) statement: Option<Bytes>,
     /// A repair was already tried on that cluster (by [`Upstream::index`]): a second
     /// UNPREPARED is final.
@@ -183,6 +224,15 @@ impl Request {
     pub(crate) fn all_done(&self) -> bool {
         self.legs.iter().all(|l| !l.is_pending())
     }
+
+    /// Bytes of answer bodies this request holds.
+    pub(crate) fn held_answer_bytes(&self) -> usize {
+        self.legs
+            .iter()
+            .filter_map(Leg::outcome)
+            .map(Outcome::held_bytes)
+            .sum()
+    }
 }
 
 /// The session's requests, addressed by [`RequestId`]. Slots are reused; the table is as
@@ -230,5 +280,13 @@ impl RequestTable {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    pub(crate) fn held_answer_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .map(Request::held_answer_bytes)
+            .sum()
     }
 }

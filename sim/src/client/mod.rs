@@ -15,6 +15,10 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::cluster::TAG_KEY;
+use crate::cql;
+use crate::pipe::{Link, Read, SendQueue};
+use crate::rng::SimRng;
 use cqlmirror_core::frame::{
     Compression, Direction, Envelope, EnvelopeDecoder, Flags, FrameDecoder, FrameEncoder, Header,
     Opcode, Prefix, ProtocolVersion, SegmentFormat, StreamId,
@@ -23,10 +27,6 @@ use cqlmirror_core::message::{
     AuthResponse, Body, ErrorCode, ErrorDetails, ErrorMessage, ResultMessage, Startup,
     sasl_plain_token,
 };
-use crate::cluster::TAG_KEY;
-use crate::cql;
-use crate::pipe::{Link, Read, SendQueue};
-use crate::rng::SimRng;
 use cqlmirror_core::wire::Value;
 
 pub use record::{ClientAnswer, ClientOp, OpKind, carries_tag};

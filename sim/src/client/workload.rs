@@ -2,13 +2,13 @@
 
 use bytes::Bytes;
 
+use crate::cql;
+use crate::latency::Latency;
 use cqlmirror_core::frame::ProtocolVersion;
 use cqlmirror_core::message::{
     Batch, BatchStatement, BatchType, Body, Execute, Prepare, Query, QueryParams, Statements,
     Values,
 };
-use crate::cql;
-use crate::latency::Latency;
 use cqlmirror_core::wire::{Consistency, Value};
 
 /// Relative weights of the kinds of request.

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::pipe::SendQueue;
 use cqlmirror_core::frame::{
     Compression, Direction, Envelope, EnvelopeDecoder, FrameDecoder, FrameEncoder, Header, Opcode,
     ProtocolVersion, SegmentFormat, StreamId,
 };
-use crate::pipe::SendQueue;
 
 /// An answer waiting for its time.
 #[derive(Debug, Clone)]

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use crate::latency::Latency;
 use cqlmirror_core::frame::Opcode;
 use cqlmirror_core::message::ErrorCode;
-use crate::latency::Latency;
 
 /// Which requests a [`FaultRule`] applies to. All given criteria must hold.
 #[derive(Debug, Clone, PartialEq, Eq)]

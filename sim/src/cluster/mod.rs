@@ -22,12 +22,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use cqlmirror_core::config::Upstream;
-use cqlmirror_core::frame::{Compression, Envelope, Opcode, ProtocolVersion};
-use cqlmirror_core::message::{Body, ErrorCode};
 use crate::latency::Latency;
 use crate::pipe::{Link, Read};
 use crate::rng::SimRng;
+use cqlmirror_core::config::Upstream;
+use cqlmirror_core::frame::{Compression, Envelope, Opcode, ProtocolVersion};
+use cqlmirror_core::message::{Body, ErrorCode};
 
 use conn::{ClusterConn, Reply};
 pub use faults::{ClusterEvent, Fault, FaultRule, Match};
@@ -327,13 +327,15 @@ impl SimCluster {
                 conn.next_push = Some(at + every.max(Duration::from_millis(1)));
                 let n = self.pushes.len();
                 let name = format!("{}_{n}", self.which);
-                let message = cqlmirror_core::message::Event::SchemaChange(cqlmirror_core::message::SchemaChange {
-                    change: cqlmirror_core::message::SchemaChange::CREATED,
-                    target: cqlmirror_core::message::SchemaTarget::Table {
-                        keyspace: crate::cql::KEYSPACE,
-                        name: &name,
+                let message = cqlmirror_core::message::Event::SchemaChange(
+                    cqlmirror_core::message::SchemaChange {
+                        change: cqlmirror_core::message::SchemaChange::CREATED,
+                        target: cqlmirror_core::message::SchemaTarget::Table {
+                            keyspace: crate::cql::KEYSPACE,
+                            name: &name,
+                        },
                     },
-                })
+                )
                 .to_bytes(ProtocolVersion::V4);
                 let version = conn.version.unwrap_or(ProtocolVersion::V4);
                 let end = conn.push_event(version, message.clone());

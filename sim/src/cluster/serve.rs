@@ -3,14 +3,14 @@
 
 use bytes::Bytes;
 
+use crate::cluster::store::Store;
+use crate::cql::{self, Stmt, Term};
 use cqlmirror_core::frame::{Compression, Direction, Envelope, Opcode, Prefix, ProtocolVersion};
 use cqlmirror_core::message::{
     AuthResponse, Authenticate, Batch, Body, ColumnSpec, ColumnType, Columns, ErrorCode,
     ErrorDetails, ErrorMessage, Execute, Prepare, Prepared, PreparedMetadata, Query, ResultMessage,
     RowsMetadata, RowsWriter, Startup, Statement as BatchEntry, Supported, TableSpec,
 };
-use crate::cluster::store::Store;
-use crate::cql::{self, Stmt, Term};
 use cqlmirror_core::wire::{Consistency, Value};
 
 /// The custom-payload key that carries a simulated request's tag.

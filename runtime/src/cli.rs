@@ -10,35 +10,12 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-use crate::config::{Config, Credentials, Endpoint, Secret, WaitPolicy};
-use crate::frame::ProtocolVersion;
-use crate::session::{Event, Level, SessionId};
-
-/// How long a shutdown (SIGTERM, Ctrl-C) waits for open connections to finish.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+use cqlmirror_core::config::{Config, Credentials, Endpoint, Secret, WaitPolicy};
+use cqlmirror_core::frame::ProtocolVersion;
 
 /// Worker threads when `--threads` is not given: one per CPU.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Logs to standard error at info level (debug with `--debug`); `RUST_LOG` overrides.
-pub fn init_logging(debug: bool) {
-    let level = if debug { "debug" } else { "info" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_target(false)
-        .init();
-}
-
-/// Logs a session event at its level.
-pub fn log_event(session: SessionId, event: &Event) {
-    let level = match event.level() {
-        Level::Error => log::Level::Error,
-        Level::Warn => log::Level::Warn,
-        Level::Info => log::Level::Info,
-        Level::Debug => log::Level::Debug,
-    };
-    log::log!(level, "connection {session}: {event}");
 }
 
 /// The lines describing the running configuration, secrets masked.

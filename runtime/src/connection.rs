@@ -1,0 +1,197 @@
+//! One client connection and its two backend connections, run to the end on any [`Runtime`].
+//!
+//! Everything here is plumbing: open the backend connections the session asks for, wait for
+//! socket readiness, the session's timer and shutdown, and hand each wake-up to the core's
+//! [`Driver`]. Every protocol decision is made in `cqlmirror-core`.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use cqlmirror_core::config::{Endpoint, Upstream};
+use cqlmirror_core::driver::Driver;
+use cqlmirror_core::proxy::Proxy;
+use cqlmirror_core::session::{Peer, Session};
+
+use crate::logging::log_event;
+use crate::runtime::{Runtime, Stream, Timer};
+use crate::shutdown::Shutdown;
+
+type Connecting<S> = Pin<Box<dyn Future<Output = io::Result<S>> + Send>>;
+
+/// What woke a connection's task.
+struct Wake<S> {
+    readable: [bool; 3],
+    writable: [bool; 3],
+    connected: [Option<io::Result<S>>; 2],
+    timer: bool,
+    shutdown: bool,
+}
+
+impl<S> Default for Wake<S> {
+    fn default() -> Self {
+        Self {
+            readable: [false; 3],
+            writable: [false; 3],
+            connected: [None, None],
+            timer: false,
+            shutdown: false,
+        }
+    }
+}
+
+/// Runs the session of a newly accepted client until it is finished.
+pub(crate) async fn run<R: Runtime>(
+    runtime: R,
+    proxy: Arc<Proxy>,
+    client: R::Stream,
+    shutdown: Shutdown,
+) {
+    let mut driver = Driver::new(Session::new(proxy, Instant::now()));
+    let id = driver.session().id();
+    let mut sockets: [Option<R::Stream>; 3] = [Some(client), None, None];
+    let mut connecting: [Option<Connecting<R::Stream>>; 2] = [None, None];
+    let mut timer = runtime.timer();
+    let mut armed = None;
+    // Dropped once the session was told, so that it is told once.
+    let mut stopping = Some(shutdown.waiter());
+    loop {
+        while let Some((upstream, endpoint)) = driver.poll_connect() {
+            connecting[upstream.index()] = Some(Box::pin(connect(runtime.clone(), endpoint)));
+        }
+        for peer in Peer::ALL {
+            if driver.wants_write(peer) {
+                if let Some(socket) = &sockets[peer.index()] {
+                    driver.on_writable(
+                        peer,
+                        |bufs| socket.try_write_vectored(bufs),
+                        Instant::now(),
+                    );
+                }
+            }
+        }
+        while let Some(peer) = driver.poll_close() {
+            if let Some(socket) = sockets[peer.index()].take() {
+                socket.close();
+            }
+            if let Some(upstream) = peer.upstream() {
+                connecting[upstream.index()] = None;
+            }
+        }
+        while let Some(event) = driver.poll_event() {
+            log_event(id, &event);
+        }
+        if driver.is_finished() {
+            break;
+        }
+        // The earliest deadline moves with nearly every answered request, and re-arming a
+        // runtime timer costs a timer-wheel update (async-io: a wake-up of its reactor). A
+        // timer that fires early is harmless (the session ignores early calls and the timer is
+        // re-armed then), so it only moves earlier.
+        if let Some(at) = driver.poll_timeout() {
+            if armed.is_none_or(|armed| at < armed) {
+                timer.set(at);
+                armed = Some(at);
+            }
+        }
+
+        let mut wake = poll_fn(|cx| {
+            let mut wake = Wake::default();
+            let mut any = false;
+            for peer in Peer::ALL {
+                let Some(socket) = &sockets[peer.index()] else {
+                    continue;
+                };
+                if driver.wants_read(peer) && socket.poll_readable(cx).is_ready() {
+                    wake.readable[peer.index()] = true;
+                    any = true;
+                }
+                if driver.wants_write(peer) && socket.poll_writable(cx).is_ready() {
+                    wake.writable[peer.index()] = true;
+                    any = true;
+                }
+            }
+            for upstream in Upstream::BOTH {
+                if let Some(future) = &mut connecting[upstream.index()] {
+                    if let Poll::Ready(result) = future.as_mut().poll(cx) {
+                        wake.connected[upstream.index()] = Some(result);
+                        any = true;
+                    }
+                }
+            }
+            if timer.poll_fired(cx).is_ready() {
+                wake.timer = true;
+                any = true;
+            }
+            if let Some(waiter) = &mut stopping {
+                if waiter.poll_requested(cx).is_ready() {
+                    wake.shutdown = true;
+                    any = true;
+                }
+            }
+            if any {
+                Poll::Ready(wake)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+
+        let now = Instant::now();
+        if wake.timer {
+            armed = None;
+        }
+        for upstream in Upstream::BOTH {
+            if let Some(result) = wake.connected[upstream.index()].take() {
+                connecting[upstream.index()] = None;
+                match result {
+                    Ok(socket) => {
+                        sockets[Peer::of(upstream).index()] = Some(socket);
+                        driver.on_connected(upstream, now);
+                    }
+                    Err(e) => driver.on_connect_failed(upstream, &e.to_string(), now),
+                }
+            }
+        }
+        for peer in Peer::ALL {
+            if wake.readable[peer.index()] {
+                if let Some(socket) = &sockets[peer.index()] {
+                    driver.on_readable(peer, |buf| socket.try_read(buf), now);
+                }
+            }
+        }
+        if wake.timer {
+            driver.on_timeout(now);
+        }
+        if wake.shutdown {
+            stopping = None;
+            driver.on_shutdown(now);
+        }
+    }
+}
+
+/// Opens a backend connection: resolves the contact point and tries its addresses in turn.
+async fn connect<R: Runtime>(runtime: R, endpoint: Endpoint) -> io::Result<R::Stream> {
+    let addresses = runtime
+        .resolve(endpoint.host.clone(), endpoint.port)
+        .await?;
+    let mut last = None;
+    for address in addresses {
+        match runtime.connect(address).await {
+            Ok(socket) => {
+                socket.set_nodelay()?;
+                return Ok(socket);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{endpoint} resolves to no address"),
+        )
+    }))
+}

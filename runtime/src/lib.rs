@@ -1,0 +1,80 @@
+//! What `proxy-smol` and `proxy-tokio` share: the command line, logging, the accept loop, the
+//! connection loop and shutdown, written once over the small [`Runtime`] trait.
+//!
+//! A binary is an adapter that implements [`Runtime`] for its async runtime and calls
+//! [`main`]. Every protocol decision is made in `cqlmirror-core`; everything here is I/O
+//! plumbing, identical for every runtime by construction.
+//!
+//! - [`cli`]: the options, their parsing and their checks.
+//! - [`runtime`]: the traits an adapter implements (tasks, TCP with readiness, timers).
+//! - `connection`: one client connection and its two backend connections.
+//! - `serve`: the accept loop, the drain at shutdown, the wall clock.
+//! - [`shutdown`]: SIGTERM and Ctrl-C.
+//! - [`logging`]: log set-up and the log line of each session event.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+mod connection;
+pub mod logging;
+pub mod runtime;
+mod serve;
+pub mod shutdown;
+
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime};
+
+use cqlmirror_core::proxy::{Proxy, WallClock};
+
+pub use cli::{Cli, Settings};
+pub use runtime::{Listener, Runtime, Stream, Timer};
+pub use serve::DRAIN_TIMEOUT;
+pub use shutdown::Shutdown;
+
+/// The whole program of the binary named `bin`: parses the command line, starts the runtime
+/// and serves until SIGTERM or Ctrl-C. Exit status 2 for a usage error, 1 when the proxy
+/// cannot start (e.g. its port is taken).
+pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
+    let settings = match Cli::parse_for(bin).settings(cli::default_threads()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("{bin}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(settings.debug);
+    let clock = WallClock::new(Instant::now(), SystemTime::now());
+    let proxy = match Proxy::new(settings.config.clone(), clock) {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            eprintln!("{bin}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let shutdown = Shutdown::new();
+    if let Err(e) = shutdown.on_signals() {
+        eprintln!("{bin}: cannot install signal handlers: {e}");
+        return ExitCode::from(1);
+    }
+    let served = R::run(settings.threads, |runtime| async move {
+        let listener = match runtime.bind(settings.listen) {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!(
+                    "{bin}: cannot listen on {}: {e}; pick another --proxy-port or --listen-address",
+                    settings.listen
+                );
+                return ExitCode::from(1);
+            }
+        };
+        log::info!(
+            "{bin} {}: {}",
+            cqlmirror_core::VERSION,
+            cli::describe(&settings)
+        );
+        serve::serve(runtime, listener, proxy, shutdown).await
+    });
+    served.unwrap_or_else(|e| {
+        eprintln!("{bin}: cannot start the runtime: {e}");
+        ExitCode::from(1)
+    })
+}
