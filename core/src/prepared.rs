@@ -80,10 +80,19 @@ impl PreparedCache {
         self.by_cluster[upstream.index()].get(cluster_id)
     }
 
-    /// Remembers (or refreshes) a statement the client now knows as `client_id`.
-    pub fn insert(&mut self, client_id: Bytes, entry: PreparedStatement) {
+    /// Remembers (or refreshes) a statement the client now knows as `client_id`. A refresh
+    /// keeps the ids of clusters that have not answered the new PREPARE (yet): other
+    /// connections go on executing the statement there meanwhile.
+    pub fn insert(&mut self, client_id: Bytes, mut entry: PreparedStatement) {
         match self.by_client.remove(&client_id) {
-            Some(old) => self.unlink(&client_id, &old),
+            Some(old) => {
+                self.unlink(&client_id, &old);
+                for (new, old) in entry.ids.iter_mut().zip(old.ids) {
+                    if new.is_none() {
+                        *new = old;
+                    }
+                }
+            }
             None => self.order.push_back(client_id.clone()),
         }
         for upstream in Upstream::BOTH {
@@ -184,6 +193,26 @@ mod tests {
         assert!(c.get(b"s1").is_none());
         assert!(c.client_id_for(Upstream::Target, b"t1").is_none());
         assert_eq!(c.get(b"s3").unwrap().query, "SELECT 3");
+    }
+
+    #[test]
+    fn a_refresh_keeps_the_ids_of_clusters_that_did_not_answer_it_yet() {
+        let mut c = PreparedCache::new(2);
+        c.insert(
+            Bytes::from_static(b"t1"),
+            entry("SELECT 1", Some(b"s1"), Some(b"t1")),
+        );
+        // Another connection prepares it again; the primary answered, the other has not.
+        c.insert(
+            Bytes::from_static(b"t1"),
+            entry("SELECT 1", None, Some(b"t1")),
+        );
+        let known = c.get(b"t1").unwrap();
+        assert_eq!(known.ids(Upstream::Source).unwrap().id.as_ref(), b"s1");
+        assert_eq!(
+            c.client_id_for(Upstream::Source, b"s1").unwrap().as_ref(),
+            b"t1"
+        );
     }
 
     #[test]

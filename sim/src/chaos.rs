@@ -10,7 +10,7 @@ use crate::latency::Latency;
 use crate::pipe::{Chunking, PipeSpec};
 use crate::rng::SimRng;
 use crate::scenario::{NetworkSpec, Scenario};
-use cqlmirror_core::config::{Credentials, Secret, WaitPolicy};
+use cqlmirror_core::config::{Credentials, Secret, Upstream, WaitPolicy};
 use cqlmirror_core::frame::{Compression, Opcode, ProtocolVersion};
 use cqlmirror_core::message::ErrorCode;
 
@@ -127,8 +127,9 @@ fn cluster(rng: &mut SimRng, salt: u64, severity: u32) -> ClusterSpec {
 
 impl Scenario {
     /// A random scenario: versions, compression, wait policy, timeouts, buffers, network,
-    /// the engine, one to three clients with random workloads, credentials, and faults on
-    /// both clusters (more, and more severe, on the target).
+    /// the engine, one to three clients with random workloads, credentials, faults on both
+    /// clusters (more, and more severe, on the target), and sometimes switches of primary
+    /// and a shutdown of the proxy.
     pub fn chaos(seed: u64) -> Self {
         let mut rng = SimRng::new(seed ^ 0xc4a0_5c4a_05c4_a05c);
         let mut s = Self::new(seed);
@@ -215,6 +216,22 @@ impl Scenario {
                 c
             })
             .collect();
+        // Drawn last, so that the settings above stay what they were for each seed.
+        if rng.chance(0.25) {
+            let mut at = Duration::ZERO;
+            for _ in 0..rng.between(1, 3) {
+                at += ms(&mut rng, 20, 400);
+                let primary = if s.primary_switches.len() % 2 == 0 {
+                    Upstream::Target
+                } else {
+                    Upstream::Source
+                };
+                s.primary_switches.push((at, primary));
+            }
+        }
+        if rng.chance(0.15) {
+            s.shutdown_at = Some(ms(&mut rng, 50, 1500));
+        }
         s
     }
 }

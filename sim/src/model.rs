@@ -579,7 +579,13 @@ fn check_answer(
             }
             Some(c) if c == ErrorCode::SERVER_ERROR.0 && text.contains("did not answer within") => {
                 v.summary.proxy_timeouts += 1;
-                if let Some(d) = src.first().and_then(|r| r.delivered()) {
+                // After an UNPREPARED the proxy prepares the statement again and retries: the
+                // timeout may be that of the retry (or of its PREPARE, which the clusters'
+                // logs cannot name).
+                let final_answer = src
+                    .last()
+                    .filter(|r| r.error_code() != Some(ErrorCode::UNPREPARED.0));
+                if let Some(d) = final_answer.and_then(|r| r.delivered()) {
                     if d < deadline {
                         v.violations.push(format!(
                             "{who}: timeout error although the {primary}'s (primary) answer arrived at {d:?}, before the deadline {deadline:?}"

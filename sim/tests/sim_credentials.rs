@@ -158,3 +158,33 @@ fn wrong_client_credentials_fail_the_handshake() {
         );
     });
 }
+
+/// An embedder gives the proxy its own credentials for the source (the primary): the proxy
+/// logs in there itself and the client, which sends none, is ready and served. The target
+/// has no authentication.
+#[test]
+fn primary_logs_in_with_the_proxys_credentials() {
+    each_case(|name, mut s| {
+        let name = format!("source login, {name}");
+        let seed = s.seed;
+        s.source.credentials = creds("migrator", "s-secret");
+        s.config.source.credentials = proxy_login("migrator", "s-secret");
+        if seed % 2 == 1 {
+            // The target has its own login too.
+            s.target.credentials = creds("other", "t-secret");
+            s.config.target.credentials = proxy_login("other", "t-secret");
+        }
+        let (world, v) = run(&name, s);
+        expect(
+            world.slots()[0].client.ready_at().is_some()
+                && v.summary.unanswered == 0
+                && v.summary.missed_reported == 0
+                && v.summary.source_writes == v.summary.target_writes
+                && v.summary.source_writes > 0,
+            &name,
+            seed,
+            "the client was ready without credentials and both clusters got every write",
+            &v,
+        );
+    });
+}

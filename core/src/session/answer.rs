@@ -160,6 +160,7 @@ impl Session {
     /// Reduces the answers a request holds to digests: the client has its answer.
     fn drop_answer_bodies(&mut self, id: RequestId) {
         let Some(request) = self.requests.get(id) else {
+            bug!("dropping the answers of a request that is gone");
             return;
         };
         let version = request.version;
@@ -209,6 +210,7 @@ impl Session {
     /// cluster is done with it.
     pub(super) fn progress(&mut self, id: RequestId, now: Instant) {
         let Some(request) = self.requests.get(id) else {
+            bug!("moving on a request that is gone");
             return;
         };
         if !request.answered {
@@ -299,6 +301,7 @@ impl Session {
     /// Gives the client the primary's answer, or an error saying why there is none.
     pub(super) fn relay(&mut self, id: RequestId, now: Instant) {
         let Some(request) = self.requests.get(id) else {
+            bug!("relaying the answer of a request that is gone");
             return;
         };
         let (stream, version, primary) = (
@@ -442,10 +445,16 @@ impl Session {
             detail,
             first,
         });
-        self.fail_held(upstream, kind, now);
+        // The requests on it did not time out themselves (those that did were answered
+        // already): the connection failed under them.
+        let lost = match kind {
+            FailureKind::Timeout => FailureKind::Closed,
+            other => other,
+        };
+        self.fail_held(upstream, lost, now);
         for f in in_flight.into_iter().filter(|f| !f.timed_out) {
             let (Purpose::Request(id) | Purpose::Reprepare(id) | Purpose::Login(id)) = f.purpose;
-            self.leg_done(id, upstream, Outcome::Failed(kind), now);
+            self.leg_done(id, upstream, Outcome::Failed(lost), now);
         }
         // Without the primary the client connection cannot go on (requests in flight to a
         // former primary fail on their own and end it the same way).
@@ -689,6 +698,7 @@ impl Session {
             if let Kind::Prepared(repair) = &mut request.kind {
                 repair.attempted[upstream.index()] = true;
                 repair.statement = Some(client_id);
+                repair.unprepared[upstream.index()] = Some(envelope.clone());
             }
         }
         true
@@ -703,9 +713,11 @@ impl Session {
         now: Instant,
     ) {
         let (Some(version), Some(request)) = (self.version, self.requests.get(id)) else {
+            bug!("a re-prepare answered for a request that is gone");
             return;
         };
         let Kind::Prepared(repair) = &request.kind else {
+            bug!("a re-prepare answered for a request that executes nothing prepared");
             return;
         };
         let (opcode, body, prefix, flags, statement) = (
@@ -715,6 +727,11 @@ impl Session {
             repair.flags,
             repair.statement.clone(),
         );
+        // When the repair cannot be done, the request's answer is the UNPREPARED it got: the
+        // driver prepares the statement again, through the proxy, and retries.
+        let unprepared = repair.unprepared[upstream.index()]
+            .clone()
+            .unwrap_or_else(|| envelope.clone());
         let prepared = self.response_message(&envelope).ok().and_then(|m| {
             match ResultMessage::decode(&m, version) {
                 Ok(ResultMessage::Prepared(p)) => Some(ClusterIds {
@@ -725,16 +742,14 @@ impl Session {
             }
         });
         let (Some(ids), Some(statement)) = (prepared, statement) else {
-            // The re-prepare itself failed: that is the cluster's answer.
-            return self.leg_done(id, upstream, Outcome::Answer(envelope), now);
+            return self.leg_done(id, upstream, Outcome::Answer(unprepared), now);
         };
         let origin = self.proxy.prepared().get(&statement).map(|p| p.origin);
         let rebuilt = if origin == Some(upstream) {
             // The client holds this cluster's ids: if it now gives the statement another id,
-            // the request cannot be repaired here; its answer makes the driver prepare again
-            // through the proxy.
+            // the request cannot be repaired here.
             if ids.id != statement {
-                return self.leg_done(id, upstream, Outcome::Answer(envelope), now);
+                return self.leg_done(id, upstream, Outcome::Answer(unprepared), now);
             }
             Ok(body)
         } else {

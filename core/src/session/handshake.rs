@@ -288,6 +288,7 @@ impl Session {
 
     pub(super) fn answer_options(&mut self, id: RequestId, now: Instant) {
         let Some(request) = self.requests.get(id) else {
+            bug!("answering a handshake request that is gone");
             return;
         };
         let (stream, version, route) = (request.client_stream, request.version, request.route);
@@ -330,6 +331,7 @@ impl Session {
 
     pub(super) fn answer_startup(&mut self, id: RequestId, now: Instant) {
         let Some(request) = self.requests.get(id) else {
+            bug!("answering a handshake request that is gone");
             return;
         };
         let (stream, version, route) = (request.client_stream, request.version, request.route);
@@ -364,6 +366,7 @@ impl Session {
 
     pub(super) fn answer_auth(&mut self, id: RequestId, now: Instant) {
         let Some(request) = self.requests.get(id) else {
+            bug!("answering a handshake request that is gone");
             return;
         };
         let (stream, version, route) = (request.client_stream, request.version, request.route);

@@ -472,6 +472,8 @@ impl Session {
                 {
                     // The cluster is still in its handshake, or this request must come after
                     // something the client saw answered: it waits (see `order.rs`).
+                    // The client waits for its primary: that one keeps the deadline it got now.
+                    let deadline = (upstream == primary).then(|| now + self.request_timeout());
                     self.hold(
                         upstream,
                         Held {
@@ -481,6 +483,7 @@ impl Session {
                             out: out.clone(),
                             barrier,
                             seen,
+                            deadline,
                         },
                     );
                     primary_has |= upstream == primary;

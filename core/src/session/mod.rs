@@ -1,23 +1,16 @@
 //! One client connection and its two backend connections, as a deterministic state machine.
 //!
-//! # The run loop
+//! The run loop a driver follows is the crate's (see the [crate docs](crate)): inputs are
+//! `handle_*` calls, outputs `poll_*` calls, `now` last, and after every input the outputs are
+//! drained in a fixed order: actions, transmits per peer, events, the timer.
 //!
-//! A driver owns the three sockets and one receive buffer per socket. It feeds the session with
-//! `handle_*` calls and carries out what the `poll_*` calls return, always passing the current
-//! time last:
-//!
-//! 1. Start: [`Proxy::new_session`](crate::proxy::Proxy::new_session) on accept, then drain.
-//! 2. Inputs: after reading from a socket, [`Session::handle_client_bytes`] or
-//!    [`Session::handle_upstream_bytes`] with the receive buffer (the session splits whole
-//!    frames off and leaves partial ones in place); [`Session::handle_connected`] /
-//!    [`Session::handle_closed`] for backend connection outcomes and closed sockets;
-//!    [`Session::handle_timeout`] when the timer fires.
-//! 3. Drain, in this order, after every input: [`Session::poll_action`] until `None` (connect,
-//!    close), [`Session::poll_transmit`] for each peer while its socket accepts bytes (a slow
-//!    target never holds up the client: each peer is pulled on its own), [`Session::poll_event`]
-//!    until `None` (logs and metrics), then re-arm the timer from [`Session::poll_timeout`].
-//! 4. Read from a socket only while [`Session::wants_read`] says so: that is the backpressure.
-//! 5. Stop when [`Session::is_finished`].
+//! The session's work is split by what it handles:
+//! - `intake`: client frames, what each request is, what each cluster gets;
+//! - `handshake`: OPTIONS, STARTUP and authentication on three connections;
+//! - `answer`: cluster frames, answering the client, failures and repairs;
+//! - `order`: when a cluster gets a request (its handshake, causal order);
+//! - `leg`, `outbox`, `streams`: each connection's framing, queue and stream ids;
+//! - `request`: requests in flight and what each cluster did with them.
 //!
 //! Wire problems are never errors of these calls: a malformed frame from the client becomes a
 //! protocol ERROR sent to it, an [`Event`] and a close; a cluster that misbehaves is marked
@@ -409,6 +402,7 @@ impl Session {
             self.waits.pop_front();
             self.wait_expired(id, serial, now);
         }
+        self.expire_held(now);
         let scan = self.stream_check.is_some_and(|check| check <= now);
         if scan {
             for leg in &self.upstreams {
@@ -476,7 +470,8 @@ impl Session {
         let timer = self.timers.first().map(|&(at, _)| at);
         let idle = self.idle_deadline.filter(|_| self.client.is_open());
         let wait = self.waits.front().map(|&(at, _, _)| at);
-        [timer, self.stream_check, idle, wait]
+        let held = self.order.next_deadline();
+        [timer, self.stream_check, idle, wait, held]
             .into_iter()
             .flatten()
             .min()

@@ -23,10 +23,12 @@
 //! out at once.
 //!
 //! Held requests leave in arrival order (per cluster) and their bytes count against
-//! `--write-buffer-size` like queued ones, so the queue is bounded. They have no clock of
-//! their own: what they wait for is either the cluster's handshake or a request in flight on
-//! it, and both have their timeout; a held request's own timeout starts when it is sent. When
-//! a cluster fails, every request held for it fails with it.
+//! `--write-buffer-size` like queued ones, so the queue is bounded. A request held for its
+//! secondary has no clock of its own: what it waits for is either the cluster's handshake or
+//! a request in flight there, and both have their timeout; its own timeout starts when it is
+//! sent. A request held for its primary keeps the deadline it got on arrival, because the
+//! client waits for it: when the deadline passes while it is still held, it fails as a
+//! timeout. When a cluster fails, every request held for it fails with it.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
@@ -48,6 +50,8 @@ pub(crate) struct Held {
     pub(crate) barrier: bool,
     /// How many requests the client had been answered when this one arrived.
     pub(crate) seen: u64,
+    /// For a request held for its primary: when the client stops waiting for it.
+    pub(crate) deadline: Option<Instant>,
 }
 
 /// Requests waiting for one cluster, and the answered requests it has not finished.
@@ -93,6 +97,15 @@ impl Order {
     /// Bytes of the requests held for `upstream`.
     pub(crate) fn held_bytes(&self, upstream: Upstream) -> usize {
         self.lanes[upstream.index()].held_bytes
+    }
+
+    /// The earliest deadline of a request held for its primary.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.lanes
+            .iter()
+            .flat_map(|lane| lane.held.iter())
+            .filter_map(|held| held.deadline)
+            .min()
     }
 
     /// A request was answered to the client while `upstream` still works on it.
@@ -142,20 +155,60 @@ impl Session {
                     break;
                 };
                 lane.held_bytes -= held.out.body.len();
-                let sent = self.send_request(
-                    upstream,
-                    Purpose::Request(held.id),
-                    held.opcode,
-                    held.version,
-                    &held.out,
-                    now,
-                );
+                let purpose = Purpose::Request(held.id);
+                let sent = match held.deadline {
+                    Some(deadline) if deadline <= now => Err(FailureKind::Timeout),
+                    Some(deadline) => self.send_request_until(
+                        upstream,
+                        purpose,
+                        held.opcode,
+                        held.version,
+                        &held.out,
+                        deadline,
+                    ),
+                    None => self.send_request(
+                        upstream,
+                        purpose,
+                        held.opcode,
+                        held.version,
+                        &held.out,
+                        now,
+                    ),
+                };
                 if let Err(kind) = sent {
                     self.leg_done(held.id, upstream, Outcome::Failed(kind), now);
                 }
             }
         }
         self.order.releasing = false;
+    }
+
+    /// Fails the requests held for their primary whose deadline passed: their client stops
+    /// waiting.
+    pub(super) fn expire_held(&mut self, now: Instant) {
+        for upstream in Upstream::BOTH {
+            let lane = &mut self.order.lanes[upstream.index()];
+            if !lane
+                .held
+                .iter()
+                .any(|h| h.deadline.is_some_and(|d| d <= now))
+            {
+                continue;
+            }
+            let (expired, kept): (VecDeque<Held>, VecDeque<Held>) = std::mem::take(&mut lane.held)
+                .into_iter()
+                .partition(|h| h.deadline.is_some_and(|d| d <= now));
+            lane.held = kept;
+            lane.held_bytes = lane.held.iter().map(|h| h.out.body.len()).sum();
+            for held in expired {
+                self.leg_done(
+                    held.id,
+                    upstream,
+                    Outcome::Failed(FailureKind::Timeout),
+                    now,
+                );
+            }
+        }
     }
 
     /// Fails every request held for `upstream`: it failed with `kind`.

@@ -129,6 +129,7 @@ impl Repair {
             flags: Flags::empty(),
             statement: None,
             attempted: [false; 2],
+            unprepared: [None, None],
         }
     }
 }
@@ -149,6 +150,9 @@ pub(crate) struct Repair {
     /// A repair was already tried on that cluster (by [`Upstream::index`]): a second
     /// UNPREPARED is final.
     pub(crate) attempted: [bool; 2],
+    /// The UNPREPARED being repaired on each cluster (by [`Upstream::index`]): that
+    /// cluster's answer if the repair cannot be done.
+    pub(crate) unprepared: [Option<Envelope>; 2],
 }
 
 #[derive(Debug)]
