@@ -117,3 +117,44 @@ fn busy_connections_finish_what_was_read() {
         }
     }
 }
+
+/// With `--wait false` the clients have their answers long before a slow secondary is done:
+/// they are let go at once, and the secondary's writes still finish before the sessions end,
+/// so a shutdown loses no write.
+#[test]
+fn secondary_writes_finish_after_the_clients_left() {
+    for seed in seeds(20..24) {
+        let name = "slow secondary at shutdown".to_owned();
+        let mut s = Scenario::new(seed);
+        s.config.wait = cqlmirror_core::config::WaitPolicy::Primary;
+        s.target.latency = Latency::millis(300, 500);
+        s.clients = vec![client(ProtocolVersion::V4, 5000)];
+        s.clients[0].workload.mix = Mix::INSERTS;
+        // Well after the handshake (which waits for the slow target), in the middle of the
+        // workload.
+        let at = ms(1500);
+        s.shutdown_at = Some(at);
+        let (world, v) = run(&name, s);
+        let host = world.slots()[0].host.as_ref().unwrap();
+        let closed = world.slots()[0].client.closed();
+        let finished = host.finished_at();
+        expect(
+            closed.is_some_and(|(when, by_proxy)| by_proxy && when < at + ms(50))
+                && finished.is_some_and(|f| f > at + ms(250)),
+            &name,
+            seed,
+            format!(
+                "the client was let go at once ({closed:?}), the session finished once the secondary was done ({finished:?})"
+            ),
+            &v,
+        );
+        let s = &v.summary;
+        expect(
+            s.source_writes > 0 && s.source_writes == s.target_writes && s.missed_reported == 0,
+            &name,
+            seed,
+            "every write the source applied reached the target too",
+            &v,
+        );
+    }
+}

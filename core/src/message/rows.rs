@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::error::{DecodeError, DecodeErrorKind};
 use crate::frame::ProtocolVersion;
 use crate::message::metadata::RowsMetadata;
-use crate::message::result::ResultKind;
+use crate::message::result_kind::ResultKind;
 use crate::wire::{self, Reader};
 
 /// A Rows result: `<metadata><rows_count><rows_content>`.

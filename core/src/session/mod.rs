@@ -373,8 +373,10 @@ impl Session {
     }
 
     /// The proxy is shutting down: take no new requests from the client, answer those in
-    /// flight, then close the client connection (at once if nothing is in flight). The
-    /// runtime gives up on sessions still open after its drain deadline.
+    /// flight, then close the client connection (at once if nothing is in flight). What the
+    /// clusters still do for requests already answered (a secondary's writes) goes on until
+    /// done or timed out, then the session finishes. The runtime gives up on sessions still
+    /// open after its drain deadline.
     pub fn handle_shutdown(&mut self, now: Instant) {
         if !self.draining && !self.finished {
             self.draining = true;
@@ -562,11 +564,13 @@ impl Session {
         }
     }
 
-    /// Bookkeeping after any input: a draining session closes the client once nothing is in
-    /// flight; once the client is gone and nothing is in flight, close the backend
+    /// Bookkeeping after any input: a draining session closes the client once it has all its
+    /// answers; once the client is gone and nothing is in flight, close the backend
     /// connections and finish.
     fn after_input(&mut self, now: Instant) {
-        if self.draining && self.requests.is_empty() {
+        // The client has every answer it waits for: it goes; what a cluster still works on
+        // for it finishes in the background (a write to a slow secondary is not abandoned).
+        if self.draining && self.client.is_open() && self.requests.all_answered() {
             self.close_client(now);
         }
         if self.finished || self.client.is_open() || !self.requests.is_empty() {

@@ -286,6 +286,11 @@ impl RequestTable {
         self.len == 0
     }
 
+    /// Whether the client has the answer of every request in the table.
+    pub(crate) fn all_answered(&self) -> bool {
+        self.len == 0 || self.slots.iter().flatten().all(|r| r.answered)
+    }
+
     pub(crate) fn held_answer_bytes(&self) -> usize {
         self.slots
             .iter()
