@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use crate::frame::ProtocolVersion;
 
-/// Which cluster a backend connection goes to.
+/// Which cluster a backend connection goes to: the clusters' identities. What a cluster is to
+/// a request (primary or secondary) is a [`Role`](crate::routing::Role), which can change at
+/// run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Upstream {
-    /// The cluster in use today: the client always gets its answers.
+    /// The cluster in use today, primary unless switched.
     Source,
     /// The cluster being migrated to: it receives every write too.
     Target,

@@ -51,6 +51,7 @@ impl Shutdown {
         Waiter {
             shutdown: self.clone(),
             listener: None,
+            registered: false,
         }
     }
 
@@ -81,12 +82,18 @@ impl Shutdown {
 }
 
 /// Awaits a shutdown request; see [`Shutdown::waiter`].
+///
+/// It is polled at every wake-up of its task, so after the first poll it only reads the flag:
+/// polling the listener again would take the event's lock, shared by every connection, once
+/// per request. The waker registered by the first poll is the task's own, which stays valid
+/// for the task's life: the task is the one woken at shutdown.
 #[derive(Debug)]
 pub struct Waiter {
     shutdown: Shutdown,
     /// Registered before the flag is checked again, so that a request between the check and
     /// the wait is never missed.
     listener: Option<EventListener>,
+    registered: bool,
 }
 
 impl Waiter {
@@ -98,11 +105,14 @@ impl Waiter {
             }
             match &mut self.listener {
                 None => self.listener = Some(self.shutdown.inner.event.listen()),
+                Some(_) if self.registered => return Poll::Pending,
                 Some(listener) => {
+                    self.registered = true;
                     if Pin::new(listener).poll(cx).is_pending() {
                         return Poll::Pending;
                     }
                     self.listener = None;
+                    self.registered = false;
                 }
             }
         }
@@ -113,6 +123,29 @@ impl Waiter {
 mod tests {
     use super::*;
     use std::task::Waker;
+
+    #[test]
+    fn a_request_wakes_the_waiting_task() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let shutdown = Shutdown::new();
+        let mut waiter = shutdown.waiter();
+        assert!(waiter.poll_requested(&mut cx).is_pending());
+        assert!(waiter.poll_requested(&mut cx).is_pending());
+        shutdown.request();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(waiter.poll_requested(&mut cx).is_ready());
+    }
 
     #[test]
     fn a_waiter_sees_a_request_made_before_or_after_it_waits() {

@@ -229,7 +229,7 @@ impl Session {
             } else if primary_done {
                 // The primary answered and the secondary has not: wait for it, but not longer
                 // than `--wait-timeout`, and not at all while it is known to stall, so that a
-                // silent target delays neither new clients nor answers much.
+                // silent secondary delays neither new clients nor answers much.
                 let secondary = request
                     .route
                     .secondary
@@ -511,7 +511,7 @@ impl Session {
         let (Purpose::Request(id) | Purpose::Reprepare(id) | Purpose::Login(id)) = purpose;
         // A STARTUP or AUTH_RESPONSE that timed out leaves the cluster's handshake unfinished
         // for good, even while the client's own handshake goes on (it may still have to
-        // authenticate with the source, and nothing else would settle this cluster).
+        // authenticate with the primary, and nothing else would settle this cluster).
         let handshake_request = matches!(purpose, Purpose::Request(id)
             if self.requests.get(id).is_some_and(|r| matches!(r.kind, Kind::Startup | Kind::AuthResponse)));
         self.leg_done(id, upstream, Outcome::Failed(FailureKind::Timeout), now);
@@ -617,7 +617,7 @@ impl Session {
         };
         if upstream == primary {
             *client_id = Some(ids.id.clone());
-            let mut all = std::mem::take(early);
+            let mut all = early.take().map_or([None, None], |early| *early);
             all[upstream.index()] = Some(ids.clone());
             let entry = PreparedStatement {
                 statement: Statement::classify(query),
@@ -630,7 +630,7 @@ impl Session {
         } else {
             match client_id {
                 Some(client_id) => self.proxy.prepared().set_ids(client_id, upstream, ids),
-                None => early[upstream.index()] = Some(ids),
+                None => early.get_or_insert_with(Box::default)[upstream.index()] = Some(ids),
             }
         }
     }
@@ -697,8 +697,9 @@ impl Session {
         if let Some(request) = self.requests.get_mut(id) {
             if let Kind::Prepared(repair) = &mut request.kind {
                 repair.attempted[upstream.index()] = true;
-                repair.statement = Some(client_id);
-                repair.unprepared[upstream.index()] = Some(envelope.clone());
+                let repairing = repair.repairing.get_or_insert_with(Box::default);
+                repairing.statement = client_id;
+                repairing.unprepared[upstream.index()] = Some(envelope.clone());
             }
         }
         true
@@ -720,17 +721,19 @@ impl Session {
             bug!("a re-prepare answered for a request that executes nothing prepared");
             return;
         };
-        let (opcode, body, prefix, flags, statement) = (
+        let (opcode, body, prefix, flags) = (
             request.opcode,
             repair.body.clone(),
             repair.prefix.clone(),
             repair.flags,
-            repair.statement.clone(),
         );
+        let statement = repair.repairing.as_ref().map(|r| r.statement.clone());
         // When the repair cannot be done, the request's answer is the UNPREPARED it got: the
         // driver prepares the statement again, through the proxy, and retries.
-        let unprepared = repair.unprepared[upstream.index()]
-            .clone()
+        let unprepared = repair
+            .repairing
+            .as_ref()
+            .and_then(|r| r.unprepared[upstream.index()].clone())
             .unwrap_or_else(|| envelope.clone());
         let prepared = self.response_message(&envelope).ok().and_then(|m| {
             match ResultMessage::decode(&m, version) {

@@ -277,8 +277,8 @@ impl Session {
         }
     }
 
-    /// A cluster answered a relayed AUTH_RESPONSE: either cluster (the source always, the
-    /// target when it got the client's credentials) is ready once it says AUTH_SUCCESS.
+    /// A cluster answered a relayed AUTH_RESPONSE: either cluster (the primary always, the
+    /// secondary when it got the client's credentials) is ready once it says AUTH_SUCCESS.
     pub(super) fn auth_answer(&mut self, upstream: Upstream, envelope: &Envelope, now: Instant) {
         if envelope.opcode() == Opcode::AUTH_SUCCESS {
             self.upstreams[upstream.index()].handshake = Handshake::Ready;
@@ -392,11 +392,11 @@ impl Session {
         pending: bool,
         now: Instant,
     ) {
-        let Some(target) = route.secondary else {
+        let Some(secondary) = route.secondary else {
             return;
         };
-        let answer = &outcomes[target.index()];
-        let leg = &self.upstreams[target.index()];
+        let answer = &outcomes[secondary.index()];
+        let leg = &self.upstreams[secondary.index()];
         if !leg.is_usable() || leg.handshake == Handshake::Ready {
             return;
         }
@@ -411,22 +411,22 @@ impl Session {
                 if e.opcode() == Opcode::ERROR =>
             {
                 format!(
-                    "the {target} cluster refused the client's credentials ({}); give the proxy its own with --{target}-username and --{target}-password",
+                    "the {secondary} cluster refused the client's credentials ({}); give the proxy its own with --{secondary}-username and --{secondary}-password",
                     self.version
                         .map_or_else(String::new, |v| self.error_text(e, v))
                 )
             }
             (Handshake::AwaitingClientAuth, _) => format!(
-                "the {target} cluster requires authentication but the client sent no credentials for it; give the proxy its own with --{target}-username and --{target}-password"
+                "the {secondary} cluster requires authentication but the client sent no credentials for it; give the proxy its own with --{secondary}-username and --{secondary}-password"
             ),
             (_, Some(Outcome::Answer(e))) if e.opcode() == Opcode::ERROR => format!(
-                "the {target} cluster refused STARTUP: {}",
+                "the {secondary} cluster refused STARTUP: {}",
                 self.version
                     .map_or_else(String::new, |v| self.error_text(e, v))
             ),
-            _ => format!("the {target} cluster did not complete the handshake"),
+            _ => format!("the {secondary} cluster did not complete the handshake"),
         };
-        self.upstream_failed(target, FailureKind::Refused, detail, true, now);
+        self.upstream_failed(secondary, FailureKind::Refused, detail, true, now);
     }
 
     fn become_ready(&mut self, route: Route, version: ProtocolVersion) {

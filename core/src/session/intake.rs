@@ -156,7 +156,7 @@ impl Session {
             }
         };
         // A prepared statement the proxy does not know (it restarted, or forgot it) could be
-        // neither mapped to the target's id nor stamped nor repaired: the driver prepares it
+        // neither mapped to a cluster's own id nor stamped nor repaired: the driver prepares it
         // again, through the proxy, and retries.
         match self.unknown_prepared(header.opcode, &message, version) {
             Ok(Some(unknown)) => {
@@ -200,10 +200,16 @@ impl Session {
                 body: envelope.body().clone(),
             },
         };
-        let bodies = intake.mapped.map(|mapped| match mapped {
-            Some(message) => Some(rebuilt(&message)),
-            None => Some(base.clone()),
-        });
+        let [for_source, for_target] = intake.mapped;
+        let for_source = match for_source {
+            Some(message) => rebuilt(&message),
+            None => base.clone(),
+        };
+        let for_target = match for_target {
+            Some(message) => rebuilt(&message),
+            None => base,
+        };
+        let bodies = [Some(for_source), Some(for_target)];
         let route = route(intake.class, self.read_mode, self.proxy.primary());
         let (seen, serial) = (self.order.answered, self.next_serial());
         let request = Request::new(
@@ -253,7 +259,7 @@ impl Session {
                 Ok(Intake {
                     class: RequestClass::Prepare,
                     write: false,
-                    // An EXECUTE that overtakes its PREPARE on the target gets UNPREPARED,
+                    // An EXECUTE that overtakes its PREPARE on the secondary gets UNPREPARED,
                     // which the proxy repairs: no need to hold anything back for it.
                     barrier: false,
                     kind: Kind::Prepare {
@@ -263,7 +269,7 @@ impl Session {
                             .map(str::to_owned)
                             .or_else(|| self.keyspace.clone()),
                         client_id: None,
-                        early: [None, None],
+                        early: None,
                     },
                     message: None,
                     mapped: [None, None],
@@ -271,13 +277,21 @@ impl Session {
             }
             Opcode::EXECUTE => {
                 let id = Execute::peek_id(message)?;
-                let known = self
-                    .proxy
-                    .prepared()
-                    .get(id)
-                    .map(|p| (p.statement.clone(), p.origin, p.ids.clone()));
+                // Under the lock, only what is needed: the statement, and the ids of clusters
+                // that know it by another id than the client's (none, usually).
+                let known = self.proxy.prepared().get(id).map(|p| {
+                    let own = Upstream::BOTH.map(|upstream| {
+                        p.ids(upstream)
+                            .filter(|own| {
+                                p.origin != upstream
+                                    && (own.id.as_ref() != id || version >= ProtocolVersion::V5)
+                            })
+                            .cloned()
+                    });
+                    (p.statement.clone(), own)
+                });
                 let (class, write, stamp, barrier) = match &known {
-                    Some((statement, _, _)) => (
+                    Some((statement, _)) => (
                         class_of(statement),
                         !statement.kind.is_read(),
                         statement.kind.is_data_write() && !statement.conditional,
@@ -292,18 +306,13 @@ impl Session {
                     None
                 };
                 let with_client_ids = stamped.clone().unwrap_or_else(|| message.clone());
+                // The cluster the client's ids come from needs nothing; another needs its own
+                // id, and in v5 its own result metadata id too.
                 let mut mapped = [None, None];
-                if let Some((_, origin, ids)) = &known {
-                    for upstream in Upstream::BOTH {
-                        // The cluster the client's ids come from needs nothing; another needs
-                        // its own id, and in v5 its own result metadata id too.
-                        let Some(own) = &ids[upstream.index()] else {
-                            continue;
-                        };
-                        if *origin != upstream
-                            && (own.id.as_ref() != id || version >= ProtocolVersion::V5)
-                        {
-                            mapped[upstream.index()] = Some(
+                if let Some((_, own)) = &known {
+                    for (slot, own) in mapped.iter_mut().zip(own) {
+                        if let Some(own) = own {
+                            *slot = Some(
                                 Execute::with_ids(
                                     &with_client_ids,
                                     version,
@@ -326,16 +335,22 @@ impl Session {
             }
             Opcode::BATCH => {
                 let batch = Batch::decode(message, version)?;
-                // A client timestamp only when no statement is conditional, as far as known.
+                // A client timestamp only when no statement is conditional, as far as known;
+                // a cluster's own ids only for a cluster that knows a statement by another id.
                 let mut stamp = true;
+                let mut remap = [false; 2];
                 {
                     let cache = self.proxy.prepared();
                     for entry in batch.statements.iter() {
                         let conditional = match entry.statement {
                             BatchEntry::Query(text) => Some(Statement::classify(text).conditional),
-                            BatchEntry::Prepared(id) => {
-                                cache.get(id).map(|p| p.statement.conditional)
-                            }
+                            BatchEntry::Prepared(id) => cache.get(id).map(|p| {
+                                for upstream in Upstream::BOTH {
+                                    remap[upstream.index()] |=
+                                        p.ids(upstream).is_some_and(|own| own.id.as_ref() != id);
+                                }
+                                p.statement.conditional
+                            }),
                         };
                         stamp &= conditional == Some(false);
                     }
@@ -346,10 +361,13 @@ impl Session {
                     None
                 };
                 let with_client_ids = stamped.clone().unwrap_or_else(|| message.clone());
-                let mapped = [
-                    self.map_batch_ids(&with_client_ids, version, Upstream::Source)?,
-                    self.map_batch_ids(&with_client_ids, version, Upstream::Target)?,
-                ];
+                let mut mapped = [None, None];
+                for upstream in Upstream::BOTH {
+                    if remap[upstream.index()] {
+                        mapped[upstream.index()] =
+                            self.map_batch_ids(&with_client_ids, version, upstream)?;
+                    }
+                }
                 Ok(Intake {
                     class: RequestClass::Write,
                     write: true,

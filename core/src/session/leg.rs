@@ -117,7 +117,8 @@ pub(crate) enum Purpose {
     Request(RequestId),
     /// A PREPARE the proxy sends to repair an UNPREPARED answer to this request.
     Reprepare(RequestId),
-    /// The proxy's own login (`--target-username`) during this STARTUP request.
+    /// The proxy's own login (its credentials for that cluster, `--target-username`) during
+    /// this STARTUP request.
     Login(RequestId),
 }
 

@@ -235,13 +235,13 @@ enum Phase {
     Startup,
     /// STARTUP is with the clusters.
     Starting,
-    /// The source asked for credentials; AUTH_RESPONSE goes to it.
+    /// The primary asked for credentials; AUTH_RESPONSE goes to it.
     Authenticating,
     /// Queries flow.
     Ready,
 }
 
-/// A client connection with its source and target connections.
+/// A client connection with its connections to the two clusters.
 #[derive(Debug)]
 pub struct Session {
     proxy: Arc<Proxy>,

@@ -103,8 +103,9 @@ pub(crate) enum Kind {
         keyspace: Option<String>,
         /// The primary's id, which the client gets, once the primary answered.
         client_id: Option<Bytes>,
-        /// A secondary's ids when it answered before the primary, by [`Upstream::index`].
-        early: [Option<ClusterIds>; 2],
+        /// A secondary's ids when it answered before the primary, by [`Upstream::index`]
+        /// (boxed: rare, and requests stay small).
+        early: Option<Box<[Option<ClusterIds>; 2]>>,
     },
     /// EXECUTE or BATCH: a cluster's UNPREPARED is repaired by re-preparing there.
     Prepared(Repair),
@@ -120,16 +121,15 @@ impl Kind {
 }
 
 impl Repair {
-    /// What a repair of the request whose message (as sent to the source) is `body` needs;
+    /// What a repair of the request whose message (with the client's ids) is `body` needs;
     /// the launch fills in the prefix and flags.
     pub(crate) fn new(body: Bytes) -> Self {
         Self {
             body,
             prefix: Bytes::new(),
             flags: Flags::empty(),
-            statement: None,
             attempted: [false; 2],
-            unprepared: [None, None],
+            repairing: None,
         }
     }
 }
@@ -145,13 +145,20 @@ pub(crate) struct Repair {
     /// The request's header flags for the retry (tracing, custom payload; the retry's body is
     /// never compressed).
     pub(crate) flags: Flags,
-    /// The statement being re-prepared (the client's id for it), while the PREPARE is out.
-    pub(crate) statement: Option<Bytes>,
     /// A repair was already tried on that cluster (by [`Upstream::index`]): a second
     /// UNPREPARED is final.
     pub(crate) attempted: [bool; 2],
-    /// The UNPREPARED being repaired on each cluster (by [`Upstream::index`]): that
-    /// cluster's answer if the repair cannot be done.
+    /// A repair under way (boxed: rare, and requests stay small).
+    pub(crate) repairing: Option<Box<Repairing>>,
+}
+
+/// A re-prepare under way.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Repairing {
+    /// The statement being re-prepared (the client's id for it).
+    pub(crate) statement: Bytes,
+    /// The UNPREPARED being repaired on each cluster (by [`Upstream::index`]): that cluster's
+    /// answer if the repair cannot be done.
     pub(crate) unprepared: [Option<Envelope>; 2],
 }
 
@@ -162,7 +169,7 @@ pub(crate) struct Request {
     pub(crate) version: ProtocolVersion,
     pub(crate) opcode: Opcode,
     pub(crate) kind: Kind,
-    /// Changes data or connection state (counted as a missed write if the target fails it).
+    /// Changes data or connection state (counted as a missed write if the secondary fails it).
     pub(crate) write: bool,
     pub(crate) route: Route,
     pub(crate) legs: [Leg; 2],

@@ -10,29 +10,29 @@ use crate::error::DecodeError;
 use crate::frame::{Compression, ProtocolVersion};
 use crate::message::{Body, Supported, startup::keys};
 
-/// The merged SUPPORTED body from the source's (`source`) and, when it answered, the target's
-/// (`target`) bodies, with protocol versions narrowed to `accepted`.
+/// The merged SUPPORTED body from the primary's (`primary`) and, when it answered, the
+/// secondary's (`secondary`) bodies, with protocol versions narrowed to `accepted`.
 pub(super) fn merge(
-    source: &[u8],
-    target: Option<&[u8]>,
+    primary: &[u8],
+    secondary: Option<&[u8]>,
     version: ProtocolVersion,
     accepted: &[ProtocolVersion],
 ) -> Result<Bytes, DecodeError> {
-    let mut merged = Supported::decode(source, version)?;
-    if let Some(target) = target.and_then(|t| Supported::decode(t, version).ok()) {
+    let mut merged = Supported::decode(primary, version)?;
+    if let Some(other) = secondary.and_then(|t| Supported::decode(t, version).ok()) {
         for key in [keys::COMPRESSION, keys::PROTOCOL_VERSIONS] {
-            if merged.values(key).is_some() && target.values(key).is_some() {
-                merged.intersect(key, &target);
+            if merged.values(key).is_some() && other.values(key).is_some() {
+                merged.intersect(key, &other);
             }
         }
-        // Drivers need a CQL version: keep the source's if the two have none in common.
+        // Drivers need a CQL version: keep the primary's if the two have none in common.
         let common: Vec<&str> = merged
             .values(keys::CQL_VERSION)
             .unwrap_or(&[])
             .iter()
             .copied()
             .filter(|v| {
-                target
+                other
                     .values(keys::CQL_VERSION)
                     .is_some_and(|t| t.contains(v))
             })
