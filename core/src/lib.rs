@@ -110,6 +110,7 @@ pub mod proxy;
 pub mod routing;
 pub mod session;
 pub mod statement;
+pub mod topology;
 pub mod wire;
 
 pub use error::{DecodeError, DecodeErrorKind};

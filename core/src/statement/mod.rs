@@ -2,9 +2,13 @@
 //! whether it is conditional (a lightweight transaction), and the keyspace of a `USE`.
 //!
 //! The proxy only needs to know where a statement goes and whether it may carry a client-side
-//! write timestamp, so a tokenizer that understands comments, string literals, quoted
-//! identifiers and dollar-quoted strings is enough; anything it does not recognize is treated
-//! as a write, which is the safe side for a dual-write proxy.
+//! write timestamp, so the [`lexer`] (comments, string literals, quoted identifiers,
+//! dollar-quoted strings) is enough; anything it does not recognize is treated as a write,
+//! which is the safe side for a dual-write proxy.
+
+pub mod lexer;
+
+use lexer::{Lexer, Token, TokenKind};
 
 /// The kind of a CQL statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,9 +64,8 @@ pub struct Statement {
 impl Statement {
     /// Classifies a statement from its text.
     pub fn classify(text: &str) -> Self {
-        let mut tokens = Tokens::new(text);
-        let first = keyword(tokens.next_word());
-        let kind = match first {
+        let mut words = Lexer::new(text).filter(Token::is_identifier);
+        let kind = match keyword(words.next().as_ref()) {
             Some("select") => StatementKind::Select,
             Some("insert") => StatementKind::Insert,
             Some("update") => StatementKind::Update,
@@ -72,14 +75,17 @@ impl Statement {
             Some("truncate") => StatementKind::Truncate,
             Some("grant" | "revoke") => StatementKind::AccessControl,
             Some("list" | "describe" | "desc") => StatementKind::ListOrDescribe,
-            Some("create" | "alter" | "drop") => match keyword(tokens.clone().next_word()) {
+            Some("create" | "alter" | "drop") => match keyword(words.next().as_ref()) {
                 Some("role" | "user") => StatementKind::AccessControl,
                 _ => StatementKind::Schema,
             },
             _ => StatementKind::Other,
         };
         let keyspace = match kind {
-            StatementKind::Use => Tokens::new(text).nth_identifier(1),
+            StatementKind::Use => Lexer::new(text)
+                .filter(Token::is_identifier)
+                .nth(1)
+                .map(|t| t.value().into_owned()),
             _ => None,
         };
         let conditional = matches!(
@@ -88,7 +94,7 @@ impl Statement {
                 | StatementKind::Update
                 | StatementKind::Delete
                 | StatementKind::Batch
-        ) && Tokens::new(text).any_word("if");
+        ) && Lexer::new(text).any(|t| t.is_word("if"));
         Self {
             kind,
             conditional,
@@ -103,142 +109,14 @@ const KEYWORDS: [&str; 17] = [
     "describe", "desc", "create", "alter", "drop", "role", "user",
 ];
 
-/// `word` as one of [`KEYWORDS`], compared without regard to case and without allocating
-/// (every QUERY is classified).
-fn keyword(word: Option<&str>) -> Option<&'static str> {
-    let word = word?;
+/// `token` as one of [`KEYWORDS`], compared without regard to case and without allocating
+/// (every QUERY is classified). Quoted identifiers are never keywords.
+fn keyword(token: Option<&Token<'_>>) -> Option<&'static str> {
+    let token = token.filter(|t| t.kind == TokenKind::Word)?;
     KEYWORDS
         .iter()
         .copied()
-        .find(|k| k.eq_ignore_ascii_case(word))
-}
-
-/// A minimal CQL tokenizer: yields words (identifiers and keywords, lower-cased unless
-/// double-quoted) and skips everything else.
-#[derive(Clone)]
-struct Tokens<'a> {
-    rest: &'a str,
-}
-
-enum Token<'a> {
-    Word(&'a str),
-    Quoted(String),
-    Other,
-}
-
-impl<'a> Tokens<'a> {
-    fn new(text: &'a str) -> Self {
-        Self { rest: text }
-    }
-
-    fn next_token(&mut self) -> Option<Token<'a>> {
-        loop {
-            let s = self.rest.trim_start();
-            self.rest = s;
-            if s.starts_with("--") || s.starts_with("//") {
-                self.rest = s.find('\n').map_or("", |i| &s[i + 1..]);
-                continue;
-            }
-            if let Some(body) = s.strip_prefix("/*") {
-                self.rest = body.find("*/").map_or("", |i| &body[i + 2..]);
-                continue;
-            }
-            break;
-        }
-        let s = self.rest;
-        let c = s.chars().next()?;
-        if c.is_ascii_alphabetic() || c == '_' {
-            let end = s
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(s.len());
-            self.rest = &s[end..];
-            return Some(Token::Word(&s[..end]));
-        }
-        if c == '\'' {
-            self.rest = skip_quoted(&s[1..], '\'');
-            return Some(Token::Other);
-        }
-        if c == '"' {
-            let (ident, rest) = quoted_identifier(&s[1..]);
-            self.rest = rest;
-            return Some(Token::Quoted(ident));
-        }
-        if let Some(body) = s.strip_prefix("$$") {
-            self.rest = body.find("$$").map_or("", |i| &body[i + 2..]);
-            return Some(Token::Other);
-        }
-        self.rest = &s[c.len_utf8()..];
-        Some(Token::Other)
-    }
-
-    fn next_word(&mut self) -> Option<&'a str> {
-        loop {
-            match self.next_token()? {
-                Token::Word(w) => return Some(w),
-                Token::Quoted(_) | Token::Other => continue,
-            }
-        }
-    }
-
-    fn any_word(mut self, word: &str) -> bool {
-        while let Some(t) = self.next_token() {
-            if let Token::Word(w) = t {
-                if w.eq_ignore_ascii_case(word) {
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
-    /// The `n`th identifier-like token (0-based), unquoted; unquoted ones are lower-cased.
-    fn nth_identifier(mut self, n: usize) -> Option<String> {
-        let mut seen = 0;
-        while let Some(t) = self.next_token() {
-            let ident = match t {
-                Token::Word(w) => w.to_ascii_lowercase(),
-                Token::Quoted(q) => q,
-                Token::Other => continue,
-            };
-            if seen == n {
-                return Some(ident);
-            }
-            seen += 1;
-        }
-        None
-    }
-}
-
-/// Skips a quoted string whose opening quote was consumed; a doubled quote is an escaped one.
-fn skip_quoted(s: &str, quote: char) -> &str {
-    let mut chars = s.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if c == quote {
-            if chars.peek().is_some_and(|&(_, n)| n == quote) {
-                chars.next();
-                continue;
-            }
-            return &s[i + 1..];
-        }
-    }
-    ""
-}
-
-fn quoted_identifier(s: &str) -> (String, &str) {
-    let mut out = String::new();
-    let mut chars = s.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if c == '"' {
-            if chars.peek().is_some_and(|&(_, n)| n == '"') {
-                chars.next();
-                out.push('"');
-                continue;
-            }
-            return (out, &s[i + 1..]);
-        }
-        out.push(c);
-    }
-    (out, "")
+        .find(|k| k.eq_ignore_ascii_case(token.raw))
 }
 
 #[cfg(test)]
