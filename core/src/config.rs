@@ -7,6 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::frame::ProtocolVersion;
+use crate::topology::TopologyMode;
 
 /// Which cluster a backend connection goes to: the clusters' identities. What a cluster is to
 /// a request (primary or secondary) is a [`Role`](crate::routing::Role), which can change at
@@ -208,6 +209,8 @@ pub struct Config {
     pub dest_close: bool,
     /// Prepared statements remembered for id mapping and repair, across all connections.
     pub prepared_cache_size: usize,
+    /// What drivers learn of the cluster's nodes.
+    pub topology: TopologyMode,
 }
 
 /// Default maximum frame size: 64 MiB, a quarter of the protocol's 256 MB cap.
@@ -235,6 +238,7 @@ impl Config {
             protocol_versions: ProtocolVersion::ALL.to_vec(),
             dest_close: false,
             prepared_cache_size: 10_000,
+            topology: TopologyMode::default(),
         }
     }
 
@@ -263,6 +267,33 @@ impl Config {
         }
         if self.prepared_cache_size == 0 {
             return Err("--prepared-cache-size must be at least 1".into());
+        }
+        match &self.topology {
+            TopologyMode::Virtual(v) => {
+                if !v.instances.is_empty() && v.index >= v.instances.len() {
+                    return Err(format!(
+                        "--proxy-topology-index {} is out of range: --proxy-topology-addresses lists {} instances (index from 0)",
+                        v.index,
+                        v.instances.len()
+                    ));
+                }
+                if v.num_tokens == 0 || v.num_tokens > 1024 {
+                    return Err("--proxy-topology-num-tokens must be from 1 to 1024".into());
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for instance in &v.instances {
+                    if !seen.insert(instance) {
+                        return Err(format!(
+                            "--proxy-topology-addresses lists {instance} twice: give each proxy instance once"
+                        ));
+                    }
+                }
+            }
+            TopologyMode::Ghost(map) => {
+                if map.is_empty() {
+                    return Err("--ghostIps maps no address: give {\"node address\": \"proxy address\", ...}".into());
+                }
+            }
         }
         Ok(())
     }

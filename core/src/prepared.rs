@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use crate::config::Upstream;
 use crate::statement::Statement;
+use crate::topology::SystemQuery;
 
 /// What the proxy knows about one prepared statement, keyed by the id the client holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub struct PreparedStatement {
     pub origin: Upstream,
     /// Each cluster's ids, by [`Upstream::index`], once it prepared the statement.
     pub ids: [Option<ClusterIds>; 2],
+    /// A read of a topology table, which the proxy answers itself when executed.
+    pub system: Option<SystemQuery>,
 }
 
 impl PreparedStatement {
@@ -162,6 +165,7 @@ mod tests {
             statement: Statement::classify(q),
             origin: Upstream::Source,
             ids: [source.map(ids), target.map(ids)],
+            system: None,
         }
     }
 

@@ -16,6 +16,7 @@ use crate::config::{Config, Upstream};
 use crate::failure::FailureKind;
 use crate::frame::ProtocolVersion;
 use crate::prepared::PreparedCache;
+use crate::topology::ClusterView;
 
 /// Identifies a session in logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -88,6 +89,10 @@ pub struct Proxy {
     /// Per cluster: a client's answer waited `--wait-timeout` for it in vain and it has not
     /// answered anything since, so clients do not wait for it at all.
     stalled: [AtomicBool; 2],
+    /// Per cluster: what it says of its topology, as last read.
+    views: [Mutex<Option<Arc<ClusterView>>>; 2],
+    /// Node addresses a ghost map lacks, reported once each.
+    unmapped: Mutex<std::collections::BTreeSet<std::net::IpAddr>>,
     stats: Stats,
 }
 
@@ -103,6 +108,10 @@ pub struct Stats {
     /// Writes acknowledged to the client (the primary applied them) that did not reach this
     /// cluster as the secondary, indexed by [`Upstream::index`].
     pub missed_writes: [AtomicU64; 2],
+    /// Reads of `system.local`, `system.peers` and `system.peers_v2` the proxy answered.
+    pub topology_reads: AtomicU64,
+    /// Nodes left out of answers or events because the ghost map lacks their address.
+    pub unmapped_nodes: AtomicU64,
 }
 
 impl Proxy {
@@ -126,6 +135,8 @@ impl Proxy {
             max_version: [AtomicU8::new(highest), AtomicU8::new(highest)],
             reported: Default::default(),
             stalled: Default::default(),
+            views: Default::default(),
+            unmapped: Mutex::new(std::collections::BTreeSet::new()),
             stats: Stats::default(),
         }))
     }
@@ -193,6 +204,23 @@ impl Proxy {
                 Err(actual) => last = actual,
             }
         }
+    }
+
+    /// What `upstream` says of its topology, as last read.
+    pub fn view(&self, upstream: Upstream) -> Option<Arc<ClusterView>> {
+        lock(&self.views[upstream.index()]).clone()
+    }
+
+    /// `upstream`'s topology tables were read (by a control connection, or by a session that
+    /// needed them): answers to drivers are built from this view from now on.
+    pub fn handle_cluster_view(&self, upstream: Upstream, view: ClusterView) {
+        *lock(&self.views[upstream.index()]) = Some(Arc::new(view));
+    }
+
+    /// A node address the ghost map lacks was left out; true the first time for `address`.
+    pub(crate) fn record_unmapped(&self, address: std::net::IpAddr) -> bool {
+        self.stats.unmapped_nodes.fetch_add(1, Ordering::Relaxed);
+        lock(&self.unmapped).insert(address)
     }
 
     pub(crate) fn prepared(&self) -> MutexGuard<'_, PreparedCache> {

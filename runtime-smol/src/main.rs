@@ -113,6 +113,10 @@ impl Stream for SmolStream {
         self.0.get_ref().set_nodelay(true)
     }
 
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+
     fn close(self) {
         let _ = self.0.get_ref().shutdown(Shutdown::Both);
     }

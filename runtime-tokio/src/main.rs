@@ -106,6 +106,10 @@ impl Stream for TokioStream {
     fn set_nodelay(&self) -> io::Result<()> {
         self.0.set_nodelay(true)
     }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
 }
 
 /// A listening socket registered with tokio's reactor.

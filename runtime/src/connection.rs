@@ -50,7 +50,11 @@ pub(crate) async fn run<R: Runtime>(
     client: R::Stream,
     shutdown: Shutdown,
 ) {
-    let mut driver = Driver::new(Session::new(proxy, Instant::now()));
+    let session = match client.local_addr() {
+        Ok(local) => Session::accepted(proxy, local, Instant::now()),
+        Err(_) => Session::new(proxy, Instant::now()),
+    };
+    let mut driver = Driver::new(session);
     let id = driver.session().id();
     let mut sockets: [Option<R::Stream>; 3] = [Some(client), None, None];
     let mut connecting: [Option<Connecting<R::Stream>>; 2] = [None, None];

@@ -67,6 +67,10 @@ pub trait Stream: Send + Sync + 'static {
     /// Turns Nagle's algorithm off: frames go out as soon as they are written.
     fn set_nodelay(&self) -> io::Result<()>;
 
+    /// The local address of the connection: for an accepted client, the address it reached
+    /// this proxy at.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+
     /// Closes the socket; everything meant for it has been written.
     fn close(self)
     where

@@ -76,6 +76,7 @@ impl Session {
             Purpose::Request(id) => self.on_answer(id, upstream, envelope, now),
             Purpose::Reprepare(id) => self.on_reprepared(id, upstream, envelope, now),
             Purpose::Login(id) => self.on_login(id, upstream, envelope, now),
+            Purpose::Topology(table) => self.on_topology_answer(upstream, table, envelope, now),
         }
     }
 
@@ -354,12 +355,17 @@ impl Session {
             return;
         }
         let Some(version) = self.version else { return };
+        let Some((flags, body)) = self.event_for_client(envelope) else {
+            return;
+        };
         let header = Header {
             version,
             direction: Direction::Response,
+            flags,
+            length: body.len() as u32,
             ..*envelope.header()
         };
-        self.client.send(header, envelope.body());
+        self.client.send(header, &body);
     }
 
     /// Retires a request: counts what failed and what the secondary missed.
@@ -453,8 +459,16 @@ impl Session {
         };
         self.fail_held(upstream, lost, now);
         for f in in_flight.into_iter().filter(|f| !f.timed_out) {
-            let (Purpose::Request(id) | Purpose::Reprepare(id) | Purpose::Login(id)) = f.purpose;
-            self.leg_done(id, upstream, Outcome::Failed(lost), now);
+            match f.purpose {
+                Purpose::Request(id) | Purpose::Reprepare(id) | Purpose::Login(id) => {
+                    self.leg_done(id, upstream, Outcome::Failed(lost), now);
+                }
+                Purpose::Topology(_) => {
+                    let reason =
+                        format!("the connection to the {upstream} cluster failed ({lost})");
+                    self.topology_fetch_failed(&reason, now);
+                }
+            }
         }
         // Without the primary the client connection cannot go on (requests in flight to a
         // former primary fail on their own and end it the same way).
@@ -508,7 +522,17 @@ impl Session {
         let purpose = in_flight.purpose;
         leg.timed_out += 1;
         let dead = leg.timed_out > MAX_TIMED_OUT;
-        let (Purpose::Request(id) | Purpose::Reprepare(id) | Purpose::Login(id)) = purpose;
+        let id = match purpose {
+            Purpose::Request(id) | Purpose::Reprepare(id) | Purpose::Login(id) => id,
+            Purpose::Topology(table) => {
+                let timeout = self.request_timeout();
+                let reason = format!(
+                    "the {upstream} cluster did not answer a read of {} within {timeout:?}",
+                    table.name()
+                );
+                return self.topology_fetch_failed(&reason, now);
+            }
+        };
         // A STARTUP or AUTH_RESPONSE that timed out leaves the cluster's handshake unfinished
         // for good, even while the client's own handshake goes on (it may still have to
         // authenticate with the primary, and nothing else would settle this cluster).
@@ -619,12 +643,18 @@ impl Session {
             *client_id = Some(ids.id.clone());
             let mut all = early.take().map_or([None, None], |early| *early);
             all[upstream.index()] = Some(ids.clone());
+            let statement = Statement::classify(query);
+            let system = (statement.kind == crate::statement::StatementKind::Select
+                && crate::topology::query::may_be_topology(query))
+            .then(|| crate::topology::SystemQuery::parse(query, keyspace.as_deref()))
+            .flatten();
             let entry = PreparedStatement {
-                statement: Statement::classify(query),
+                statement,
                 query: query.clone(),
                 keyspace: keyspace.clone(),
                 origin: upstream,
                 ids: all,
+                system,
             };
             self.proxy.prepared().insert(ids.id, entry);
         } else {

@@ -22,8 +22,24 @@ use crate::routing::{RequestClass, Route, route};
 use crate::session::leg::Purpose;
 use crate::session::order::Held;
 use crate::session::request::{Kind, Leg, Outcome, Outgoing, Repair, Request, RequestId};
+use crate::session::topology::TopologyRead;
 use crate::session::{Event, Phase, Session};
 use crate::statement::{Statement, StatementKind};
+use crate::topology::SystemQuery;
+use crate::topology::answer::Bound;
+use crate::topology::query::may_be_topology;
+
+/// What a request turned out to be.
+enum Inspected {
+    /// A request for the clusters.
+    Request(Intake),
+    /// A read of a topology table, which the session answers itself.
+    TopologyRead {
+        query: SystemQuery,
+        bound: Bound,
+        skip_metadata: bool,
+    },
+}
 
 /// What the session learned from a request and what it will send.
 struct Intake {
@@ -175,7 +191,21 @@ impl Session {
             }
         }
         let mut intake = match self.inspect(header.opcode, &message, version, now) {
-            Ok(intake) => intake,
+            Ok(Inspected::Request(intake)) => intake,
+            Ok(Inspected::TopologyRead {
+                query,
+                bound,
+                skip_metadata,
+            }) => {
+                let read = TopologyRead {
+                    stream: header.stream,
+                    version,
+                    query,
+                    bound,
+                    skip_metadata,
+                };
+                return self.topology_read(read, now);
+            }
             Err(e) => {
                 return self.fatal_client_error(
                     header.stream,
@@ -232,12 +262,23 @@ impl Session {
         message: &Bytes,
         version: ProtocolVersion,
         now: Instant,
-    ) -> Result<Intake, DecodeError> {
+    ) -> Result<Inspected, DecodeError> {
         match opcode {
             Opcode::QUERY => {
-                let statement = Statement::classify(Query::peek_text(message)?);
+                let text = Query::peek_text(message)?;
+                let statement = Statement::classify(text);
+                if statement.kind == StatementKind::Select && may_be_topology(text) {
+                    if let Some(query) = SystemQuery::parse(text, self.keyspace.as_deref()) {
+                        let params = Query::decode(message, version)?.params;
+                        return Ok(Inspected::TopologyRead {
+                            query,
+                            bound: bound(params.values),
+                            skip_metadata: params.skip_metadata,
+                        });
+                    }
+                }
                 let stamp = statement.kind.is_data_write() && !statement.conditional;
-                Ok(Intake {
+                Ok(Inspected::Request(Intake {
                     class: class_of(&statement),
                     write: !statement.kind.is_read(),
                     barrier: is_barrier(&statement),
@@ -252,11 +293,11 @@ impl Session {
                         None
                     },
                     mapped: [None, None],
-                })
+                }))
             }
             Opcode::PREPARE => {
                 let prepare = Prepare::decode(message, version)?;
-                Ok(Intake {
+                Ok(Inspected::Request(Intake {
                     class: RequestClass::Prepare,
                     write: false,
                     // An EXECUTE that overtakes its PREPARE on the secondary gets UNPREPARED,
@@ -273,7 +314,7 @@ impl Session {
                     },
                     message: None,
                     mapped: [None, None],
-                })
+                }))
             }
             Opcode::EXECUTE => {
                 let id = Execute::peek_id(message)?;
@@ -288,10 +329,18 @@ impl Session {
                             })
                             .cloned()
                     });
-                    (p.statement.clone(), own)
+                    (p.statement.clone(), own, p.system.clone())
                 });
+                if let Some((_, _, Some(query))) = known {
+                    let params = Execute::decode(message, version)?.params;
+                    return Ok(Inspected::TopologyRead {
+                        query,
+                        bound: bound(params.values),
+                        skip_metadata: params.skip_metadata,
+                    });
+                }
                 let (class, write, stamp, barrier) = match &known {
-                    Some((statement, _)) => (
+                    Some((statement, _, _)) => (
                         class_of(statement),
                         !statement.kind.is_read(),
                         statement.kind.is_data_write() && !statement.conditional,
@@ -309,7 +358,7 @@ impl Session {
                 // The cluster the client's ids come from needs nothing; another needs its own
                 // id, and in v5 its own result metadata id too.
                 let mut mapped = [None, None];
-                if let Some((_, own)) = &known {
+                if let Some((_, own, _)) = &known {
                     for (slot, own) in mapped.iter_mut().zip(own) {
                         if let Some(own) = own {
                             *slot = Some(
@@ -324,14 +373,14 @@ impl Session {
                         }
                     }
                 }
-                Ok(Intake {
+                Ok(Inspected::Request(Intake {
                     class,
                     barrier,
                     write,
                     kind: Kind::Prepared(Repair::new(with_client_ids)),
                     message: stamped,
                     mapped,
-                })
+                }))
             }
             Opcode::BATCH => {
                 let batch = Batch::decode(message, version)?;
@@ -368,7 +417,7 @@ impl Session {
                             self.map_batch_ids(&with_client_ids, version, upstream)?;
                     }
                 }
-                Ok(Intake {
+                Ok(Inspected::Request(Intake {
                     class: RequestClass::Write,
                     write: true,
                     // Unordered only when every statement is a known unconditional write.
@@ -376,16 +425,16 @@ impl Session {
                     kind: Kind::Prepared(Repair::new(with_client_ids)),
                     message: stamped,
                     mapped,
-                })
+                }))
             }
-            _ => Ok(Intake {
+            _ => Ok(Inspected::Request(Intake {
                 class: RequestClass::Register,
                 write: false,
                 barrier: false,
                 kind: Kind::Plain,
                 message: None,
                 mapped: [None, None],
-            }),
+            })),
         }
     }
 
@@ -653,6 +702,25 @@ fn class_of(statement: &Statement) -> RequestClass {
         RequestClass::Read
     } else {
         RequestClass::Write
+    }
+}
+
+/// The values bound to a statement, for a topology read's restrictions.
+fn bound(values: Option<crate::message::Values<'_>>) -> Bound {
+    Bound {
+        values: values
+            .map(|v| {
+                v.iter()
+                    .map(|(name, value)| {
+                        let value = match value {
+                            crate::wire::Value::Bytes(b) => Some(Bytes::copy_from_slice(b)),
+                            crate::wire::Value::Null | crate::wire::Value::Unset => None,
+                        };
+                        (name.map(str::to_owned), value)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

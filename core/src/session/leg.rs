@@ -120,6 +120,8 @@ pub(crate) enum Purpose {
     /// The proxy's own login (its credentials for that cluster, `--target-username`) during
     /// this STARTUP request.
     Login(RequestId),
+    /// The session's own read of a topology table (see `topology.rs`).
+    Topology(crate::topology::SystemTable),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

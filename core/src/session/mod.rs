@@ -25,9 +25,11 @@ mod outbox;
 mod request;
 mod streams;
 mod supported;
+mod topology;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,6 +141,9 @@ pub enum Event {
     /// The session was asked to shut down: it takes no new requests and closes once those
     /// in flight are answered; `in_flight` were.
     Draining { in_flight: usize },
+    /// A node of the primary is not in the ghost map: it was left out of what the client
+    /// sees. `first` is true the first time the proxy met that address.
+    UnmappedNode { address: IpAddr, first: bool },
 }
 
 /// How much a log reader cares about an [`Event`].
@@ -158,6 +163,8 @@ impl Event {
             Self::Failure { first: true, .. } => Level::Warn,
             Self::Failure { first: false, .. } => Level::Debug,
             Self::ClientError { .. } => Level::Info,
+            Self::UnmappedNode { first: true, .. } => Level::Warn,
+            Self::UnmappedNode { first: false, .. } => Level::Debug,
             Self::Ready { .. }
             | Self::MissedWrite { .. }
             | Self::Answered { .. }
@@ -215,6 +222,10 @@ impl fmt::Display for Event {
             Self::Draining { in_flight } => write!(
                 f,
                 "shutting down: no new requests; closing after the {in_flight} in flight"
+            ),
+            Self::UnmappedNode { address, .. } => write!(
+                f,
+                "node {address} is not in --ghostIps: drivers are not told about it (add it to the map to let them use it)"
             ),
         }
     }
@@ -280,6 +291,10 @@ pub struct Session {
     /// Shutting down: no new requests; close once nothing is in flight.
     draining: bool,
     finished: bool,
+    /// The address the client connected to (this proxy instance, as the client reaches it).
+    local_address: Option<SocketAddr>,
+    /// The session's own read of the primary's topology, and the client reads waiting for it.
+    fetch: topology::Fetch,
 }
 
 impl Session {
@@ -314,6 +329,8 @@ impl Session {
             events: VecDeque::new(),
             draining: false,
             finished: false,
+            local_address: None,
+            fetch: topology::Fetch::default(),
             proxy,
         };
         for upstream in Upstream::BOTH {
@@ -324,6 +341,14 @@ impl Session {
                 .actions
                 .push_back(Action::Connect { upstream, endpoint });
         }
+        session
+    }
+
+    /// A session for a client that connected to this proxy at `local` (the address it
+    /// advertises to that client when no proxy instances are configured).
+    pub fn accepted(proxy: Arc<Proxy>, local: SocketAddr, now: Instant) -> Self {
+        let mut session = Self::new(proxy, now);
+        session.local_address = Some(local);
         session
     }
 
@@ -570,7 +595,11 @@ impl Session {
     fn after_input(&mut self, now: Instant) {
         // The client has every answer it waits for: it goes; what a cluster still works on
         // for it finishes in the background (a write to a slow secondary is not abandoned).
-        if self.draining && self.client.is_open() && self.requests.all_answered() {
+        if self.draining
+            && self.client.is_open()
+            && self.requests.all_answered()
+            && self.fetch.is_idle()
+        {
             self.close_client(now);
         }
         if self.finished || self.client.is_open() || !self.requests.is_empty() {

@@ -142,8 +142,7 @@ impl<'a> Iterator for Lexer<'a> {
             )
         } else if c == '?' {
             (TokenKind::Marker, 1)
-        } else if c == ':' && rest[1..].starts_with(|n: char| n.is_ascii_alphabetic() || n == '_')
-        {
+        } else if c == ':' && rest[1..].starts_with(|n: char| n.is_ascii_alphabetic() || n == '_') {
             (TokenKind::NamedMarker, 1 + word_len(&rest[1..]))
         } else if c == ':' && rest[1..].starts_with('"') {
             (TokenKind::NamedMarker, 1 + quoted_len(&rest[1..], '"'))
@@ -174,10 +173,11 @@ fn number_len(s: &str) -> usize {
         let exponent_sign = (b == b'+' || b == b'-')
             && len > 0
             && matches!(bytes[len - 1], b'e' | b'E')
-            && bytes[..len].iter().all(|d| d.is_ascii_digit() || matches!(d, b'.' | b'e' | b'E'));
-        if b.is_ascii_alphanumeric() || b == b'_' || exponent_sign {
-            len += 1;
-        } else if b == b'.' && bytes.get(len + 1).is_some_and(u8::is_ascii_digit) {
+            && bytes[..len]
+                .iter()
+                .all(|d| d.is_ascii_digit() || matches!(d, b'.' | b'e' | b'E'));
+        let decimal_point = b == b'.' && bytes.get(len + 1).is_some_and(u8::is_ascii_digit);
+        if b.is_ascii_alphanumeric() || b == b'_' || exponent_sign || decimal_point {
             len += 1;
         } else {
             break;

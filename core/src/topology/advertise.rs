@@ -48,7 +48,12 @@ impl Partitioner {
 /// `per_instance` tokens for instance `index` of `instances`, evenly spread over the ring and
 /// interleaved with the other instances', so that each owns the same share of every region
 /// of the ring.
-pub fn tokens(partitioner: Partitioner, instances: usize, index: usize, per_instance: usize) -> Vec<String> {
+pub fn tokens(
+    partitioner: Partitioner,
+    instances: usize,
+    index: usize,
+    per_instance: usize,
+) -> Vec<String> {
     let instances = instances.max(1) as u128;
     let per_instance = per_instance.max(1) as u128;
     let total = instances * per_instance;
@@ -76,7 +81,8 @@ pub fn tokens(partitioner: Partitioner, instances: usize, index: usize, per_inst
 /// restarts (a name-based UUID of the address).
 pub fn host_id(instance: &Instance) -> [u8; 16] {
     const NAMESPACE: uuid::Uuid = uuid::Uuid::from_bytes([
-        0x6a, 0x0e, 0x5b, 0x1c, 0x3f, 0x2d, 0x4e, 0x81, 0x9c, 0x4b, 0x1d, 0x0f, 0x7a, 0x52, 0x63, 0x90,
+        0x6a, 0x0e, 0x5b, 0x1c, 0x3f, 0x2d, 0x4e, 0x81, 0x9c, 0x4b, 0x1d, 0x0f, 0x7a, 0x52, 0x63,
+        0x90,
     ]);
     let name = format!("cqlmirror-instance/{}/{}", instance.address, instance.port);
     *uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).as_bytes()
@@ -200,7 +206,12 @@ struct Fill<'a> {
 impl Fill<'_> {
     /// A row of `table` for `node`; `base` is the real row whose other cells it keeps (the
     /// local row), else they come from the template by column name.
-    fn row(&self, table: &TableData, node: &AdvertisedNode, base: Option<&[Option<Bytes>]>) -> Vec<Option<Bytes>> {
+    fn row(
+        &self,
+        table: &TableData,
+        node: &AdvertisedNode,
+        base: Option<&[Option<Bytes>]>,
+    ) -> Vec<Option<Bytes>> {
         (0..table.columns.len())
             .map(|i| {
                 let name = table.columns[i].name.as_str();
@@ -226,9 +237,9 @@ impl Fill<'_> {
                         self.rack.map(text).or_else(kept)
                     }
                     (_, Some(ColumnType::Inet)) => Some(inet_cell(node.instance.address)),
-                    (n, Some(ColumnType::Int)) if n.ends_with("_port") => {
-                        Some(Bytes::copy_from_slice(&i32::from(node.instance.port).to_be_bytes()))
-                    }
+                    (n, Some(ColumnType::Int)) if n.ends_with("_port") => Some(
+                        Bytes::copy_from_slice(&i32::from(node.instance.port).to_be_bytes()),
+                    ),
                     _ => kept(),
                 }
             })
@@ -290,8 +301,16 @@ pub fn ghost(view: &ClusterView, map: &GhostMap, fallback: Instance) -> (Adverti
         out
     };
     let local = rewrite(&view.local, true);
-    let peers = view.peers.as_ref().map_err(Clone::clone).map(|t| rewrite(t, false));
-    let peers_v2 = view.peers_v2.as_ref().map_err(Clone::clone).map(|t| rewrite(t, false));
+    let peers = view
+        .peers
+        .as_ref()
+        .map_err(Clone::clone)
+        .map(|t| rewrite(t, false));
+    let peers_v2 = view
+        .peers_v2
+        .as_ref()
+        .map_err(Clone::clone)
+        .map(|t| rewrite(t, false));
     (
         Advertised {
             local,
@@ -344,15 +363,14 @@ mod tests {
         assert_eq!(a, vec![i64::MIN.to_string(), "0".to_owned()]);
         assert_eq!(
             b,
-            vec![
-                (i64::MIN / 2).to_string(),
-                (i64::MAX / 2 + 1).to_string()
-            ]
+            vec![(i64::MIN / 2).to_string(), (i64::MAX / 2 + 1).to_string()]
         );
         let r = tokens(Partitioner::Random, 1, 0, 4);
         assert_eq!(r[1], (1u128 << 125).to_string());
         // Every token of every instance is distinct.
-        let mut all: Vec<String> = (0..3).flat_map(|i| tokens(Partitioner::Murmur3, 3, i, 8)).collect();
+        let mut all: Vec<String> = (0..3)
+            .flat_map(|i| tokens(Partitioner::Murmur3, 3, i, 8))
+            .collect();
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 24);
@@ -370,21 +388,40 @@ mod tests {
     #[test]
     fn virtual_tables_show_only_instances() {
         let view = two_nodes();
-        let instances = [instance("10.9.0.1:29042"), instance("10.9.0.2:29043"), instance("[::1]:29044")];
+        let instances = [
+            instance("10.9.0.1:29042"),
+            instance("10.9.0.2:29043"),
+            instance("[::1]:29044"),
+        ];
         let nodes = VirtualNodes::new(&instances, 1, 4, Partitioner::Murmur3, None);
         let advertised = nodes.advertise(&view);
         let local = &advertised.local;
         assert_eq!(local.rows.len(), 1);
-        assert_eq!(inet(local.cell(0, "rpc_address")), Some("10.9.0.2".parse().unwrap()));
-        assert_eq!(inet(local.cell(0, "broadcast_address")), Some("10.9.0.2".parse().unwrap()));
+        assert_eq!(
+            inet(local.cell(0, "rpc_address")),
+            Some("10.9.0.2".parse().unwrap())
+        );
+        assert_eq!(
+            inet(local.cell(0, "broadcast_address")),
+            Some("10.9.0.2".parse().unwrap())
+        );
         assert_eq!(local.text(0, "cluster_name"), Some("prod"));
         assert_eq!(local.text(0, "data_center"), Some("dc1"));
-        assert_eq!(local.cell(0, "rpc_port").map(|c| c.to_vec()), Some(29043i32.to_be_bytes().to_vec()));
+        assert_eq!(
+            local.cell(0, "rpc_port").map(|c| c.to_vec()),
+            Some(29043i32.to_be_bytes().to_vec())
+        );
         let v2 = advertised.peers_v2.as_ref().unwrap();
         assert_eq!(v2.rows.len(), 2);
         assert_eq!(inet(v2.cell(0, "peer")), Some("10.9.0.1".parse().unwrap()));
-        assert_eq!(inet(v2.cell(1, "native_address")), Some("::1".parse().unwrap()));
-        assert_eq!(v2.cell(1, "native_port").map(|c| c.to_vec()), Some(29044i32.to_be_bytes().to_vec()));
+        assert_eq!(
+            inet(v2.cell(1, "native_address")),
+            Some("::1".parse().unwrap())
+        );
+        assert_eq!(
+            v2.cell(1, "native_port").map(|c| c.to_vec()),
+            Some(29044i32.to_be_bytes().to_vec())
+        );
         assert_eq!(v2.text(0, "release_version"), Some("5.0.8"));
         assert_eq!(v2.cell(0, "preferred_ip"), None);
         let peers = advertised.peers.as_ref().unwrap();
@@ -395,7 +432,10 @@ mod tests {
                 for (i, cell) in row.iter().enumerate() {
                     if table.column_type(i) == Some(ColumnType::Inet) {
                         let ip = inet(cell.as_ref());
-                        assert!(ip.is_none_or(|ip| instances.iter().any(|i| i.address == ip)), "{ip:?}");
+                        assert!(
+                            ip.is_none_or(|ip| instances.iter().any(|i| i.address == ip)),
+                            "{ip:?}"
+                        );
                     }
                 }
             }
@@ -406,17 +446,31 @@ mod tests {
     fn ghost_tables_map_addresses_and_leave_out_unknown_nodes() {
         let view = two_nodes();
         let mut map = GhostMap::default();
-        map.insert("10.0.0.1".parse().unwrap(), "10.9.0.1".parse().unwrap(), Some(29042));
+        map.insert(
+            "10.0.0.1".parse().unwrap(),
+            "10.9.0.1".parse().unwrap(),
+            Some(29042),
+        );
         let (advertised, unmapped) = ghost(&view, &map, instance("10.9.0.7:29042"));
-        assert_eq!(inet(advertised.local.cell(0, "rpc_address")), Some("10.9.0.1".parse().unwrap()));
+        assert_eq!(
+            inet(advertised.local.cell(0, "rpc_address")),
+            Some("10.9.0.1".parse().unwrap())
+        );
         assert_eq!(advertised.peers_v2.as_ref().unwrap().rows.len(), 0);
         assert_eq!(unmapped, vec!["10.0.0.2".parse::<IpAddr>().unwrap()]);
-        map.insert("10.0.0.2".parse().unwrap(), "10.9.0.2".parse().unwrap(), None);
+        map.insert(
+            "10.0.0.2".parse().unwrap(),
+            "10.9.0.2".parse().unwrap(),
+            None,
+        );
         let (advertised, unmapped) = ghost(&view, &map, instance("10.9.0.7:29042"));
         let v2 = advertised.peers_v2.as_ref().unwrap();
         assert!(unmapped.is_empty());
         assert_eq!(inet(v2.cell(0, "peer")), Some("10.9.0.2".parse().unwrap()));
-        assert_eq!(v2.cell(0, "native_port").map(|c| c.to_vec()), Some(29042i32.to_be_bytes().to_vec()));
+        assert_eq!(
+            v2.cell(0, "native_port").map(|c| c.to_vec()),
+            Some(29042i32.to_be_bytes().to_vec())
+        );
         assert_eq!(v2.cell(0, "host_id").map(|c| c.to_vec()), Some(vec![2; 16]));
     }
 }

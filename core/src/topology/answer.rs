@@ -120,7 +120,12 @@ pub fn answer(
     let push = |writer: &mut RowsWriter, cells: Vec<Option<Bytes>>| {
         writer
             .push_row(cells.iter().map(|c| c.as_deref()))
-            .map_err(|e| Refusal(format!("cqlmirror could not build the rows of {}: {e}", query.table.name())))
+            .map_err(|e| {
+                Refusal(format!(
+                    "cqlmirror could not build the rows of {}: {e}",
+                    query.table.name()
+                ))
+            })
     };
     if query.is_count() {
         // One row: the count, and the first matching row's other columns.
@@ -193,10 +198,10 @@ mod tests {
     use super::*;
     use crate::frame::ProtocolVersion;
     use crate::message::{Body, ResultMessage};
+    use crate::topology::Instance;
     use crate::topology::advertise::{Partitioner, VirtualNodes};
     use crate::topology::view::inet;
     use crate::topology::view::tests::two_nodes;
-    use crate::topology::Instance;
 
     fn advertised() -> crate::topology::Advertised {
         let instances: Vec<Instance> = ["10.9.0.1:9042", "10.9.0.2:9042", "10.9.0.3:9043"]
@@ -209,8 +214,14 @@ mod tests {
                 }
             })
             .collect();
-        VirtualNodes::new(&instances, 0, 2, Partitioner::Murmur3, Some("proxies".into()))
-            .advertise(&two_nodes())
+        VirtualNodes::new(
+            &instances,
+            0,
+            2,
+            Partitioner::Murmur3,
+            Some("proxies".into()),
+        )
+        .advertise(&two_nodes())
     }
 
     fn run(text: &str, bound: Bound, skip: bool) -> Result<TableData, Refusal> {
@@ -220,7 +231,9 @@ mod tests {
         let body = answer(&query, &bound, table, skip)?;
         if skip {
             // Decodable only with the columns known; check the shape instead.
-            let ResultMessage::Rows(rows) = ResultMessage::decode(&body, ProtocolVersion::V4).unwrap() else {
+            let ResultMessage::Rows(rows) =
+                ResultMessage::decode(&body, ProtocolVersion::V4).unwrap()
+            else {
                 panic!("rows expected");
             };
             assert!(matches!(rows.metadata.columns, Columns::Skipped { .. }));
@@ -241,12 +254,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            some.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            some.columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
             ["a", "data_center", "tokens"]
         );
         assert_eq!(inet(some.cell(0, "a")), Some("10.9.0.1".parse().unwrap()));
         assert_eq!(some.text(0, "data_center"), Some("proxies"));
-        let none = run("SELECT * FROM system.local WHERE key = 'other'", Bound::default(), false).unwrap();
+        let none = run(
+            "SELECT * FROM system.local WHERE key = 'other'",
+            Bound::default(),
+            false,
+        )
+        .unwrap();
         assert!(none.rows.is_empty());
     }
 
@@ -254,7 +275,10 @@ mod tests {
     fn count_and_restrictions() {
         let count = run("SELECT count(*) FROM system.peers", Bound::default(), false).unwrap();
         assert_eq!(count.columns[0].name, "count");
-        assert_eq!(count.cell(0, "count").map(|c| c.to_vec()), Some(2i64.to_be_bytes().to_vec()));
+        assert_eq!(
+            count.cell(0, "count").map(|c| c.to_vec()),
+            Some(2i64.to_be_bytes().to_vec())
+        );
         let one = run(
             "SELECT peer FROM system.peers_v2 WHERE peer = ? AND peer_port = ?",
             Bound {
@@ -267,12 +291,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(one.rows.len(), 1);
-        let literal = run("SELECT peer FROM system.peers WHERE peer = '10.9.0.2'", Bound::default(), false).unwrap();
-        assert_eq!(inet(literal.cell(0, "peer")), Some("10.9.0.2".parse().unwrap()));
+        let literal = run(
+            "SELECT peer FROM system.peers WHERE peer = '10.9.0.2'",
+            Bound::default(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            inet(literal.cell(0, "peer")),
+            Some("10.9.0.2".parse().unwrap())
+        );
         let named = run(
             "SELECT peer FROM system.peers_v2 WHERE peer = :address",
             Bound {
-                values: vec![(Some("address".into()), Some(Bytes::from_static(&[10, 9, 0, 2])))],
+                values: vec![(
+                    Some("address".into()),
+                    Some(Bytes::from_static(&[10, 9, 0, 2])),
+                )],
             },
             false,
         )

@@ -59,7 +59,11 @@ mod tests {
         let virt = TopologyMode::Virtual(VirtualTopology::default());
         assert_eq!(fate(&virt, &up, 29042), EventFate::Drop { unmapped: None });
         let mut map = GhostMap::default();
-        map.insert("10.0.0.2".parse().unwrap(), "10.9.0.2".parse().unwrap(), None);
+        map.insert(
+            "10.0.0.2".parse().unwrap(),
+            "10.9.0.2".parse().unwrap(),
+            None,
+        );
         let ghost = TopologyMode::Ghost(map);
         assert_eq!(
             fate(&ghost, &up, 29042),

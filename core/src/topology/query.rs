@@ -11,6 +11,18 @@
 
 use crate::statement::lexer::{Lexer, Token, TokenKind};
 
+/// Whether `text` may read a topology table: a quick test before parsing, since every QUERY
+/// is looked at (it mentions `local` or `peers`, in any case).
+pub fn may_be_topology(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let has = |word: &[u8]| {
+        bytes
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word))
+    };
+    has(b"local") || has(b"peers")
+}
+
 /// Which table a read is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SystemTable {
@@ -172,7 +184,12 @@ impl<'a> Cursor<'a> {
         loop {
             let selector = self.selector()?;
             let alias = if self.word("as") {
-                Some(self.bump().filter(|t| t.is_identifier())?.value().into_owned())
+                Some(
+                    self.bump()
+                        .filter(|t| t.is_identifier())?
+                        .value()
+                        .into_owned(),
+                )
             } else {
                 None
             };
@@ -193,7 +210,9 @@ impl<'a> Cursor<'a> {
             // A function call: count(*) / count(1) are the ones with a meaning here.
             let start = self.i;
             self.skip_parenthesized();
-            let args: Vec<&Token<'_>> = self.tokens[start + 1..self.i.saturating_sub(1)].iter().collect();
+            let args: Vec<&Token<'_>> = self.tokens[start + 1..self.i.saturating_sub(1)]
+                .iter()
+                .collect();
             let counts = first.kind == TokenKind::Word
                 && first.raw.eq_ignore_ascii_case("count")
                 && args.len() == 1
@@ -204,7 +223,10 @@ impl<'a> Cursor<'a> {
                 Selector::Other
             });
         }
-        if self.peek().is_some_and(|t| !t.is_symbol(',') && !t.is_word("as") && !t.is_word("from")) {
+        if self
+            .peek()
+            .is_some_and(|t| !t.is_symbol(',') && !t.is_word("as") && !t.is_word("from"))
+        {
             self.skip_term();
             return Some(Selector::Other);
         }
@@ -251,7 +273,10 @@ impl<'a> Cursor<'a> {
             if !second.is_identifier() {
                 return None;
             }
-            (Some(first.value().into_owned()), second.value().into_owned())
+            (
+                Some(first.value().into_owned()),
+                second.value().into_owned(),
+            )
         } else {
             (keyspace.map(str::to_owned), first.value().into_owned())
         };
@@ -355,9 +380,18 @@ mod tests {
         assert_eq!(q.table, SystemTable::Peers);
         assert_eq!(
             q.selectors,
-            columns(&["peer", "data_center", "host_id", "rack", "release_version", "rpc_address", "tokens"])
+            columns(&[
+                "peer",
+                "data_center",
+                "host_id",
+                "rack",
+                "release_version",
+                "rpc_address",
+                "tokens"
+            ])
         );
-        let q = parse("SELECT * FROM system.peers_v2 WHERE peer = :address AND peer_port = :port").unwrap();
+        let q = parse("SELECT * FROM system.peers_v2 WHERE peer = :address AND peer_port = :port")
+            .unwrap();
         assert_eq!(q.table, SystemTable::PeersV2);
         assert_eq!(
             q.restrictions[1],
@@ -371,11 +405,18 @@ mod tests {
         );
         let q = parse("SELECT count(*) FROM system.peers").unwrap();
         assert!(q.is_count());
-        let q = parse("SELECT rpc_address AS addr, \"data_center\" FROM \"system\".\"local\";").unwrap();
+        let q = parse("SELECT rpc_address AS addr, \"data_center\" FROM \"system\".\"local\";")
+            .unwrap();
         let selectors = q.selectors.unwrap();
-        assert_eq!(selectors[0].selector, Selector::Column("rpc_address".into()));
+        assert_eq!(
+            selectors[0].selector,
+            Selector::Column("rpc_address".into())
+        );
         assert_eq!(selectors[0].alias.as_deref(), Some("addr"));
-        assert_eq!(selectors[1].selector, Selector::Column("data_center".into()));
+        assert_eq!(
+            selectors[1].selector,
+            Selector::Column("data_center".into())
+        );
     }
 
     #[test]

@@ -214,7 +214,9 @@ pub fn inet(cell: Option<&Bytes>) -> Option<IpAddr> {
 
 /// An `int` cell.
 pub fn int(cell: Option<&Bytes>) -> Option<i32> {
-    <[u8; 4]>::try_from(cell?.as_ref()).ok().map(i32::from_be_bytes)
+    <[u8; 4]>::try_from(cell?.as_ref())
+        .ok()
+        .map(i32::from_be_bytes)
 }
 
 #[cfg(test)]
@@ -360,11 +362,17 @@ pub(crate) mod tests {
     #[test]
     fn nodes_and_their_addresses() {
         let view = two_nodes();
-        assert_eq!(view.partitioner(), Some("org.apache.cassandra.dht.Murmur3Partitioner"));
+        assert_eq!(
+            view.partitioner(),
+            Some("org.apache.cassandra.dht.Murmur3Partitioner")
+        );
         assert_eq!(view.local_data_center(), Some("dc1"));
         let nodes = view.nodes(9042);
         let addresses: Vec<String> = nodes.iter().map(|n| n.address.to_string()).collect();
         assert_eq!(addresses, vec!["10.0.0.1:9042", "10.0.0.2:9042"]);
-        assert_eq!(view.local.column_type(11), Some(ColumnType::Set(Box::new(ColumnType::Varchar))));
+        assert_eq!(
+            view.local.column_type(11),
+            Some(ColumnType::Set(Box::new(ColumnType::Varchar)))
+        );
     }
 }

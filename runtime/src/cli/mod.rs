@@ -12,6 +12,12 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 
 use cqlmirror_core::config::{Config, Credentials, Endpoint, Secret, WaitPolicy};
 use cqlmirror_core::frame::ProtocolVersion;
+use cqlmirror_core::topology::{TopologyMode, VirtualTopology};
+
+mod parse;
+
+use parse::parse_version;
+pub use parse::{parse_duration, parse_ghost_map, parse_instances, parse_size};
 
 /// Worker threads when `--threads` is not given: one per CPU.
 pub fn default_threads() -> usize {
@@ -27,8 +33,28 @@ pub fn describe(settings: &Settings) -> String {
             .collect::<Vec<_>>()
             .join(",")
     };
+    let topology = match &c.topology {
+        TopologyMode::Virtual(v) if v.instances.is_empty() => format!(
+            "drivers see this instance alone, at {}",
+            v.advertise
+                .map_or("the address they connect to".to_owned(), |a| a.to_string())
+        ),
+        TopologyMode::Virtual(v) => format!(
+            "drivers see {} proxy instances ({}), this one {}",
+            v.instances.len(),
+            v.instances
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            v.instances
+                .get(v.index)
+                .map_or(String::new(), ToString::to_string)
+        ),
+        TopologyMode::Ghost(map) => format!("ghost addresses for {} nodes", map.len()),
+    };
     format!(
-        "listening on {}; source {}; target {}{}; wait for {} (target at most {:?}); request timeout {:?}; protocol versions {:?}; {} threads",
+        "listening on {}; source {}; target {}{}; wait for {} (target at most {:?}); request timeout {:?}; protocol versions {:?}; {topology}; {} threads",
         settings.listen,
         points(&c.source.contact_points),
         points(&c.target.contact_points),
@@ -163,6 +189,27 @@ pub struct Cli {
           env = "CQLMIRROR_MAX_FRAME_SIZE")]
     pub max_frame_size: usize,
 
+    /// Username the proxy logs in with on the source, instead of relaying the client's
+    /// credentials (and for its control connection to the source). Needs --source-password.
+    #[arg(
+        long,
+        value_name = "USER",
+        env = "CQLMIRROR_SOURCE_USERNAME",
+        requires = "source_password"
+    )]
+    pub source_username: Option<String>,
+
+    /// Password for --source-username. Prefer the environment variable: command lines are
+    /// visible to other users of the machine.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "CQLMIRROR_SOURCE_PASSWORD",
+        hide_env_values = true,
+        requires = "source_username"
+    )]
+    pub source_password: Option<String>,
+
     /// Username the proxy logs in with on the target, instead of relaying the client's
     /// credentials. Needs --target-password.
     #[arg(
@@ -198,6 +245,54 @@ pub struct Cli {
         env = "CQLMIRROR_PREPARED_CACHE_SIZE"
     )]
     pub prepared_cache_size: usize,
+
+    /// Every proxy instance drivers may use, the same list (in the same order) on each
+    /// instance: `host[:port]`, comma-separated, IPv4 or IPv6 (`[v6]:port`); the port defaults
+    /// to --proxy-port. Drivers see these instances as the cluster's nodes. Without it, each
+    /// client sees this instance alone, at the address it connected to (or
+    /// --advertise-address).
+    #[arg(
+        long,
+        value_name = "LIST",
+        env = "CQLMIRROR_PROXY_TOPOLOGY_ADDRESSES",
+        conflicts_with = "ghost_ips"
+    )]
+    pub proxy_topology_addresses: Option<String>,
+
+    /// Which of --proxy-topology-addresses this instance is (from 0).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        env = "CQLMIRROR_PROXY_TOPOLOGY_INDEX"
+    )]
+    pub proxy_topology_index: usize,
+
+    /// Tokens each proxy instance owns in the topology drivers see, spread evenly over the
+    /// ring (drivers use them for token-aware routing between proxy instances).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 8,
+        env = "CQLMIRROR_PROXY_TOPOLOGY_NUM_TOKENS"
+    )]
+    pub proxy_topology_num_tokens: usize,
+
+    /// The data center drivers see the proxy instances in [default: the primary cluster's].
+    #[arg(long, value_name = "NAME", env = "CQLMIRROR_PROXY_TOPOLOGY_DATACENTER")]
+    pub proxy_topology_datacenter: Option<String>,
+
+    /// The address drivers see for this instance when --proxy-topology-addresses is not given
+    /// [default: the address each client connected to].
+    #[arg(long, value_name = "ADDR", env = "CQLMIRROR_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<IpAddr>,
+
+    /// The older proxy's ghost mode: a JSON object from each source node's address to the
+    /// proxy address drivers see for it, e.g. '{"10.0.0.1":"10.1.0.1","10.0.0.2":"10.1.0.2"}'
+    /// (a value may carry a port: "10.1.0.2:29042"). Drivers then see the primary's nodes
+    /// under these addresses; a node missing from the map is left out.
+    #[arg(long = "ghostIps", value_name = "JSON", env = "CQLMIRROR_GHOST_IPS")]
+    pub ghost_ips: Option<String>,
 
     /// Log at debug level (per-connection events).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false",
@@ -252,12 +347,34 @@ impl Cli {
         config.max_frame_size = self.max_frame_size;
         config.dest_close = self.dest_close;
         config.prepared_cache_size = self.prepared_cache_size;
+        if let (Some(username), Some(password)) = (self.source_username, self.source_password) {
+            config.source.credentials = Some(Credentials {
+                username,
+                password: Secret::new(password),
+            });
+        }
         if let (Some(username), Some(password)) = (self.target_username, self.target_password) {
             config.target.credentials = Some(Credentials {
                 username,
                 password: Secret::new(password),
             });
         }
+        config.topology = match &self.ghost_ips {
+            Some(json) => {
+                TopologyMode::Ghost(parse_ghost_map(json).map_err(|e| format!("--ghostIps: {e}"))?)
+            }
+            None => TopologyMode::Virtual(VirtualTopology {
+                instances: match &self.proxy_topology_addresses {
+                    Some(list) => parse_instances(list, self.proxy_port)
+                        .map_err(|e| format!("--proxy-topology-addresses: {e}"))?,
+                    None => Vec::new(),
+                },
+                index: self.proxy_topology_index,
+                advertise: self.advertise_address,
+                num_tokens: self.proxy_topology_num_tokens,
+                data_center: self.proxy_topology_datacenter.clone(),
+            }),
+        };
         config.validate()?;
         let threads = self.threads.unwrap_or(default_threads);
         if threads == 0 {
@@ -270,60 +387,6 @@ impl Cli {
             debug: self.debug,
         })
     }
-}
-
-fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
-    let n = s.trim().trim_start_matches(['v', 'V']);
-    n.parse::<u8>()
-        .ok()
-        .and_then(ProtocolVersion::from_number)
-        .ok_or_else(|| format!("'{s}' is not a supported protocol version: use 3, 4 or 5"))
-}
-
-/// Parses `1048576`, `64k`, `64KiB`, `1M`, `1MiB`, `1G` … (all powers of 1024).
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size: use e.g. 65536, 64KiB or 1MiB"))?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown size unit '{other}' in '{s}': use K, M or G"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
-}
-
-/// Parses `12s`, `500ms`, `2m`, `1.5s`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration: use e.g. 12s, 500ms or 2m"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" => n * 60.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit '{other}' in '{s}': use ms, s or m"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a valid duration"))
 }
 
 #[cfg(test)]
