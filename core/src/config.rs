@@ -211,6 +211,9 @@ pub struct Config {
     pub prepared_cache_size: usize,
     /// What drivers learn of the cluster's nodes.
     pub topology: TopologyMode,
+    /// How long a schema change waits for each cluster's nodes to agree on the schema (zero:
+    /// not at all).
+    pub schema_agreement_timeout: Duration,
 }
 
 /// Default maximum frame size: 64 MiB, a quarter of the protocol's 256 MB cap.
@@ -239,6 +242,7 @@ impl Config {
             dest_close: false,
             prepared_cache_size: 10_000,
             topology: TopologyMode::default(),
+            schema_agreement_timeout: Duration::from_secs(10),
         }
     }
 

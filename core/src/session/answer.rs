@@ -77,6 +77,7 @@ impl Session {
             Purpose::Reprepare(id) => self.on_reprepared(id, upstream, envelope, now),
             Purpose::Login(id) => self.on_login(id, upstream, envelope, now),
             Purpose::Topology(table) => self.on_topology_answer(upstream, table, envelope, now),
+            Purpose::Agreement(id, read) => self.on_versions(id, upstream, read, envelope, now),
         }
     }
 
@@ -100,6 +101,14 @@ impl Session {
             }
             Kind::Options | Kind::Plain | Kind::Prepared(_) => {}
         }
+        let envelope = if self.requests.get(id).is_some_and(|r| r.schema_change) {
+            match self.start_agreement(id, upstream, envelope, now) {
+                Ok(()) => return,
+                Err(envelope) => envelope,
+            }
+        } else {
+            envelope
+        };
         self.leg_done(id, upstream, Outcome::Answer(envelope), now);
     }
 
@@ -468,6 +477,7 @@ impl Session {
                         format!("the connection to the {upstream} cluster failed ({lost})");
                     self.topology_fetch_failed(&reason, now);
                 }
+                Purpose::Agreement(id, _) => self.agreement_failed(id, upstream, now),
             }
         }
         // Without the primary the client connection cannot go on (requests in flight to a
@@ -532,6 +542,7 @@ impl Session {
                 );
                 return self.topology_fetch_failed(&reason, now);
             }
+            Purpose::Agreement(id, _) => return self.agreement_failed(id, upstream, now),
         };
         // A STARTUP or AUTH_RESPONSE that timed out leaves the cluster's handshake unfinished
         // for good, even while the client's own handshake goes on (it may still have to

@@ -54,6 +54,8 @@ struct Intake {
     /// Per cluster (by [`Upstream::index`]), the message when it differs from `message`: the
     /// cluster's own prepared ids.
     mapped: [Option<Bytes>; 2],
+    /// A schema change (see `agreement.rs`).
+    schema_change: bool,
 }
 
 impl Session {
@@ -242,7 +244,7 @@ impl Session {
         let bodies = [Some(for_source), Some(for_target)];
         let route = route(intake.class, self.read_mode, self.proxy.primary());
         let (seen, serial) = (self.order.answered, self.next_serial());
-        let request = Request::new(
+        let mut request = Request::new(
             &header,
             intake.kind,
             route,
@@ -252,6 +254,7 @@ impl Session {
             serial,
             now,
         );
+        request.schema_change = intake.schema_change;
         self.launch(request, bodies, prefix, now);
     }
 
@@ -293,6 +296,7 @@ impl Session {
                         None
                     },
                     mapped: [None, None],
+                    schema_change: statement.kind == StatementKind::Schema,
                 }))
             }
             Opcode::PREPARE => {
@@ -314,6 +318,7 @@ impl Session {
                     },
                     message: None,
                     mapped: [None, None],
+                    schema_change: false,
                 }))
             }
             Opcode::EXECUTE => {
@@ -349,6 +354,9 @@ impl Session {
                     // Never seen its PREPARE (e.g. the proxy restarted): the safe side.
                     None => (RequestClass::Write, true, false, true),
                 };
+                let schema_change = known
+                    .as_ref()
+                    .is_some_and(|(statement, _, _)| statement.kind == StatementKind::Schema);
                 let stamped = if stamp {
                     self.stamped(opcode, message, version, now)?
                 } else {
@@ -380,6 +388,7 @@ impl Session {
                     kind: Kind::Prepared(Repair::new(with_client_ids)),
                     message: stamped,
                     mapped,
+                    schema_change,
                 }))
             }
             Opcode::BATCH => {
@@ -425,6 +434,7 @@ impl Session {
                     kind: Kind::Prepared(Repair::new(with_client_ids)),
                     message: stamped,
                     mapped,
+                    schema_change: false,
                 }))
             }
             _ => Ok(Inspected::Request(Intake {
@@ -434,6 +444,7 @@ impl Session {
                 kind: Kind::Plain,
                 message: None,
                 mapped: [None, None],
+                schema_change: false,
             })),
         }
     }

@@ -122,6 +122,8 @@ pub(crate) enum Purpose {
     Login(RequestId),
     /// The session's own read of a topology table (see `topology.rs`).
     Topology(crate::topology::SystemTable),
+    /// A read of the nodes' schema versions after this schema change (see `agreement.rs`).
+    Agreement(RequestId, crate::session::agreement::VersionRead),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,6 +16,7 @@
 //! protocol ERROR sent to it, an [`Event`] and a close; a cluster that misbehaves is marked
 //! failed. Nothing here panics on input.
 
+mod agreement;
 mod answer;
 mod handshake;
 mod intake;
@@ -144,6 +145,13 @@ pub enum Event {
     /// A node of the primary is not in the ghost map: it was left out of what the client
     /// sees. `first` is true the first time the proxy met that address.
     UnmappedNode { address: IpAddr, first: bool },
+    /// After a schema change, `upstream`'s nodes agreed on the schema (`reached`), or the
+    /// proxy stopped waiting for them after `waited`.
+    SchemaAgreement {
+        upstream: Upstream,
+        reached: bool,
+        waited: Duration,
+    },
 }
 
 /// How much a log reader cares about an [`Event`].
@@ -165,6 +173,8 @@ impl Event {
             Self::ClientError { .. } => Level::Info,
             Self::UnmappedNode { first: true, .. } => Level::Warn,
             Self::UnmappedNode { first: false, .. } => Level::Debug,
+            Self::SchemaAgreement { reached: false, .. } => Level::Warn,
+            Self::SchemaAgreement { reached: true, .. } => Level::Debug,
             Self::Ready { .. }
             | Self::MissedWrite { .. }
             | Self::Answered { .. }
@@ -223,6 +233,22 @@ impl fmt::Display for Event {
                 f,
                 "shutting down: no new requests; closing after the {in_flight} in flight"
             ),
+            Self::SchemaAgreement {
+                upstream,
+                reached: true,
+                waited,
+            } => write!(
+                f,
+                "the {upstream} cluster's nodes agreed on the schema after {waited:?}"
+            ),
+            Self::SchemaAgreement {
+                upstream,
+                reached: false,
+                waited,
+            } => write!(
+                f,
+                "the {upstream} cluster's nodes did not agree on the schema within {waited:?} (--schema-agreement-timeout): the schema change is answered anyway; a node may be down"
+            ),
             Self::UnmappedNode { address, .. } => write!(
                 f,
                 "node {address} is not in --ghostIps: drivers are not told about it (add it to the map to let them use it)"
@@ -237,6 +263,8 @@ impl fmt::Display for Event {
 enum Timer {
     Connect(Upstream),
     Stream(Upstream, StreamId),
+    /// Read the schema versions again (see `agreement.rs`).
+    Agreement(Upstream, request::RequestId),
 }
 
 /// Where the handshake with the client stands.
@@ -295,6 +323,8 @@ pub struct Session {
     local_address: Option<SocketAddr>,
     /// The session's own read of the primary's topology, and the client reads waiting for it.
     fetch: topology::Fetch,
+    /// Schema changes waiting for a cluster's nodes to agree.
+    agreements: Vec<agreement::Agreement>,
 }
 
 impl Session {
@@ -331,6 +361,7 @@ impl Session {
             finished: false,
             local_address: None,
             fetch: topology::Fetch::default(),
+            agreements: Vec::new(),
             proxy,
         };
         for upstream in Upstream::BOTH {
@@ -446,6 +477,7 @@ impl Session {
             match timer {
                 Timer::Connect(upstream) => self.connect_timed_out(upstream, now),
                 Timer::Stream(upstream, stream) => self.stream_timed_out(upstream, stream, at, now),
+                Timer::Agreement(upstream, id) => self.agreement_poll(upstream, id, now),
             }
         }
 

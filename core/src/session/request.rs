@@ -171,6 +171,8 @@ pub(crate) struct Request {
     pub(crate) kind: Kind,
     /// Changes data or connection state (counted as a missed write if the secondary fails it).
     pub(crate) write: bool,
+    /// A schema change: each cluster's part is done once its nodes agree on the schema.
+    pub(crate) schema_change: bool,
     pub(crate) route: Route,
     pub(crate) legs: [Leg; 2],
     /// The client got its answer.
@@ -211,6 +213,7 @@ impl Request {
             opcode: header.opcode,
             kind,
             write,
+            schema_change: false,
             route,
             legs: [Leg::Unused, Leg::Unused],
             answered: false,

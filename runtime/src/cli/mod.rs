@@ -246,6 +246,12 @@ pub struct Cli {
     )]
     pub prepared_cache_size: usize,
 
+    /// How long a schema change waits for each cluster's nodes to agree on the schema before
+    /// it is answered (drivers cannot check that through the proxy; 0s: do not wait).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
+          env = "CQLMIRROR_SCHEMA_AGREEMENT_TIMEOUT")]
+    pub schema_agreement_timeout: Duration,
+
     /// Every proxy instance drivers may use, the same list (in the same order) on each
     /// instance: `host[:port]`, comma-separated, IPv4 or IPv6 (`[v6]:port`); the port defaults
     /// to --proxy-port. Drivers see these instances as the cluster's nodes. Without it, each
@@ -347,6 +353,7 @@ impl Cli {
         config.max_frame_size = self.max_frame_size;
         config.dest_close = self.dest_close;
         config.prepared_cache_size = self.prepared_cache_size;
+        config.schema_agreement_timeout = self.schema_agreement_timeout;
         if let (Some(username), Some(password)) = (self.source_username, self.source_password) {
             config.source.credentials = Some(Credentials {
                 username,
