@@ -181,6 +181,9 @@ pub struct ClusterConfig {
     pub contact_points: Vec<Endpoint>,
     /// Credentials the proxy uses itself on this cluster instead of relaying the client's.
     pub credentials: Option<Credentials>,
+    /// The data center whose nodes client connections go to; `None`: that of the node the
+    /// control connection reads the topology from (a contact point's, at first).
+    pub data_center: Option<String>,
 }
 
 /// Everything a proxy needs to know. Build it with [`Config::new`] and adjust fields.
@@ -226,10 +229,12 @@ impl Config {
             source: ClusterConfig {
                 contact_points: source,
                 credentials: None,
+                data_center: None,
             },
             target: ClusterConfig {
                 contact_points: target,
                 credentials: None,
+                data_center: None,
             },
             wait: WaitPolicy::Both,
             wait_timeout: Duration::from_secs(1),

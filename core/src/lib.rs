@@ -100,6 +100,7 @@ macro_rules! bug {
 }
 
 pub mod config;
+pub mod control;
 pub mod driver;
 pub mod error;
 pub mod failure;

@@ -8,13 +8,15 @@
 //! runtime; sessions see them on their next request.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::{Config, Upstream};
+use crate::config::{Config, Endpoint, Upstream};
 use crate::failure::FailureKind;
 use crate::frame::ProtocolVersion;
+use crate::message::Secret as Token;
 use crate::prepared::PreparedCache;
 use crate::topology::ClusterView;
 
@@ -93,6 +95,13 @@ pub struct Proxy {
     views: [Mutex<Option<Arc<ClusterView>>>; 2],
     /// Node addresses a ghost map lacks, reported once each.
     unmapped: Mutex<std::collections::BTreeSet<std::net::IpAddr>>,
+    /// Per cluster: the SASL token of a client login that succeeded there through the proxy,
+    /// for the control connection when the proxy has no credentials of its own for it. Never
+    /// logged.
+    learned_logins: [Mutex<Option<Token>>; 2],
+    /// Nodes not to open connections to, per cluster: reported down (until reported up), or
+    /// unreachable (until the instant given).
+    down: Mutex<std::collections::BTreeMap<(Upstream, std::net::SocketAddr), Option<Instant>>>,
     stats: Stats,
 }
 
@@ -137,6 +146,8 @@ impl Proxy {
             stalled: Default::default(),
             views: Default::default(),
             unmapped: Mutex::new(std::collections::BTreeSet::new()),
+            learned_logins: Default::default(),
+            down: Mutex::new(std::collections::BTreeMap::new()),
             stats: Stats::default(),
         }))
     }
@@ -215,6 +226,114 @@ impl Proxy {
     /// needed them): answers to drivers are built from this view from now on.
     pub fn handle_cluster_view(&self, upstream: Upstream, view: ClusterView) {
         *lock(&self.views[upstream.index()]) = Some(Arc::new(view));
+    }
+
+    /// The SASL token of a client login that succeeded on `upstream`.
+    pub(crate) fn learned_login(&self, upstream: Upstream) -> Option<Token> {
+        lock(&self.learned_logins[upstream.index()]).clone()
+    }
+
+    /// A client logged in on `upstream` with `token` through the proxy.
+    pub(crate) fn learn_login(&self, upstream: Upstream, token: Token) {
+        let mut slot = lock(&self.learned_logins[upstream.index()]);
+        if slot.is_none() {
+            *slot = Some(token);
+        }
+    }
+
+    /// `upstream` reports the node whose clients connect at `address` up or down.
+    pub fn handle_node_status(
+        &self,
+        upstream: Upstream,
+        address: SocketAddr,
+        up: bool,
+        _now: Instant,
+    ) {
+        let mut down = lock(&self.down);
+        if up {
+            down.remove(&(upstream, address));
+        } else {
+            down.insert((upstream, address), None);
+        }
+    }
+
+    /// A connection to the node at `address` could not be opened: new connections avoid it
+    /// for a while.
+    pub(crate) fn note_unreachable(&self, upstream: Upstream, address: SocketAddr, now: Instant) {
+        lock(&self.down)
+            .entry((upstream, address))
+            .or_insert(Some(now + UNREACHABLE_FOR));
+    }
+
+    fn is_down(&self, upstream: Upstream, address: SocketAddr, now: Instant) -> bool {
+        lock(&self.down)
+            .get(&(upstream, address))
+            .is_some_and(|until| until.is_none_or(|until| until > now))
+    }
+
+    /// The nodes of `upstream` that clients' connections may go to: those of the data center
+    /// configured for it, or else of the node its topology was read from, that are not down;
+    /// in the order of the view.
+    pub fn usable_nodes(&self, upstream: Upstream, now: Instant) -> Vec<SocketAddr> {
+        let Some(view) = self.view(upstream) else {
+            return Vec::new();
+        };
+        let cluster = self.config.cluster(upstream);
+        let default_port = cluster.contact_points.first().map_or(9042, |e| e.port);
+        let dc = cluster
+            .data_center
+            .clone()
+            .or_else(|| view.local_data_center().map(str::to_owned));
+        view.nodes(default_port)
+            .into_iter()
+            .filter(|n| dc.is_none() || n.data_center == dc)
+            .map(|n| n.address)
+            .filter(|a| !self.is_down(upstream, *a, now))
+            .collect()
+    }
+
+    /// Where a new backend connection to `upstream` goes: spread over the usable nodes by
+    /// `seed` (the session id), or over the contact points while no topology is known.
+    pub fn pick_node(&self, upstream: Upstream, seed: u64, now: Instant) -> Endpoint {
+        let nodes = self.usable_nodes(upstream, now);
+        if !nodes.is_empty() {
+            let node = nodes[(seed as usize) % nodes.len()];
+            return Endpoint {
+                host: node.ip().to_string(),
+                port: node.port(),
+            };
+        }
+        let points = &self.config.cluster(upstream).contact_points;
+        points
+            .get((seed as usize) % points.len().max(1))
+            .cloned()
+            .unwrap_or(Endpoint {
+                host: String::new(),
+                port: 0,
+            })
+    }
+
+    /// Where the control connection to `upstream` may connect, in order of preference: the
+    /// usable nodes, then the contact points.
+    pub fn candidates(&self, upstream: Upstream) -> Vec<Endpoint> {
+        let cluster = self.config.cluster(upstream);
+        let default_port = cluster.contact_points.first().map_or(9042, |e| e.port);
+        let mut out: Vec<Endpoint> = self
+            .view(upstream)
+            .map(|v| v.nodes(default_port))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| Endpoint {
+                host: n.address.ip().to_string(),
+                port: n.address.port(),
+            })
+            .collect();
+        for point in &self.config.cluster(upstream).contact_points {
+            if !out.contains(point) {
+                out.push(point.clone());
+            }
+        }
+        out
     }
 
     /// A node address the ghost map lacks was left out; true the first time for `address`.
@@ -302,6 +421,9 @@ impl Proxy {
         }
     }
 }
+
+/// How long a node that could not be connected to is avoided by new connections.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
 
 /// Locks a mutex, recovering from poisoning: the state behind it stays consistent because
 /// every critical section is a single map update.

@@ -20,7 +20,7 @@ use crate::logging::log_event;
 use crate::runtime::{Runtime, Stream, Timer};
 use crate::shutdown::Shutdown;
 
-type Connecting<S> = Pin<Box<dyn Future<Output = io::Result<S>> + Send>>;
+pub(crate) type Connecting<S> = Pin<Box<dyn Future<Output = io::Result<S>> + Send>>;
 
 /// What woke a connection's task.
 struct Wake<S> {
@@ -178,7 +178,7 @@ pub(crate) async fn run<R: Runtime>(
 }
 
 /// Opens a backend connection: resolves the contact point and tries its addresses in turn.
-async fn connect<R: Runtime>(runtime: R, endpoint: Endpoint) -> io::Result<R::Stream> {
+pub(crate) async fn connect<R: Runtime>(runtime: R, endpoint: Endpoint) -> io::Result<R::Stream> {
     let addresses = runtime
         .resolve(endpoint.host.clone(), endpoint.port)
         .await?;

@@ -8,6 +8,7 @@
 //! - [`cli`]: the options, their parsing and their checks.
 //! - [`runtime`]: the traits an adapter implements (tasks, TCP with readiness, timers).
 //! - `connection`: one client connection and its two backend connections.
+//! - `control`: the control connection to each cluster (topology, node status).
 //! - `serve`: the accept loop, the drain at shutdown, the wall clock.
 //! - [`shutdown`]: SIGTERM and Ctrl-C.
 //! - [`logging`]: log set-up and the log line of each session event.
@@ -15,6 +16,7 @@
 
 pub mod cli;
 mod connection;
+mod control;
 pub mod logging;
 pub mod runtime;
 mod serve;

@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
+use cqlmirror_core::config::Upstream;
 use cqlmirror_core::proxy::Proxy;
 
-use crate::connection;
 use crate::runtime::{Listener, Runtime, Stream, sleep};
 use crate::shutdown::Shutdown;
+use crate::{connection, control};
 
 /// How long a shutdown (SIGTERM, Ctrl-C) waits for open connections to finish their requests.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,6 +29,14 @@ pub(crate) async fn serve<R: Runtime>(
     shutdown: Shutdown,
 ) -> ExitCode {
     runtime.spawn(follow_wall_clock(runtime.clone(), Arc::clone(&proxy)));
+    for upstream in Upstream::BOTH {
+        runtime.spawn(control::run(
+            runtime.clone(),
+            Arc::clone(&proxy),
+            upstream,
+            shutdown.clone(),
+        ));
+    }
     let active = Arc::new(AtomicUsize::new(0));
     let mut stopping = shutdown.waiter();
     loop {

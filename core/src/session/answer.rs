@@ -89,7 +89,7 @@ impl Session {
         };
         match &request.kind {
             Kind::Startup => return self.startup_answer(id, upstream, envelope, now),
-            Kind::AuthResponse => self.auth_answer(upstream, &envelope, now),
+            Kind::AuthResponse { .. } => self.auth_answer(id, upstream, &envelope, now),
             Kind::Prepare { .. } => self.prepare_answer(id, upstream, &envelope),
             Kind::Use => self.use_answer(id, upstream, &envelope),
             Kind::Prepared(repair)
@@ -225,7 +225,7 @@ impl Session {
         };
         if !request.answered {
             let handshake = match request.kind {
-                Kind::Startup | Kind::AuthResponse => true,
+                Kind::Startup | Kind::AuthResponse { .. } => true,
                 Kind::Options => self.phase != Phase::Ready,
                 _ => false,
             };
@@ -293,7 +293,7 @@ impl Session {
         match request.kind {
             Kind::Options => self.answer_options(id, now),
             Kind::Startup => self.answer_startup(id, now),
-            Kind::AuthResponse => self.answer_auth(id, now),
+            Kind::AuthResponse { .. } => self.answer_auth(id, now),
             Kind::Plain | Kind::Use | Kind::Prepare { .. } | Kind::Prepared(_) => {
                 self.relay(id, now)
             }
@@ -489,6 +489,9 @@ impl Session {
 
     pub(super) fn upstream_lost(&mut self, upstream: Upstream, reason: &str, now: Instant) {
         let connecting = self.upstreams[upstream.index()].link == Link::Connecting;
+        if connecting {
+            self.avoid_node(upstream, now);
+        }
         let (kind, detail) = if connecting {
             (
                 FailureKind::Unreachable,
@@ -503,10 +506,29 @@ impl Session {
         self.upstream_failed(upstream, kind, detail, false, now);
     }
 
+    /// The node of this connection to `upstream` could not be reached: new connections avoid
+    /// it for a while.
+    fn avoid_node(&self, upstream: Upstream, now: Instant) {
+        let endpoint = self.upstreams[upstream.index()].endpoint.as_ref();
+        if let Some(address) = endpoint.and_then(|e| {
+            e.host
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| (ip, e.port))
+        }) {
+            let address = std::net::SocketAddr::new(address.0, address.1);
+            self.proxy.note_unreachable(upstream, address, now);
+        }
+    }
+
     pub(super) fn connect_timed_out(&mut self, upstream: Upstream, now: Instant) {
         if self.upstreams[upstream.index()].link == Link::Connecting {
             let timeout = self.proxy.config().connect_timeout;
-            let endpoint = self.pick_endpoint(upstream);
+            self.avoid_node(upstream, now);
+            let endpoint = self.upstreams[upstream.index()]
+                .endpoint
+                .as_ref()
+                .map_or_else(|| "its contact point".to_owned(), ToString::to_string);
             let detail = format!(
                 "cannot connect to the {upstream} cluster at {endpoint} within {timeout:?}"
             );
@@ -548,7 +570,7 @@ impl Session {
         // for good, even while the client's own handshake goes on (it may still have to
         // authenticate with the primary, and nothing else would settle this cluster).
         let handshake_request = matches!(purpose, Purpose::Request(id)
-            if self.requests.get(id).is_some_and(|r| matches!(r.kind, Kind::Startup | Kind::AuthResponse)));
+            if self.requests.get(id).is_some_and(|r| matches!(r.kind, Kind::Startup | Kind::AuthResponse { .. })));
         self.leg_done(id, upstream, Outcome::Failed(FailureKind::Timeout), now);
         if matches!(purpose, Purpose::Login(_)) {
             let detail = format!("the {upstream} cluster did not answer the proxy's login in time");

@@ -16,10 +16,14 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use crate::config::Upstream;
 use crate::failure::FailureKind;
 use crate::frame::{Compression, Direction, Envelope, Flags, Header, Opcode, ProtocolVersion};
-use crate::message::{AuthResponse, Body, ErrorCode, ErrorMessage, Startup, sasl_plain_token};
+use crate::message::{
+    AuthResponse, Body, ErrorCode, ErrorMessage, Secret, Startup, sasl_plain_token,
+};
 use crate::routing::{RequestClass, Route, route};
 use crate::session::leg::{Handshake, Purpose};
 use crate::session::request::{Kind, Outcome, Outgoing, Request, RequestId};
@@ -84,6 +88,15 @@ impl Session {
 
     pub(super) fn start_auth_response(&mut self, envelope: Envelope, now: Instant) {
         let route = self.handshake_route(RequestClass::Handshake);
+        let max = self.proxy.config().max_frame_size;
+        let token = envelope
+            .decompressed(self.compression, max)
+            .ok()
+            .and_then(|plain| {
+                AuthResponse::decode(plain.body(), plain.version())
+                    .ok()
+                    .and_then(|a| a.token.map(|t| Secret::new(Bytes::copy_from_slice(t))))
+            });
         // The secondary sees the client's credentials only when it asked for them and the
         // proxy has none of its own for it.
         let relay_to_secondary = route.secondary.is_some_and(|secondary| {
@@ -97,7 +110,7 @@ impl Session {
         let (seen, serial) = (self.order.answered, self.next_serial());
         let request = Request::new(
             envelope.header(),
-            Kind::AuthResponse,
+            Kind::AuthResponse { token },
             route,
             false,
             false,
@@ -279,9 +292,21 @@ impl Session {
 
     /// A cluster answered a relayed AUTH_RESPONSE: either cluster (the primary always, the
     /// secondary when it got the client's credentials) is ready once it says AUTH_SUCCESS.
-    pub(super) fn auth_answer(&mut self, upstream: Upstream, envelope: &Envelope, now: Instant) {
+    /// The login is then one the control connection may use there.
+    pub(super) fn auth_answer(
+        &mut self,
+        id: RequestId,
+        upstream: Upstream,
+        envelope: &Envelope,
+        now: Instant,
+    ) {
         if envelope.opcode() == Opcode::AUTH_SUCCESS {
             self.upstreams[upstream.index()].handshake = Handshake::Ready;
+            if let Some(Kind::AuthResponse { token: Some(token) }) =
+                self.requests.get(id).map(|r| &r.kind)
+            {
+                self.proxy.learn_login(upstream, token.clone());
+            }
             self.release_held(now);
         }
     }

@@ -170,6 +170,8 @@ pub(crate) struct UpstreamLeg {
     pub(crate) streams: StreamTable<InFlight>,
     /// Ids whose requests timed out and are still unanswered.
     pub(crate) timed_out: usize,
+    /// The node the connection goes to.
+    pub(crate) endpoint: Option<crate::config::Endpoint>,
 }
 
 impl UpstreamLeg {
@@ -185,6 +187,7 @@ impl UpstreamLeg {
             outbox: Outbox::default(),
             streams: StreamTable::default(),
             timed_out: 0,
+            endpoint: None,
         }
     }
 

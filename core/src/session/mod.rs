@@ -365,7 +365,8 @@ impl Session {
             proxy,
         };
         for upstream in Upstream::BOTH {
-            let endpoint = session.pick_endpoint(upstream);
+            let endpoint = session.proxy.pick_node(upstream, session.id.0, now);
+            session.upstreams[upstream.index()].endpoint = Some(endpoint.clone());
             let deadline = now + session.proxy.config().connect_timeout;
             session.timers.insert((deadline, Timer::Connect(upstream)));
             session
@@ -385,17 +386,6 @@ impl Session {
 
     pub fn id(&self) -> SessionId {
         self.id
-    }
-
-    /// The contact point for a new backend connection: spread over the cluster's contact
-    /// points by session id, so that connections are balanced without shared state.
-    fn pick_endpoint(&self, upstream: Upstream) -> Endpoint {
-        let points = &self.proxy.config().cluster(upstream).contact_points;
-        let index = (self.id.0 as usize) % points.len().max(1);
-        points.get(index).cloned().unwrap_or(Endpoint {
-            host: String::new(),
-            port: 0,
-        })
     }
 
     // ---- inputs ------------------------------------------------------------------------

@@ -91,8 +91,11 @@ pub(crate) enum Kind {
     Options,
     /// STARTUP: the client is ready when both clusters are.
     Startup,
-    /// AUTH_RESPONSE during the handshake.
-    AuthResponse,
+    /// AUTH_RESPONSE during the handshake, with the client's token (for the control
+    /// connections' login when it succeeds; never logged).
+    AuthResponse {
+        token: Option<crate::message::Secret>,
+    },
     /// Relay the primary's answer.
     Plain,
     /// `USE`: each connection's keyspace follows the SET_KEYSPACE its cluster answered.
@@ -116,7 +119,10 @@ impl Kind {
     /// (OPTIONS, STARTUP and AUTH_RESPONSE); other answers are reduced to a digest as soon as
     /// the client no longer needs them.
     pub(crate) fn keeps_answers(&self) -> bool {
-        matches!(self, Self::Options | Self::Startup | Self::AuthResponse)
+        matches!(
+            self,
+            Self::Options | Self::Startup | Self::AuthResponse { .. }
+        )
     }
 }
 
