@@ -435,6 +435,10 @@ impl ControlConnection {
 
     fn on_table(&mut self, table: SystemTable, opcode: Opcode, message: Bytes, now: Instant) {
         let result = if opcode == Opcode::ERROR {
+            if !TableError::is_missing_table(&message, self.version) {
+                let text = self.error_text(&message);
+                return self.fail(format!("cannot read {}: {text}", table.name()), now);
+            }
             Err(TableError { message })
         } else {
             match TableData::from_result(&message, self.version) {

@@ -355,6 +355,10 @@ pub fn check(world: &World) -> Verdict {
                 policy: config.wait,
                 timeout: wait_timeout,
                 request_timeout: timeout,
+                primary_faults: world.scenario().primaries().iter().any(|p| match p {
+                    Upstream::Source => world.scenario().source.has_faults(),
+                    Upstream::Target => world.scenario().target.has_faults(),
+                }),
                 stall_from,
             };
             // The primary when the proxy read the request; at the very instant of a switch,
@@ -505,6 +509,8 @@ struct Wait {
     stall_from: Option<Duration>,
     /// `--request-timeout`.
     request_timeout: Duration,
+    /// Whether the primary cluster may fail requests (faults injected).
+    primary_faults: bool,
 }
 
 fn check_answer(
@@ -550,6 +556,28 @@ fn check_answer(
         return;
     };
     let deadline = consumed + timeout;
+    if let OpKind::Topology(_) = op.kind {
+        // The proxy answers these itself: no cluster ever gets one (the client checks the
+        // addresses in the answer), and its error is due only when it could not read the
+        // primary's topology.
+        if !src.is_empty() || !tgt.is_empty() {
+            v.violations.push(format!(
+                "{who}: a read of a topology table reached a cluster ({} times the {primary}, {} times the {secondary})",
+                src.len(),
+                tgt.len()
+            ));
+        }
+        let text = answer.error_text().unwrap_or_default();
+        if answer.opcode == Opcode::ERROR
+            && !(text.contains("cannot answer a read of the cluster's topology")
+                && wait.primary_faults)
+        {
+            v.violations.push(format!(
+                "{who}: a read of a topology table answered with an error: {text}"
+            ));
+        }
+        return;
+    }
     if answer.is_proxy_error() {
         let text = answer.error_text().unwrap_or_default();
         match answer.error_code() {

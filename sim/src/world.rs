@@ -331,7 +331,9 @@ impl World {
             client: Link::new(n.client_up, n.client_down, &mut self.rng),
             upstreams: [None, None],
         };
-        let session = Session::new(Arc::clone(&self.proxy), self.base + now);
+        let (ip, port) = crate::client::PROXY_ADDRESS;
+        let local = std::net::SocketAddr::from((ip, port));
+        let session = Session::accepted(Arc::clone(&self.proxy), local, self.base + now);
         let mut host = Host::new(
             session,
             self.scenario.engine,

@@ -475,7 +475,7 @@ impl Session {
                 Purpose::Topology(_) => {
                     let reason =
                         format!("the connection to the {upstream} cluster failed ({lost})");
-                    self.topology_fetch_failed(&reason, now);
+                    self.topology_fetch_failed(upstream, &reason, now);
                 }
                 Purpose::Agreement(id, _) => self.agreement_failed(id, upstream, now),
             }
@@ -562,7 +562,7 @@ impl Session {
                     "the {upstream} cluster did not answer a read of {} within {timeout:?}",
                     table.name()
                 );
-                return self.topology_fetch_failed(&reason, now);
+                return self.topology_fetch_failed(upstream, &reason, now);
             }
             Purpose::Agreement(id, _) => return self.agreement_failed(id, upstream, now),
         };

@@ -13,6 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::config::Upstream;
+use crate::failure::FailureKind;
 use crate::frame::{Direction, Envelope, Flags, Header, Opcode, ProtocolVersion, StreamId};
 use crate::message::{Body, ErrorCode, ErrorMessage, Event as EventMessage, Query, QueryParams};
 use crate::session::leg::Purpose;
@@ -170,11 +171,15 @@ impl Session {
             return;
         }
         let Some(version) = self.version else {
-            return self.topology_fetch_failed("the connection has no protocol version yet", now);
+            return self.topology_fetch_failed(
+                upstream,
+                "the connection has no protocol version yet",
+                now,
+            );
         };
         if !self.upstreams[upstream.index()].is_ready() {
             let reason = format!("the connection to the {upstream} cluster is not ready");
-            return self.topology_fetch_failed(&reason, now);
+            return self.topology_fetch_failed(upstream, &reason, now);
         }
         self.fetch.upstream = Some(upstream);
         for table in [SystemTable::Local, SystemTable::Peers, SystemTable::PeersV2] {
@@ -197,7 +202,7 @@ impl Session {
             );
             if let Err(kind) = sent {
                 let reason = format!("the {upstream} cluster could not be asked: {kind}");
-                return self.topology_fetch_failed(&reason, now);
+                return self.topology_fetch_failed(upstream, &reason, now);
             }
         }
     }
@@ -218,17 +223,27 @@ impl Session {
             Ok(message) => message,
             Err(e) => {
                 let reason = format!("undecodable answer from the {upstream} cluster: {e}");
-                return self.topology_fetch_failed(&reason, now);
+                return self.topology_fetch_failed(upstream, &reason, now);
             }
         };
         let result = if envelope.opcode() == Opcode::ERROR {
+            // Only a table the cluster does not have is an answer to keep (peers_v2 before
+            // Cassandra 4.0); any other error is a failure of this read.
+            if !TableError::is_missing_table(&message, version) {
+                let reason = format!(
+                    "the {upstream} cluster failed a read of {}: {}",
+                    table.name(),
+                    error_text(&message, version)
+                );
+                return self.topology_fetch_failed(upstream, &reason, now);
+            }
             Err(TableError { message })
         } else {
             match TableData::from_result(&message, version) {
                 Ok(data) => Ok(data),
                 Err(e) => {
                     let reason = format!("{} of the {upstream} cluster: {e}", table.name());
-                    return self.topology_fetch_failed(&reason, now);
+                    return self.topology_fetch_failed(upstream, &reason, now);
                 }
             }
         };
@@ -253,14 +268,14 @@ impl Session {
             Ok(local) if !local.rows.is_empty() => local,
             Ok(_) => {
                 let reason = format!("system.local of the {upstream} cluster has no row");
-                return self.topology_fetch_failed(&reason, now);
+                return self.topology_fetch_failed(upstream, &reason, now);
             }
             Err(error) => {
                 let reason = format!(
                     "the {upstream} cluster refused to read system.local: {}",
                     error_text(&error.message, version)
                 );
-                return self.topology_fetch_failed(&reason, now);
+                return self.topology_fetch_failed(upstream, &reason, now);
             }
         };
         let view = ClusterView {
@@ -276,19 +291,29 @@ impl Session {
         let _ = now;
     }
 
-    /// The session's read of the topology failed: the reads waiting for it get an error that
-    /// says why (never the cluster's own tables, which would send drivers around the proxy).
-    pub(super) fn topology_fetch_failed(&mut self, reason: &str, _now: Instant) {
+    /// The session's read of `upstream`'s topology failed: the reads waiting for it get an
+    /// error that says why (never the cluster's own tables, which would send drivers around
+    /// the proxy).
+    pub(super) fn topology_fetch_failed(
+        &mut self,
+        upstream: Upstream,
+        reason: &str,
+        _now: Instant,
+    ) {
         self.fetch.upstream = None;
         self.fetch.local = None;
         self.fetch.peers = None;
         self.fetch.peers_v2 = None;
-        let message = format!(
-            "cqlmirror: cannot answer a read of the cluster's topology: {reason}; give the proxy credentials for its control connection to the primary cluster, or check that cluster"
-        );
-        self.events.push_back(Event::ClientError {
-            detail: message.clone(),
+        let first = self.proxy.record_failure(upstream, FailureKind::Error);
+        self.events.push_back(Event::Failure {
+            upstream,
+            kind: FailureKind::Error,
+            detail: format!("cannot read the cluster's topology: {reason}"),
+            first,
         });
+        let message = format!(
+            "cqlmirror: cannot answer a read of the cluster's topology: {reason}; check the {upstream} cluster, or give the proxy credentials for its control connection to it"
+        );
         for read in std::mem::take(&mut self.fetch.waiting) {
             self.error_to_client(
                 read.stream,

@@ -115,6 +115,15 @@ pub struct TableError {
     pub message: Bytes,
 }
 
+impl TableError {
+    /// Whether an ERROR message says the table does not exist (Invalid, "unconfigured
+    /// table"), the one error that is an answer about the table rather than a failure.
+    pub fn is_missing_table(message: &[u8], version: ProtocolVersion) -> bool {
+        crate::message::ErrorMessage::decode(message, version)
+            .is_ok_and(|e| e.code == crate::message::ErrorCode::INVALID)
+    }
+}
+
 /// What a cluster says of its topology.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterView {

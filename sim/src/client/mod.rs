@@ -24,14 +24,18 @@ use cqlmirror_core::frame::{
     Opcode, Prefix, ProtocolVersion, SegmentFormat, StreamId,
 };
 use cqlmirror_core::message::{
-    AuthResponse, Body, ErrorCode, ErrorDetails, ErrorMessage, ResultMessage, Startup,
-    sasl_plain_token,
+    AuthResponse, Body, ColumnType, Columns, ErrorCode, ErrorDetails, ErrorMessage, ResultMessage,
+    Startup, sasl_plain_token,
 };
 use cqlmirror_core::wire::Value;
 
 pub use record::{ClientAnswer, ClientOp, OpKind, carries_tag};
 use workload::{BatchItem, int_value, prepared_texts};
 pub use workload::{Mix, Workload, value_of};
+
+/// The address the simulated proxy instance is reached at: the only address a client may
+/// learn from the topology tables.
+pub const PROXY_ADDRESS: ([u8; 4], u16) = ([10, 255, 0, 1], 9042);
 
 /// How a client picks stream ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -739,6 +743,21 @@ impl SimClient {
                     },
                     now,
                 ),
+                7 => {
+                    let n = self.rng.index(record::TOPOLOGY_READS.len());
+                    let body = workload::query_body(record::TOPOLOGY_READS[n], None, version);
+                    self.send_op(
+                        NewOp {
+                            tag,
+                            kind: OpKind::Topology(n),
+                            opcode: Opcode::QUERY,
+                            message: body,
+                            writes: Vec::new(),
+                            client_timestamp: None,
+                        },
+                        now,
+                    )
+                }
                 _ => {
                     let body = workload::query_body("USE ks", None, version);
                     self.send_op(
@@ -878,6 +897,67 @@ impl SimClient {
             .unwrap_or_else(|| format!("{}", envelope.opcode()))
     }
 
+    /// A driver must learn no address but the proxy's: every `inet` cell of the answer to a
+    /// topology read is [`PROXY_ADDRESS`], and the one instance has no peers.
+    fn check_topology_answer(
+        &mut self,
+        i: usize,
+        n: usize,
+        opcode: Opcode,
+        message: &[u8],
+        version: ProtocolVersion,
+        now: Duration,
+    ) {
+        let who = format!(
+            "client {}: op {i} ({}) at {now:?}",
+            self.index,
+            record::TOPOLOGY_READS[n]
+        );
+        if opcode != Opcode::RESULT {
+            // Whether an error was due is for the model to say.
+            return;
+        }
+        let Ok(ResultMessage::Rows(rows)) = ResultMessage::decode(message, version) else {
+            return self
+                .violations
+                .push(format!("{who}: answered with a result that is not rows"));
+        };
+        let types: Vec<Option<ColumnType<'_>>> = match &rows.metadata.columns {
+            Columns::Described { specs, .. } => {
+                specs.iter().map(|s| Some(s.column_type.clone())).collect()
+            }
+            Columns::Skipped { count } => vec![None; *count],
+        };
+        let mut count = 0;
+        for row in rows.iter() {
+            let Ok(row) = row else {
+                return self.violations.push(format!("{who}: undecodable rows"));
+            };
+            count += 1;
+            for (cell, column_type) in row.cells().zip(&types) {
+                if column_type == &Some(ColumnType::Inet) {
+                    if let Some(cell) = cell {
+                        if cell != PROXY_ADDRESS.0.as_slice() {
+                            self.violations.push(format!(
+                                "{who}: the answer names the address {cell:?}, not the proxy's {:?}",
+                                PROXY_ADDRESS.0
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let expected = match n {
+            // The local rows: one; the peers of a single proxy instance: none; a count: one row.
+            0 | 3 | 4 => 1,
+            _ => 0,
+        };
+        if count != expected {
+            self.violations
+                .push(format!("{who}: {count} rows where {expected} were due"));
+        }
+    }
+
     fn on_handshake_answer(&mut self, envelope: &Envelope, now: Duration) {
         let opcode = envelope.opcode();
         match (self.phase, opcode) {
@@ -940,6 +1020,9 @@ impl SimClient {
             message: message.clone(),
         });
         let kind = op.kind.clone();
+        if let OpKind::Topology(n) = kind {
+            self.check_topology_answer(i, n, opcode, &message, version, now);
+        }
         if kind == OpKind::Use && self.use_sent && self.use_answered.is_none() {
             if opcode == Opcode::RESULT {
                 self.use_answered = Some(now);

@@ -27,7 +27,18 @@ pub enum OpKind {
     Use,
     /// REGISTER for schema changes.
     Register,
+    /// QUERY of a topology table: [`TOPOLOGY_READS`]`[n]`.
+    Topology(usize),
 }
+
+/// The topology reads a client sends, as drivers write them.
+pub const TOPOLOGY_READS: [&str; 5] = [
+    "SELECT * FROM system.local WHERE key='local'",
+    "SELECT peer, data_center, host_id, rack, release_version, rpc_address, tokens FROM system.peers",
+    "SELECT * FROM system.peers_v2",
+    "SELECT rpc_address AS address, data_center FROM system.local",
+    "SELECT count(*) FROM system.peers",
+];
 
 impl OpKind {
     /// Whether the proxy treats it as a write (sent to both and counted when the target

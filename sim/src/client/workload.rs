@@ -21,6 +21,9 @@ pub struct Mix {
     pub batch: u32,
     pub heartbeat: u32,
     pub use_keyspace: u32,
+    /// Reads of `system.local` / `system.peers` / `system.peers_v2`, as drivers send them:
+    /// the proxy answers them itself, with its own address.
+    pub topology: u32,
 }
 
 impl Mix {
@@ -33,6 +36,7 @@ impl Mix {
         batch: 10,
         heartbeat: 2,
         use_keyspace: 2,
+        topology: 2,
     };
 
     /// Only plain inserts.
@@ -44,6 +48,7 @@ impl Mix {
         batch: 0,
         heartbeat: 0,
         use_keyspace: 0,
+        topology: 0,
     };
 
     /// Only prepared statements (inserts, reads, batches).
@@ -55,6 +60,7 @@ impl Mix {
         batch: 2,
         heartbeat: 0,
         use_keyspace: 0,
+        topology: 0,
     };
 
     /// Only plain reads.
@@ -66,9 +72,10 @@ impl Mix {
         batch: 0,
         heartbeat: 0,
         use_keyspace: 0,
+        topology: 0,
     };
 
-    pub(crate) fn weights(&self) -> [u32; 7] {
+    pub(crate) fn weights(&self) -> [u32; 8] {
         [
             self.insert,
             self.select,
@@ -77,6 +84,7 @@ impl Mix {
             self.batch,
             self.heartbeat,
             self.use_keyspace,
+            self.topology,
         ]
     }
 

@@ -657,6 +657,11 @@ impl SimCluster {
                 }
                 (Opcode::RESULT, serve::void(), false)
             }
+            Plan::Topology { table } => (
+                Opcode::RESULT,
+                serve::topology_rows(self.which, table),
+                false,
+            ),
             Plan::Select { key, alias } => {
                 let column = alias.as_deref().unwrap_or("v");
                 let value = self.store.get(*key).map(|c| c.value.as_str());

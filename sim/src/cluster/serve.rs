@@ -5,6 +5,7 @@ use bytes::Bytes;
 
 use crate::cluster::store::Store;
 use crate::cql::{self, Stmt, Term};
+use cqlmirror_core::config::Upstream;
 use cqlmirror_core::frame::{Compression, Direction, Envelope, Opcode, Prefix, ProtocolVersion};
 use cqlmirror_core::message::{
     AuthResponse, Authenticate, Batch, Body, ColumnSpec, ColumnType, Columns, ErrorCode,
@@ -47,6 +48,11 @@ pub(crate) enum Plan {
     },
     Unprepared {
         id: Bytes,
+    },
+    /// `SELECT * FROM system.<table>`: the cluster's topology tables (the proxy reads them
+    /// to answer drivers' own reads).
+    Topology {
+        table: &'static str,
     },
     Fail {
         code: ErrorCode,
@@ -331,6 +337,11 @@ fn query(
     tag: &mut Option<String>,
 ) -> Result<Plan, String> {
     let q = Query::decode(message, version).map_err(|e| e.to_string())?;
+    for table in ["local", "peers", "peers_v2"] {
+        if q.text == format!("SELECT * FROM system.{table}") {
+            return Ok(Plan::Topology { table });
+        }
+    }
     let stmt = match cql::parse(q.text) {
         Ok(s) => s,
         Err(e) => return Ok(Plan::fail(ErrorCode::SYNTAX_ERROR, e)),
@@ -555,6 +566,146 @@ pub(crate) fn rows(column: &str, value: Option<&str>) -> Bytes {
         // One cell for one column: cannot fail.
         let _ = writer.push_row([Some(v.as_bytes())]);
     }
+    writer.finish()
+}
+
+/// The address of a simulated cluster's `n`th node (the proxy connects to node 0; node 1 is
+/// its peer): an address drivers must never see.
+pub fn node_address(which: Upstream, n: u8) -> [u8; 4] {
+    [10, 0, 1 + which.index() as u8, 1 + n]
+}
+
+/// A Rows result of `system.<table>` as the `which` cluster has it: two nodes, the one
+/// answering and a peer, with the columns drivers read.
+pub(crate) fn topology_rows(which: Upstream, table: &str) -> Bytes {
+    let spec = TableSpec {
+        keyspace: "system",
+        table: match table {
+            "local" => "local",
+            "peers" => "peers",
+            _ => "peers_v2",
+        },
+    };
+    let tokens = |t: &str| {
+        let mut out = Vec::new();
+        out.extend_from_slice(&1i32.to_be_bytes());
+        out.extend_from_slice(&(t.len() as i32).to_be_bytes());
+        out.extend_from_slice(t.as_bytes());
+        out
+    };
+    let dc = format!("dc_{which}");
+    let host_id = |n: u8| {
+        vec![
+            which.index() as u8 + 1,
+            n,
+            0,
+            0,
+            0,
+            0,
+            0x40,
+            0,
+            0x80,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            n,
+        ]
+    };
+    let schema = vec![7u8; 16];
+    let text = |s: &str| Some(s.as_bytes().to_vec());
+    let (columns, row): (Vec<(&str, ColumnType<'static>)>, Vec<Option<Vec<u8>>>) = match table {
+        "local" => (
+            vec![
+                ("key", ColumnType::Varchar),
+                ("broadcast_address", ColumnType::Inet),
+                ("cluster_name", ColumnType::Varchar),
+                ("data_center", ColumnType::Varchar),
+                ("host_id", ColumnType::Uuid),
+                ("partitioner", ColumnType::Varchar),
+                ("rack", ColumnType::Varchar),
+                ("release_version", ColumnType::Varchar),
+                ("rpc_address", ColumnType::Inet),
+                ("rpc_port", ColumnType::Int),
+                ("schema_version", ColumnType::Uuid),
+                ("tokens", ColumnType::Set(Box::new(ColumnType::Varchar))),
+            ],
+            vec![
+                text("local"),
+                Some(node_address(which, 0).to_vec()),
+                text(&format!("sim-{which}")),
+                text(&dc),
+                Some(host_id(0)),
+                text("org.apache.cassandra.dht.Murmur3Partitioner"),
+                text("rack1"),
+                text("5.0.8"),
+                Some(node_address(which, 0).to_vec()),
+                Some(9042i32.to_be_bytes().to_vec()),
+                Some(schema.clone()),
+                Some(tokens("0")),
+            ],
+        ),
+        "peers" => (
+            vec![
+                ("peer", ColumnType::Inet),
+                ("data_center", ColumnType::Varchar),
+                ("host_id", ColumnType::Uuid),
+                ("preferred_ip", ColumnType::Inet),
+                ("rack", ColumnType::Varchar),
+                ("release_version", ColumnType::Varchar),
+                ("rpc_address", ColumnType::Inet),
+                ("schema_version", ColumnType::Uuid),
+                ("tokens", ColumnType::Set(Box::new(ColumnType::Varchar))),
+            ],
+            vec![
+                Some(node_address(which, 1).to_vec()),
+                text(&dc),
+                Some(host_id(1)),
+                None,
+                text("rack1"),
+                text("5.0.8"),
+                Some(node_address(which, 1).to_vec()),
+                Some(schema.clone()),
+                Some(tokens("42")),
+            ],
+        ),
+        _ => (
+            vec![
+                ("peer", ColumnType::Inet),
+                ("peer_port", ColumnType::Int),
+                ("data_center", ColumnType::Varchar),
+                ("host_id", ColumnType::Uuid),
+                ("native_address", ColumnType::Inet),
+                ("native_port", ColumnType::Int),
+                ("preferred_ip", ColumnType::Inet),
+                ("preferred_port", ColumnType::Int),
+                ("rack", ColumnType::Varchar),
+                ("release_version", ColumnType::Varchar),
+                ("schema_version", ColumnType::Uuid),
+                ("tokens", ColumnType::Set(Box::new(ColumnType::Varchar))),
+            ],
+            vec![
+                Some(node_address(which, 1).to_vec()),
+                Some(7000i32.to_be_bytes().to_vec()),
+                text(&dc),
+                Some(host_id(1)),
+                Some(node_address(which, 1).to_vec()),
+                Some(9042i32.to_be_bytes().to_vec()),
+                None,
+                None,
+                text("rack1"),
+                text("5.0.8"),
+                Some(schema.clone()),
+                Some(tokens("42")),
+            ],
+        ),
+    };
+    let metadata = RowsMetadata::new(Columns::in_table(spec, &columns));
+    let mut writer = RowsWriter::new(&metadata);
+    // As many cells as columns, by construction.
+    let _ = writer.push_row(row.iter().map(|c| c.as_deref()));
     writer.finish()
 }
 
