@@ -217,6 +217,9 @@ pub struct Config {
     /// How long a schema change waits for each cluster's nodes to agree on the schema (zero:
     /// not at all).
     pub schema_agreement_timeout: Duration,
+    /// Data-center names of the source and the target that stand for each other in keyspace
+    /// replication (`--dc-map source_dc=target_dc`).
+    pub dc_map: Vec<(String, String)>,
 }
 
 /// Default maximum frame size: 64 MiB, a quarter of the protocol's 256 MB cap.
@@ -248,6 +251,7 @@ impl Config {
             prepared_cache_size: 10_000,
             topology: TopologyMode::default(),
             schema_agreement_timeout: Duration::from_secs(10),
+            dc_map: Vec::new(),
         }
     }
 

@@ -24,6 +24,7 @@ use crate::session::order::Held;
 use crate::session::request::{Kind, Leg, Outcome, Outgoing, Repair, Request, RequestId};
 use crate::session::topology::TopologyRead;
 use crate::session::{Event, Phase, Session};
+use crate::statement::datacenters::map_datacenters;
 use crate::statement::{Statement, StatementKind};
 use crate::topology::SystemQuery;
 use crate::topology::answer::Bound;
@@ -281,6 +282,11 @@ impl Session {
                     }
                 }
                 let stamp = statement.kind.is_data_write() && !statement.conditional;
+                let mapped = if statement.kind == StatementKind::Schema {
+                    self.replication_for_each(message, version)?
+                } else {
+                    [None, None]
+                };
                 Ok(Inspected::Request(Intake {
                     class: class_of(&statement),
                     write: !statement.kind.is_read(),
@@ -295,7 +301,7 @@ impl Session {
                     } else {
                         None
                     },
-                    mapped: [None, None],
+                    mapped,
                     schema_change: statement.kind == StatementKind::Schema,
                 }))
             }
@@ -447,6 +453,39 @@ impl Session {
                 schema_change: false,
             })),
         }
+    }
+
+    /// A keyspace statement (QUERY) with each cluster's own data-center names in its
+    /// replication (`--dc-map`), by [`Upstream::index`]; `None` where nothing changes.
+    fn replication_for_each(
+        &self,
+        message: &Bytes,
+        version: ProtocolVersion,
+    ) -> Result<[Option<Bytes>; 2], DecodeError> {
+        let pairs = &self.proxy.config().dc_map;
+        if pairs.is_empty() {
+            return Ok([None, None]);
+        }
+        let query = Query::decode(message, version)?;
+        let to_target: Vec<(String, String)> = pairs.clone();
+        let to_source: Vec<(String, String)> =
+            pairs.iter().map(|(s, t)| (t.clone(), s.clone())).collect();
+        let mut out = [None, None];
+        for (upstream, map) in [
+            (Upstream::Source, &to_source),
+            (Upstream::Target, &to_target),
+        ] {
+            if let Some(text) = map_datacenters(query.text, map) {
+                out[upstream.index()] = Some(
+                    Query {
+                        text: &text,
+                        params: query.params,
+                    }
+                    .to_bytes(version),
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// The first prepared id of an EXECUTE or BATCH that the proxy does not know.

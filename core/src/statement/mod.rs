@@ -6,6 +6,7 @@
 //! dollar-quoted strings) is enough; anything it does not recognize is treated as a write,
 //! which is the safe side for a dual-write proxy.
 
+pub mod datacenters;
 pub mod lexer;
 
 use lexer::{Lexer, Token, TokenKind};

@@ -17,7 +17,7 @@ use cqlmirror_core::topology::{TopologyMode, VirtualTopology};
 mod parse;
 
 use parse::parse_version;
-pub use parse::{parse_duration, parse_ghost_map, parse_instances, parse_size};
+pub use parse::{parse_dc_pair, parse_duration, parse_ghost_map, parse_instances, parse_size};
 
 /// Worker threads when `--threads` is not given: one per CPU.
 pub fn default_threads() -> usize {
@@ -252,6 +252,23 @@ pub struct Cli {
           env = "CQLMIRROR_SCHEMA_AGREEMENT_TIMEOUT")]
     pub schema_agreement_timeout: Duration,
 
+    /// The data center of the source whose nodes client connections go to [default: that of
+    /// the node the proxy reads the source's topology from, a contact point's at first].
+    #[arg(long, value_name = "NAME", env = "CQLMIRROR_SOURCE_DC")]
+    pub source_dc: Option<String>,
+
+    /// The data center of the target whose nodes client connections go to [default: that of
+    /// the node the proxy reads the target's topology from].
+    #[arg(long, value_name = "NAME", env = "CQLMIRROR_TARGET_DC")]
+    pub target_dc: Option<String>,
+
+    /// A data center of the source and its counterpart in the target, e.g. dc1=azure-east
+    /// (repeatable, or comma-separated): keyspace replication written with one cluster's names
+    /// (CREATE/ALTER KEYSPACE ... NetworkTopologyStrategy) reaches the other with its own.
+    #[arg(long, value_name = "SOURCE_DC=TARGET_DC", value_delimiter = ',', value_parser = parse_dc_pair,
+          env = "CQLMIRROR_DC_MAP")]
+    pub dc_map: Vec<(String, String)>,
+
     /// Every proxy instance drivers may use, the same list (in the same order) on each
     /// instance: `host[:port]`, comma-separated, IPv4 or IPv6 (`[v6]:port`); the port defaults
     /// to --proxy-port. Drivers see these instances as the cluster's nodes. Without it, each
@@ -354,6 +371,9 @@ impl Cli {
         config.dest_close = self.dest_close;
         config.prepared_cache_size = self.prepared_cache_size;
         config.schema_agreement_timeout = self.schema_agreement_timeout;
+        config.source.data_center = self.source_dc.clone();
+        config.target.data_center = self.target_dc.clone();
+        config.dc_map = self.dc_map.clone();
         if let (Some(username), Some(password)) = (self.source_username, self.source_password) {
             config.source.credentials = Some(Credentials {
                 username,
@@ -479,6 +499,95 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown size unit"), "{e}");
+    }
+
+    #[test]
+    fn topology_options() {
+        let s = parse(&[
+            "a",
+            "b",
+            "--proxy-topology-addresses",
+            "10.0.0.1,10.0.0.2:9043,[::1]:29042",
+            "--proxy-topology-index",
+            "2",
+            "--dc-map",
+            "dc1=east,dc2=west",
+            "--source-dc",
+            "dc1",
+        ])
+        .unwrap()
+        .settings(1)
+        .unwrap();
+        let TopologyMode::Virtual(v) = &s.config.topology else {
+            panic!("virtual topology expected");
+        };
+        assert_eq!(
+            v.instances
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["10.0.0.1:29042", "10.0.0.2:9043", "[::1]:29042"]
+        );
+        assert_eq!(v.index, 2);
+        assert_eq!(
+            s.config.dc_map,
+            vec![("dc1".into(), "east".into()), ("dc2".into(), "west".into())]
+        );
+        assert_eq!(s.config.source.data_center.as_deref(), Some("dc1"));
+
+        let e = parse(&[
+            "a",
+            "b",
+            "--proxy-topology-addresses",
+            "10.0.0.1",
+            "--proxy-topology-index",
+            "1",
+        ])
+        .unwrap()
+        .settings(1)
+        .unwrap_err();
+        assert!(
+            e.contains("--proxy-topology-index 1 is out of range"),
+            "{e}"
+        );
+
+        let s = parse(&[
+            "a",
+            "b",
+            "--ghostIps",
+            r#"{"10.0.0.1":"10.1.0.1","10.0.0.2":"10.1.0.2:9043"}"#,
+        ])
+        .unwrap()
+        .settings(1)
+        .unwrap();
+        let TopologyMode::Ghost(map) = &s.config.topology else {
+            panic!("ghost mode expected");
+        };
+        assert_eq!(map.len(), 2);
+        assert_eq!(
+            map.get("10.0.0.2".parse().unwrap()).unwrap().port,
+            Some(9043)
+        );
+        let e = parse(&["a", "b", "--ghostIps", "10.0.0.1=10.1.0.1"])
+            .unwrap()
+            .settings(1)
+            .unwrap_err();
+        assert!(e.starts_with("--ghostIps: not a JSON object"), "{e}");
+        let e = parse(&["a", "b", "--dc-map", "dc1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SOURCE_DC=TARGET_DC"), "{e}");
+        assert!(
+            parse(&[
+                "a",
+                "b",
+                "--ghostIps",
+                "{}",
+                "--proxy-topology-addresses",
+                "x"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

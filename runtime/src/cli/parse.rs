@@ -112,3 +112,15 @@ pub fn parse_ghost_map(json: &str) -> Result<GhostMap, String> {
     }
     Ok(map)
 }
+
+/// Parses `source_dc=target_dc`.
+pub fn parse_dc_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((from, to)) if !from.trim().is_empty() && !to.trim().is_empty() => {
+            Ok((from.trim().to_owned(), to.trim().to_owned()))
+        }
+        _ => Err(format!(
+            "'{s}' is not a pair of data centers: write SOURCE_DC=TARGET_DC, e.g. dc1=azure-east"
+        )),
+    }
+}

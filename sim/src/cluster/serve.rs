@@ -575,6 +575,9 @@ pub fn node_address(which: Upstream, n: u8) -> [u8; 4] {
     [10, 0, 1 + which.index() as u8, 1 + n]
 }
 
+type Column = (&'static str, ColumnType<'static>);
+type Cell = Option<Vec<u8>>;
+
 /// A Rows result of `system.<table>` as the `which` cluster has it: two nodes, the one
 /// answering and a peer, with the columns drivers read.
 pub(crate) fn topology_rows(which: Upstream, table: &str) -> Bytes {
@@ -616,7 +619,7 @@ pub(crate) fn topology_rows(which: Upstream, table: &str) -> Bytes {
     };
     let schema = vec![7u8; 16];
     let text = |s: &str| Some(s.as_bytes().to_vec());
-    let (columns, row): (Vec<(&str, ColumnType<'static>)>, Vec<Option<Vec<u8>>>) = match table {
+    let (columns, row): (Vec<Column>, Vec<Cell>) = match table {
         "local" => (
             vec![
                 ("key", ColumnType::Varchar),
