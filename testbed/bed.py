@@ -5,6 +5,7 @@
                             [--tls SIDE] [--owner-pid PID]
     testbed [--name BED] down          # or: testbed down --all
     testbed [--name BED] stop SIDE     # stop one cluster (e.g. to test an outage)
+    testbed [--name BED] stop-node ADDRESS / start-node ADDRESS   # one node down, then back
     testbed [--name BED] status
     testbed [--name BED] env           # shell exports of the clusters' addresses for tests
     testbed classpath                  # fetch and cache the Cassandra classpath only
@@ -625,6 +626,58 @@ def cmd_stop(args):
     log(f"stopped the {args.side} cluster ({len(stopped)} node(s))")
 
 
+def node_of(state, address):
+    for node in state["nodes"]:
+        if node["address"] == address:
+            return node
+    fail(f"no node {address} in bed '{STATE_DIR.name}': it has "
+         f"{', '.join(n['address'] for n in state['nodes'])}")
+
+
+def cmd_stop_node(args):
+    """Stops one node (a node failure, for tests); `start-node` brings it back with its data."""
+    state = read_state()
+    if not state:
+        fail(f"bed '{STATE_DIR.name}' is not running")
+    node = node_of(state, args.address)
+    stopped = stop_pids([node["pid"]], grace=0 if args.kill else 10.0)
+    log(f"stopped node {args.address} ({len(stopped)} process)")
+
+
+def cmd_start_node(args):
+    """Starts a stopped node again, with its data, and waits until it answers CQL."""
+    state = read_state()
+    if not state:
+        fail(f"bed '{STATE_DIR.name}' is not running")
+    node = node_of(state, args.address)
+    if ours(node["pid"]):
+        log(f"node {args.address} is running already")
+        return
+    version, lib = classpath()
+    directory = Path(node["dir"])
+    out = open(directory / "cassandra.log", "ab")
+    proc = subprocess.Popen(node_command(java17(), lib, directory, state["options"]["heap"]),
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                            cwd=directory, start_new_session=True)
+    out.close()
+    node["pid"] = proc.pid
+    write_state(state)
+    started = time.monotonic()
+    deadline = started + args.timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            fail(f"node {args.address} exited with status {proc.returncode}; see {directory / 'cassandra.log'}")
+        try:
+            probe(args.address, node["side"], state["options"])
+            log(f"node {args.address} answered CQL after {time.monotonic() - started:.1f}s")
+            return
+        except (OSError, cqlprobe.ProbeError) as e:
+            last = str(e)
+        time.sleep(0.5)
+    fail(f"node {args.address} did not answer CQL within {args.timeout:.0f}s: {last}")
+
+
 def describe(opts):
     return (f"source nodes {opts['source_nodes']}, target nodes {opts['target_nodes']}, "
             f"auth {'+'.join(opts['auth_sides']) or 'none'}, tls {'+'.join(opts['tls_sides']) or 'none'}")
@@ -719,6 +772,13 @@ def main():
     stop = sub.add_parser("stop", help="stop the nodes of one side (an outage)")
     stop.add_argument("side", choices=SIDES)
     stop.add_argument("--kill", action="store_true", help="SIGKILL instead of a clean shutdown")
+    stop_node = sub.add_parser("stop-node", help="stop one node (a node failure)")
+    stop_node.add_argument("address", help="the node's address, e.g. 127.0.0.3")
+    stop_node.add_argument("--kill", action="store_true", help="SIGKILL instead of a clean stop")
+    start_node = sub.add_parser("start-node", help="start a stopped node again, with its data")
+    start_node.add_argument("address", help="the node's address, e.g. 127.0.0.3")
+    start_node.add_argument("--timeout", type=float, default=180.0,
+                            help="seconds to wait for it to answer CQL (default 180)")
     sub.add_parser("status", help="show the nodes and whether they answer CQL")
     sub.add_parser("env", help="print shell exports of the clusters' addresses")
     sub.add_parser("classpath", help="fetch and cache the Cassandra classpath only")
@@ -730,7 +790,8 @@ def main():
         fail(f"--name {args.name!r}: use letters, digits, - and _")
     STATE_DIR = BEDS_DIR / args.name
     {"stop": cmd_stop, "up": cmd_up, "down": cmd_down, "status": cmd_status, "env": cmd_env,
-     "classpath": cmd_classpath, "watch": cmd_watch}[args.command](args)
+     "classpath": cmd_classpath, "watch": cmd_watch, "stop-node": cmd_stop_node,
+     "start-node": cmd_start_node}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -265,6 +265,13 @@ impl Proxy {
             .or_insert(Some(now + UNREACHABLE_FOR));
     }
 
+    /// Whether `upstream` reported the node at `ip` down (on any port).
+    pub(crate) fn is_node_down(&self, upstream: Upstream, ip: std::net::IpAddr) -> bool {
+        lock(&self.down)
+            .iter()
+            .any(|((u, address), until)| *u == upstream && address.ip() == ip && until.is_none())
+    }
+
     fn is_down(&self, upstream: Upstream, address: SocketAddr, now: Instant) -> bool {
         lock(&self.down)
             .get(&(upstream, address))

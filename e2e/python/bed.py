@@ -100,12 +100,20 @@ def side(name, env=None):
 
 @dataclass(frozen=True)
 class Bed:
-    """A running bed: its name, its two clusters and the `up` options it was started with."""
+    """A running bed: its name, its two clusters (their first nodes), the `up` options it was
+    started with, and every node's `host:port`."""
 
     name: str
     source: Endpoint
     target: Endpoint
     up_args: tuple = ()
+    source_nodes: tuple = ()
+    target_nodes: tuple = ()
+
+    def node_hosts(self):
+        """The addresses of every node of both clusters (what drivers must never connect to)."""
+        return {n.rsplit(":", 1)[0] for n in self.source_nodes + self.target_nodes} | {
+            self.source.host, self.target.host}
 
 
 def main_bed():
@@ -140,14 +148,20 @@ def named_bed(name, up_args, owner_pid=None):
     run = testbed("--name", name, "env")
     env = parse_env(run.stdout) if run.returncode == 0 else {}
     if env and all(answers(side(s, env)) for s in ("source", "target")):
-        return Bed(name, side("source", env), side("target", env), tuple(up_args))
+        return bed_of(name, env, up_args)
     owner = owner_pid or int(os.environ.get("CQLMIRROR_E2E_BED_OWNER") or os.getppid())
     run = testbed("--name", name, "up", *up_args, "--owner-pid", str(owner))
     if run.returncode != 0:
         raise RuntimeError(f"cannot start bed '{name}' (scripts/testbed --name {name} up "
                            f"{' '.join(up_args)}):\n{run.stderr[-3000:]}")
     env = parse_env(run.stdout)
-    return Bed(name, side("source", env), side("target", env), tuple(up_args))
+    return bed_of(name, env, up_args)
+
+
+def bed_of(name, env, up_args):
+    nodes = lambda s: tuple(n for n in env.get(f"CQLMIRROR_BED_{s}_NODES", "").split(",") if n)  # noqa: E731
+    return Bed(name, side("source", env), side("target", env), tuple(up_args),
+               nodes("SOURCE"), nodes("TARGET"))
 
 
 def running_pids(name, side_name):

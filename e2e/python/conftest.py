@@ -14,6 +14,8 @@ import proxy as proxies
 EXTRA_BEDS = {
     "auth": ("--subnet", "1", "--auth", "target"),
     "outage": ("--subnet", "2"),
+    # Multi-node clusters for the topology tests; a larger heap for their sustained writes.
+    "topo": ("--subnet", "3", "--source-nodes", "3", "--target-nodes", "2", "--heap", "768m"),
 }
 
 
@@ -52,6 +54,12 @@ def main_bed():
 @pytest.fixture(scope="session")
 def auth_bed():
     return bed.named_bed("auth", EXTRA_BEDS["auth"])
+
+
+@pytest.fixture
+def topo_bed():
+    """Per test: a test that stops a node leaves the bed to be checked (and restarted if needed)."""
+    return bed.named_bed("topo", EXTRA_BEDS["topo"])
 
 
 @pytest.fixture
@@ -94,9 +102,10 @@ def start_proxy(request, proxy_binary):
     request.node._proxies = started
     counter = itertools.count(1)
 
-    def start(the_bed, *args):
+    def start(the_bed, *args, host=None, port=None):
         name = f"{request.node.name}-{next(counter)}"
-        p = proxies.Proxy(proxy_binary, the_bed.source, the_bed.target, args, log_name=name)
+        p = proxies.Proxy(proxy_binary, the_bed.source, the_bed.target, args, log_name=name,
+                          host=host, port=port)
         started.append(p)
         print(f"{p.name} log: {p.log_path}")
         return p.start()

@@ -39,9 +39,9 @@ def binaries():
     return paths
 
 
-def free_port():
+def free_port(host=LISTEN_HOST):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LISTEN_HOST, 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -67,8 +67,10 @@ class ProxyError(Exception):
 class Proxy:
     """One proxy process. `endpoint` is where clients connect."""
 
-    def __init__(self, binary, source, target, args=(), log_name="proxy"):
+    def __init__(self, binary, source, target, args=(), log_name="proxy", host=None, port=None):
         self.binary = Path(binary)
+        self.host = host or LISTEN_HOST
+        self.fixed_port = port
         self.source = source
         self.target = target
         self.args = list(args)
@@ -87,18 +89,18 @@ class Proxy:
 
     @property
     def endpoint(self):
-        return Endpoint(host=LISTEN_HOST, port=self.port, dc="")
+        return Endpoint(host=self.host, port=self.port, dc="")
 
     @property
     def address(self):
-        return f"{LISTEN_HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def command(self, port):
         return [
             str(self.binary),
             self.source.address,
             self.target.address,
-            "--listen-address", LISTEN_HOST,
+            "--listen-address", self.host,
             "--proxy-port", str(port),
             *self.args,
         ]
@@ -110,7 +112,7 @@ class Proxy:
                 "`cargo build -p cqlmirror-smol -p cqlmirror-tokio` (or set CQLMIRROR_PROXY_BINARIES)"
             )
         for attempt in range(3):
-            port = free_port()
+            port = self.fixed_port or free_port(self.host)
             with open(self.log_path, "ab") as log:
                 log.write(f"$ {' '.join(self.command(port))}\n".encode())
                 log.flush()
@@ -138,7 +140,7 @@ class Proxy:
                         f"on {self.address}; log {self.log_path}:\n{tail}"
                     )
                 try:
-                    with socket.create_connection((LISTEN_HOST, port), timeout=0.5):
+                    with socket.create_connection((self.host, port), timeout=0.5):
                         return self
                 except OSError:
                     pass

@@ -20,11 +20,11 @@ use crate::message::{Body, Query, QueryParams};
 use crate::session::leg::Purpose;
 use crate::session::request::{Outcome, Outgoing, RequestId};
 use crate::session::{Event, Session, Timer};
-use crate::topology::view::TableData;
+use crate::topology::view::{TableData, inet};
 use crate::wire::Consistency;
 
 /// How often the versions are read again while they differ.
-pub(crate) const POLL: Duration = Duration::from_millis(200);
+pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 /// Which of the two reads an answer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +89,7 @@ impl Session {
             ),
             (
                 VersionRead::Peers,
-                "SELECT peer, schema_version FROM system.peers",
+                "SELECT peer, rpc_address, schema_version FROM system.peers",
             ),
         ] {
             let out = Outgoing {
@@ -135,7 +135,7 @@ impl Session {
         envelope: Envelope,
         now: Instant,
     ) {
-        let versions = self.versions_of(&envelope);
+        let versions = self.versions_of(upstream, &envelope);
         let Some(agreement) = self.agreement_mut(id, upstream) else {
             return;
         };
@@ -164,9 +164,9 @@ impl Session {
         }
     }
 
-    /// The schema versions in a version read's answer (nulls left out), or `None` when the
-    /// answer is not rows.
-    fn versions_of(&self, envelope: &Envelope) -> Option<Vec<Bytes>> {
+    /// The schema versions in a version read's answer (nulls, and nodes reported down, left
+    /// out), or `None` when the answer is not rows.
+    fn versions_of(&self, upstream: Upstream, envelope: &Envelope) -> Option<Vec<Bytes>> {
         if envelope.opcode() != Opcode::RESULT {
             return None;
         }
@@ -174,10 +174,19 @@ impl Session {
         let message = self.response_message(envelope).ok()?;
         let table = TableData::from_result(&message, version).ok()?;
         let at = table.position("schema_version")?;
+        // A node reported down keeps its old version until it is back: drivers leave it out
+        // of their agreement, and so does the proxy.
+        let down = |row: &[Option<Bytes>], name: &str| {
+            table
+                .position(name)
+                .and_then(|i| inet(row.get(i)?.as_ref()))
+                .is_some_and(|ip| self.proxy.is_node_down(upstream, ip))
+        };
         Some(
             table
                 .rows
                 .iter()
+                .filter(|row| !down(row, "rpc_address") && !down(row, "peer"))
                 .filter_map(|row| row.get(at).cloned().flatten())
                 .collect(),
         )
