@@ -51,11 +51,15 @@ pub fn answer(
             query.table.name()
         )));
     }
-    let rows: Vec<&Vec<Option<Bytes>>> = table
+    let mut rows: Vec<&Vec<Option<Bytes>>> = table
         .rows
         .iter()
         .filter(|row| matches(query, bound, table, row))
         .collect();
+    // The limit bounds the rows of the result: `count(*)` still counts every match.
+    if let (Some(limit), false) = (query.limit, query.is_count()) {
+        rows.truncate(limit);
+    }
     // What each output column is: a column of the table (with its output name) or a count.
     let outputs: Vec<(String, Option<usize>)> = match &query.selectors {
         None => (0..table.columns.len())
@@ -269,6 +273,34 @@ mod tests {
         )
         .unwrap();
         assert!(none.rows.is_empty());
+    }
+
+    #[test]
+    fn limit_bounds_the_rows_not_the_count() {
+        let one = run(
+            "SELECT peer FROM system.peers LIMIT 1",
+            Bound::default(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(one.rows.len(), 1);
+        let all = run(
+            "SELECT peer FROM system.peers LIMIT ?",
+            Bound::default(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(all.rows.len(), 2);
+        let count = run(
+            "SELECT count(*) FROM system.peers LIMIT 1",
+            Bound::default(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            count.cell(0, "count").map(|c| c.to_vec()),
+            Some(2i64.to_be_bytes().to_vec())
+        );
     }
 
     #[test]

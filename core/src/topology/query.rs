@@ -91,6 +91,8 @@ pub struct SystemQuery {
     /// A restriction the proxy cannot evaluate (`IN`, `<`, `token(...)`): it answers with
     /// every row rather than risk leaving one out.
     pub unknown_restriction: bool,
+    /// `LIMIT n` as a literal (a bound limit is not applied: more rows rather than too few).
+    pub limit: Option<usize>,
 }
 
 impl SystemQuery {
@@ -119,9 +121,16 @@ impl SystemQuery {
             json,
             restrictions: Vec::new(),
             unknown_restriction: false,
+            limit: None,
         };
         if at.word("where") {
             at.restrictions(&mut query);
+        }
+        if at.word("limit") {
+            query.limit = at
+                .bump()
+                .filter(|t| t.kind == TokenKind::Number)
+                .and_then(|t| t.value().parse().ok());
         }
         Some(query)
     }
