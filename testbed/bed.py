@@ -290,7 +290,13 @@ dynamic_snitch: false
     return directory, address
 
 
-def node_command(java, lib, directory, heap):
+# A node that joins a running seed first asks it for the cluster's state (the shadow round) and
+# gives up after the ring delay: 100 ms is too short when the seed is busy (several beds
+# starting at once), and the node exits with "Unable to gossip with any peers".
+JOINER_RING_DELAY = "-Dcassandra.ring_delay_ms=30000"
+
+
+def node_command(java, lib, directory, heap, seed):
     args = directory / "jvm.args"
     args.write_text(JVM_FLAGS.strip() + "\n")
     return [
@@ -304,7 +310,7 @@ def node_command(java, lib, directory, heap):
         f"-Dcassandra-rackdc.properties=file://{directory / 'cassandra-rackdc.properties'}",
         f"-Dlogback.configurationFile={directory / 'logback.xml'}",
         f"-Dcassandra.logdir={directory}",
-        *FAST_START,
+        *(FAST_START if seed else [f for f in FAST_START if "ring_delay" not in f] + [JOINER_RING_DELAY]),
         "-cp",
         f"{lib}/*",
         "org.apache.cassandra.service.CassandraDaemon",
@@ -521,7 +527,7 @@ def cmd_up(args):
         def start(side, directory, address):
             out = open(directory / "cassandra.log", "wb")
             proc = subprocess.Popen(
-                node_command(java, lib, directory, opts["heap"]),
+                node_command(java, lib, directory, opts["heap"], seed=address == configs[side][0][1]),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 cwd=directory, start_new_session=True,  # a Ctrl-C in the caller's terminal
             )                                           # reaches us, and we stop them
@@ -663,6 +669,11 @@ def cmd_stop_node(args):
     log(f"stopped node {args.address} ({len(stopped)} process)")
 
 
+def is_seed(state, node):
+    """Whether `node` is its cluster's seed: the first node of its side."""
+    return next(n for n in state["nodes"] if n["side"] == node["side"])["address"] == node["address"]
+
+
 def cmd_start_node(args):
     """Starts a stopped node again, with its data, and waits until it answers CQL."""
     state = read_state()
@@ -675,7 +686,7 @@ def cmd_start_node(args):
     version, lib = classpath()
     directory = Path(node["dir"])
     out = open(directory / "cassandra.log", "ab")
-    proc = subprocess.Popen(node_command(java17(), lib, directory, state["options"]["heap"]),
+    proc = subprocess.Popen(node_command(java17(), lib, directory, state["options"]["heap"], seed=is_seed(state, node)),
                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                             cwd=directory, start_new_session=True)
     out.close()
