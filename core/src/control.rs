@@ -11,11 +11,14 @@
 //! whether its node still answers), and when its node fails it moves to another, backing off.
 //!
 //! Like a [`Session`](crate::session::Session), it is a sans-IO state machine: the runtime
-//! owns the socket and the timer and follows the same run loop (inputs, then actions,
-//! transmits, events, timer).
+//! owns the socket and the timer, carries out the [`ControlAction`]s, and on readiness calls
+//! [`ControlConnection::handle_readable`] / [`ControlConnection::handle_writable`] with
+//! closures doing one non-blocking read or vectored write (as with
+//! [`Driver`](crate::driver::Driver)); the buffers are kept here.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +34,7 @@ use crate::message::{
     AuthResponse, Body, ErrorCode, ErrorMessage, Event as EventMessage, Query, QueryParams,
     Register, Startup,
 };
+use crate::nonblocking::{self, READ_CHUNK};
 use crate::proxy::Proxy;
 use crate::topology::SystemTable;
 use crate::topology::view::{ClusterView, TableData, TableError};
@@ -148,7 +152,12 @@ pub struct ControlConnection {
     failures: u32,
     decoder: FrameDecoder,
     encoder: FrameEncoder,
+    /// What arrived and is not a whole frame yet.
+    recv: BytesMut,
+    /// Frames encoded and not yet handed to `send`.
     out: BytesMut,
+    /// Bytes the socket has not taken yet.
+    send: VecDeque<Bytes>,
     next_stream: i16,
     asked: BTreeMap<i16, (Asked, Instant)>,
     local: Option<TableData>,
@@ -176,7 +185,9 @@ impl ControlConnection {
             failures: 0,
             decoder: Self::decoder(),
             encoder: FrameEncoder::new(),
+            recv: BytesMut::new(),
             out: BytesMut::new(),
+            send: VecDeque::new(),
             next_stream: 0,
             asked: BTreeMap::new(),
             local: None,
@@ -221,13 +232,47 @@ impl ControlConnection {
         );
     }
 
-    /// Bytes arrived.
-    pub fn handle_bytes(&mut self, buf: &mut BytesMut, now: Instant) {
-        while matches!(self.state, State::Opening | State::Open) {
-            match self.decoder.decode(buf) {
-                Ok(Some(envelope)) => self.on_envelope(envelope, now),
-                Ok(None) => return,
-                Err(e) => return self.fail(format!("malformed frame: {e}"), now),
+    /// The socket is readable: reads with `read` (one non-blocking read per call) until it
+    /// would block, and handles what arrived.
+    pub fn handle_readable(
+        &mut self,
+        mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+        now: Instant,
+    ) {
+        let mut chunk = [0u8; READ_CHUNK];
+        while self.is_connected() {
+            match nonblocking::read(&mut chunk, &mut read) {
+                nonblocking::Read::Got(got) => {
+                    self.recv.extend_from_slice(&chunk[..got]);
+                    self.on_received(now);
+                }
+                nonblocking::Read::Drained => break,
+                nonblocking::Read::Closed(reason) => {
+                    self.on_received(now);
+                    self.handle_closed(&reason, now);
+                }
+            }
+        }
+    }
+
+    /// The socket may accept bytes: writes with `write` (one non-blocking vectored write per
+    /// call) until everything queued is written or the socket is full.
+    pub fn handle_writable(
+        &mut self,
+        mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+        now: Instant,
+    ) {
+        while self.is_connected() {
+            if !self.out.is_empty() {
+                self.send.push_back(self.out.split().freeze());
+            }
+            if self.send.is_empty() {
+                break;
+            }
+            match nonblocking::write(&mut self.send, &mut write) {
+                nonblocking::Write::Wrote(_) => {}
+                nonblocking::Write::Full => break,
+                nonblocking::Write::Closed(reason) => self.handle_closed(&reason, now),
             }
         }
     }
@@ -240,7 +285,9 @@ impl ControlConnection {
             } else {
                 "connection lost"
             };
-            self.fail_closed(format!("{what}: {reason}"), now);
+            // The runtime lets go of the socket too: a closed socket stays readable, and
+            // polling it until the next attempt would spin.
+            self.fail(format!("{what}: {reason}"), now);
         }
     }
 
@@ -274,10 +321,17 @@ impl ControlConnection {
         self.actions.pop_front()
     }
 
-    /// The next bytes to write.
+    /// Whether the runtime has a socket to wait on for readability: established and not
+    /// failed since.
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        (!self.out.is_empty()).then(|| self.out.split().freeze())
+    pub fn is_connected(&self) -> bool {
+        matches!(self.state, State::Opening | State::Open)
+    }
+
+    /// Whether to wait for the socket to become writable.
+    #[must_use]
+    pub fn wants_write(&self) -> bool {
+        self.is_connected() && !(self.out.is_empty() && self.send.is_empty())
     }
 
     #[must_use]
@@ -310,7 +364,9 @@ impl ControlConnection {
         self.state = State::Connecting;
         self.decoder = Self::decoder();
         self.encoder = FrameEncoder::new();
+        self.recv.clear();
         self.out.clear();
+        self.send.clear();
         self.asked.clear();
         self.reading = false;
         self.connect_deadline = Some(now + self.proxy.config().connect_timeout);
@@ -337,6 +393,17 @@ impl ControlConnection {
             .encode(&Envelope::new(header, body), &mut self.out);
         self.asked
             .insert(stream, (asked, now + self.proxy.config().request_timeout));
+    }
+
+    /// Handles the whole frames received.
+    fn on_received(&mut self, now: Instant) {
+        while self.is_connected() {
+            match self.decoder.decode(&mut self.recv) {
+                Ok(Some(envelope)) => self.on_envelope(envelope, now),
+                Ok(None) => return,
+                Err(e) => return self.fail(format!("malformed frame: {e}"), now),
+            }
+        }
     }
 
     fn on_envelope(&mut self, envelope: Envelope, now: Instant) {
@@ -533,11 +600,10 @@ impl ControlConnection {
         if self.state != State::Waiting {
             self.actions.push_back(ControlAction::Close);
         }
-        self.fail_closed(detail, now);
-    }
-
-    fn fail_closed(&mut self, detail: String, now: Instant) {
         self.state = State::Waiting;
+        self.recv = BytesMut::new();
+        self.out.clear();
+        self.send.clear();
         self.asked.clear();
         self.reading = false;
         self.connect_deadline = None;
@@ -556,5 +622,125 @@ impl ControlConnection {
             detail: format!("{detail}{endpoint}"),
             retry_in,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::view::tests::two_node_results;
+
+    fn start() -> (ControlConnection, Arc<Proxy>, Instant) {
+        let (proxy, now) = crate::proxy::tests::proxy();
+        let control = ControlConnection::new(Arc::clone(&proxy), Upstream::Source, now);
+        (control, proxy, now)
+    }
+
+    /// Everything the connection writes, decoded as requests: (stream, opcode).
+    fn sent(control: &mut ControlConnection, now: Instant) -> Vec<(i16, Opcode)> {
+        let mut wire = BytesMut::new();
+        control.handle_writable(
+            |bufs| {
+                // A socket that takes a few bytes at a time.
+                let first = bufs.first().map_or(&[][..], |b| &b[..b.len().min(7)]);
+                wire.extend_from_slice(first);
+                Ok(first.len())
+            },
+            now,
+        );
+        assert!(!control.wants_write(), "everything was written");
+        let mut decoder =
+            FrameDecoder::new(EnvelopeDecoder::new(MAX_FRAME).expecting(Direction::Request));
+        let mut out = Vec::new();
+        while let Some(envelope) = decoder.decode(&mut wire).expect("well-formed requests") {
+            out.push((envelope.stream().0, envelope.opcode()));
+        }
+        assert!(wire.is_empty());
+        out
+    }
+
+    /// Answers `stream` with `opcode` and `body`, in two reads.
+    fn answer(
+        control: &mut ControlConnection,
+        stream: i16,
+        opcode: Opcode,
+        body: Bytes,
+        now: Instant,
+    ) {
+        let header = Header {
+            version: ProtocolVersion::V4,
+            direction: Direction::Response,
+            flags: Flags::empty(),
+            stream: StreamId(stream),
+            opcode,
+            length: 0,
+        };
+        let mut wire = BytesMut::new();
+        FrameEncoder::new().encode(&Envelope::new(header, body), &mut wire);
+        let mut reads = [wire.split_to(5), wire].into_iter();
+        control.handle_readable(
+            |buf| match reads.next() {
+                Some(part) => {
+                    buf[..part.len()].copy_from_slice(&part);
+                    Ok(part.len())
+                }
+                None => Err(io::ErrorKind::WouldBlock.into()),
+            },
+            now,
+        );
+    }
+
+    #[test]
+    fn logs_in_reads_the_topology_and_lets_go_of_a_closed_socket() {
+        let (mut control, proxy, now) = start();
+        assert_eq!(
+            control.poll_action(),
+            Some(ControlAction::Connect(Endpoint {
+                host: "s".into(),
+                port: 9042
+            }))
+        );
+        control.handle_connected(now);
+        let [(startup, Opcode::STARTUP)] = sent(&mut control, now)[..] else {
+            panic!("a STARTUP first");
+        };
+        answer(&mut control, startup, Opcode::READY, Bytes::new(), now);
+        let [(register, Opcode::REGISTER)] = sent(&mut control, now)[..] else {
+            panic!("then a REGISTER");
+        };
+        answer(&mut control, register, Opcode::READY, Bytes::new(), now);
+        let reads = sent(&mut control, now);
+        assert_eq!(
+            reads.len(),
+            3,
+            "system.local, system.peers and system.peers_v2"
+        );
+        assert!(proxy.view(Upstream::Source).is_none());
+        for ((stream, opcode), body) in reads.into_iter().zip(two_node_results()) {
+            assert_eq!(opcode, Opcode::QUERY);
+            answer(&mut control, stream, Opcode::RESULT, body, now);
+        }
+        let view = proxy.view(Upstream::Source).expect("the view was read");
+        assert_eq!(view.nodes(9042).len(), 2);
+        assert!(matches!(
+            control.poll_event(),
+            Some(ControlEvent::Refreshed { .. })
+        ));
+
+        // The node closes the connection: the runtime is told to let go of the socket (a
+        // closed socket stays readable) and the connection tries again after a back-off.
+        control.handle_readable(|_| Ok(0), now);
+        assert!(!control.is_connected());
+        assert_eq!(control.poll_action(), Some(ControlAction::Close));
+        assert!(matches!(
+            control.poll_event(),
+            Some(ControlEvent::Failed { .. })
+        ));
+        let retry = control.poll_timeout().expect("a retry is scheduled");
+        control.handle_timeout(retry);
+        assert!(matches!(
+            control.poll_action(),
+            Some(ControlAction::Connect(_))
+        ));
     }
 }

@@ -12,20 +12,17 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::config::{Endpoint, Upstream};
+use crate::nonblocking::{self, READ_CHUNK};
 use crate::session::{Action, Event, Peer, Session};
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 16 * 1024;
 /// Reads per wake-up before yielding to the other peers, so one busy socket cannot starve them.
 const READS_PER_WAKE: usize = 8;
 /// Bytes pulled from the session ahead of the socket; the rest stays counted in the session's
 /// queues, where it drives backpressure.
 const SEND_AHEAD: usize = 256 * 1024;
-/// Chunks per vectored write.
-const MAX_IOVECS: usize = 64;
 
 #[derive(Debug, Default)]
 struct Connection {
@@ -87,14 +84,10 @@ impl Driver {
             if !self.wants_read(peer) {
                 break;
             }
-            match read(&mut chunk) {
-                Ok(0) => {
-                    self.lost(peer, "closed by the peer", now);
-                    break;
-                }
-                Ok(got) => {
+            match nonblocking::read(&mut chunk, &mut read) {
+                nonblocking::Read::Got(got) => {
                     let buf = &mut self.conns[peer.index()].recv;
-                    buf.extend_from_slice(&chunk[..got.min(READ_CHUNK)]);
+                    buf.extend_from_slice(&chunk[..got]);
                     match peer.upstream() {
                         None => self.session.handle_client_bytes(buf, now),
                         Some(upstream) => self.session.handle_upstream_bytes(upstream, buf, now),
@@ -105,10 +98,9 @@ impl Driver {
                     }
                     self.pump();
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.lost(peer, &e.to_string(), now);
+                nonblocking::Read::Drained => break,
+                nonblocking::Read::Closed(reason) => {
+                    self.lost(peer, &reason, now);
                     break;
                 }
             }
@@ -129,36 +121,11 @@ impl Driver {
             if conn.send.is_empty() || conn.gone || !conn.open {
                 break;
             }
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (slice, bytes) in slices.iter_mut().zip(&conn.send) {
-                *slice = IoSlice::new(bytes);
-                count += 1;
-            }
-            match write(&slices[..count]) {
-                Ok(0) => {
-                    self.lost(peer, "the connection accepts no more bytes", now);
-                    break;
-                }
-                Ok(mut written) => {
-                    conn.send_len -= written;
-                    while written > 0 {
-                        let Some(front) = conn.send.front_mut() else {
-                            break;
-                        };
-                        if written >= front.len() {
-                            written -= front.len();
-                            conn.send.pop_front();
-                        } else {
-                            front.advance(written);
-                            written = 0;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.lost(peer, &e.to_string(), now);
+            match nonblocking::write(&mut conn.send, &mut write) {
+                nonblocking::Write::Wrote(written) => conn.send_len -= written,
+                nonblocking::Write::Full => break,
+                nonblocking::Write::Closed(reason) => {
+                    self.lost(peer, &reason, now);
                     break;
                 }
             }

@@ -106,6 +106,7 @@ pub mod error;
 pub mod failure;
 pub mod frame;
 pub mod message;
+mod nonblocking;
 pub mod prepared;
 pub mod proxy;
 pub mod routing;

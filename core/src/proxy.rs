@@ -439,13 +439,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::Endpoint;
 
-    // One real instant as the base of the test's timeline; only offsets from it matter.
+    /// A proxy in front of clusters `s:9042` and `t:9042`, and the start of the test's
+    /// timeline (one real instant; only offsets from it matter).
     #[allow(clippy::disallowed_methods)]
-    fn proxy() -> (Arc<Proxy>, Instant) {
+    pub(crate) fn proxy() -> (Arc<Proxy>, Instant) {
         let ep = |h: &str| {
             vec![Endpoint {
                 host: h.into(),

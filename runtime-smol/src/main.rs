@@ -64,23 +64,12 @@ impl Runtime for Smol {
         Async::<TcpListener>::bind(address).map(SmolListener)
     }
 
-    // Not `async fn`: the future must not borrow `self`, it outlives the call.
-    #[allow(clippy::manual_async_fn)]
-    fn connect(
-        &self,
-        address: SocketAddr,
-    ) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static {
-        async move { Async::<TcpStream>::connect(address).await.map(SmolStream) }
+    async fn connect(address: SocketAddr) -> io::Result<Self::Stream> {
+        Async::<TcpStream>::connect(address).await.map(SmolStream)
     }
 
-    // Not `async fn`: the future must not borrow `self`, it outlives the call.
-    #[allow(clippy::manual_async_fn)]
-    fn resolve(
-        &self,
-        host: String,
-        port: u16,
-    ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'static {
-        async move { smol::net::resolve((host.as_str(), port)).await }
+    async fn resolve(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
+        smol::net::resolve((host.as_str(), port)).await
     }
 
     fn timer(&self) -> Self::Timer {

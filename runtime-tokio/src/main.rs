@@ -51,27 +51,14 @@ impl Runtime for Tokio {
         TcpListener::from_std(listener).map(TokioListener)
     }
 
-    // Not `async fn`: the future must not borrow `self`, it outlives the call.
-    #[allow(clippy::manual_async_fn)]
-    fn connect(
-        &self,
-        address: SocketAddr,
-    ) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static {
-        async move { TcpStream::connect(address).await.map(TokioStream) }
+    async fn connect(address: SocketAddr) -> io::Result<Self::Stream> {
+        TcpStream::connect(address).await.map(TokioStream)
     }
 
-    // Not `async fn`: the future must not borrow `self`, it outlives the call.
-    #[allow(clippy::manual_async_fn)]
-    fn resolve(
-        &self,
-        host: String,
-        port: u16,
-    ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'static {
-        async move {
-            Ok(tokio::net::lookup_host((host.as_str(), port))
-                .await?
-                .collect())
-        }
+    async fn resolve(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host((host.as_str(), port))
+            .await?
+            .collect())
     }
 
     fn timer(&self) -> Self::Timer {

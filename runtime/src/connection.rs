@@ -6,6 +6,7 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -64,7 +65,7 @@ pub(crate) async fn run<R: Runtime>(
     let mut stopping = Some(shutdown.waiter());
     loop {
         while let Some((upstream, endpoint)) = driver.poll_connect() {
-            connecting[upstream.index()] = Some(Box::pin(connect(runtime.clone(), endpoint)));
+            connecting[upstream.index()] = Some(Box::pin(connect::<R>(endpoint)));
         }
         for peer in Peer::ALL {
             if driver.wants_write(peer) {
@@ -177,14 +178,16 @@ pub(crate) async fn run<R: Runtime>(
     }
 }
 
-/// Opens a backend connection: resolves the contact point and tries its addresses in turn.
-pub(crate) async fn connect<R: Runtime>(runtime: R, endpoint: Endpoint) -> io::Result<R::Stream> {
-    let addresses = runtime
-        .resolve(endpoint.host.clone(), endpoint.port)
-        .await?;
+/// Opens a backend connection: resolves the endpoint (unless it is an IP address, as the
+/// nodes of a cluster's topology are) and tries its addresses in turn.
+pub(crate) async fn connect<R: Runtime>(endpoint: Endpoint) -> io::Result<R::Stream> {
+    let addresses = match endpoint.host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, endpoint.port)],
+        Err(_) => R::resolve(endpoint.host.clone(), endpoint.port).await?,
+    };
     let mut last = None;
     for address in addresses {
-        match runtime.connect(address).await {
+        match R::connect(address).await {
             Ok(socket) => {
                 socket.set_nodelay()?;
                 return Ok(socket);

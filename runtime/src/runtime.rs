@@ -33,18 +33,13 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// A listening socket on `address` (called from within [`Runtime::run`]).
     fn bind(&self, address: SocketAddr) -> io::Result<Self::Listener>;
 
-    /// Opens a TCP connection to `address`.
-    fn connect(
-        &self,
-        address: SocketAddr,
-    ) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static;
+    /// Opens a TCP connection to `address` (called from a task of this runtime).
+    fn connect(address: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
 
-    /// Resolves a host name (or parses an address) into socket addresses.
-    fn resolve(
-        &self,
-        host: String,
-        port: u16,
-    ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'static;
+    /// Resolves a host name into socket addresses (called from a task of this runtime;
+    /// addresses written as IPs never get here).
+    fn resolve(host: String, port: u16)
+    -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
 
     /// A timer that has not been set.
     fn timer(&self) -> Self::Timer;

@@ -273,6 +273,18 @@ pub(crate) mod tests {
     /// A view of a two-node cluster (10.0.0.1 answering, 10.0.0.2 its peer) in `dc1`.
     pub(crate) fn two_nodes() -> ClusterView {
         let v4 = ProtocolVersion::V4;
+        let [local, peers, peers_v2] = two_node_results();
+        ClusterView {
+            local: TableData::from_result(&local, v4).expect("local rows"),
+            peers: Ok(TableData::from_result(&peers, v4).expect("peers rows")),
+            peers_v2: Ok(TableData::from_result(&peers_v2, v4).expect("peers_v2 rows")),
+            read_from: None,
+        }
+    }
+
+    /// The results of reading `system.local`, `system.peers` and `system.peers_v2` on the
+    /// first node of the cluster of [`two_nodes`].
+    pub(crate) fn two_node_results() -> [Bytes; 3] {
         let local = rows_body(
             "local",
             &[
@@ -360,12 +372,7 @@ pub(crate) mod tests {
                 Some(vec![0, 0, 0, 1, 0, 0, 0, 2, b'4', b'2']),
             ]],
         );
-        ClusterView {
-            local: TableData::from_result(&local, v4).expect("local rows"),
-            peers: Ok(TableData::from_result(&peers, v4).expect("peers rows")),
-            peers_v2: Ok(TableData::from_result(&peers_v2, v4).expect("peers_v2 rows")),
-            read_from: None,
-        }
+        [local, peers, peers_v2]
     }
 
     #[test]

@@ -1,1 +1,0 @@
-//! Unit tests of the session live in the simulation (see `crate::sim`).
