@@ -21,6 +21,7 @@ use crate::session::request::{Digest, Kind, Leg, Outcome, Outgoing, RequestId};
 use crate::session::streams::MAX_STREAM;
 use crate::session::{Action, Event, Peer, Phase, Session};
 use crate::statement::Statement;
+use crate::topology::SystemQuery;
 
 /// Unanswered timed-out requests after which a connection is considered dead.
 const MAX_TIMED_OUT: usize = 1024;
@@ -677,10 +678,7 @@ impl Session {
             let mut all = early.take().map_or([None, None], |early| *early);
             all[upstream.index()] = Some(ids.clone());
             let statement = Statement::classify(query);
-            let system = (statement.kind == crate::statement::StatementKind::Select
-                && crate::topology::query::may_be_topology(query))
-            .then(|| crate::topology::SystemQuery::parse(query, keyspace.as_deref()))
-            .flatten();
+            let system = SystemQuery::of(&statement, query, keyspace.as_deref());
             let entry = PreparedStatement {
                 statement,
                 query: query.clone(),

@@ -28,7 +28,6 @@ use crate::statement::datacenters::map_datacenters;
 use crate::statement::{Statement, StatementKind};
 use crate::topology::SystemQuery;
 use crate::topology::answer::Bound;
-use crate::topology::query::may_be_topology;
 
 /// What a request turned out to be.
 enum Inspected {
@@ -271,15 +270,13 @@ impl Session {
             Opcode::QUERY => {
                 let text = Query::peek_text(message)?;
                 let statement = Statement::classify(text);
-                if statement.kind == StatementKind::Select && may_be_topology(text) {
-                    if let Some(query) = SystemQuery::parse(text, self.keyspace.as_deref()) {
-                        let params = Query::decode(message, version)?.params;
-                        return Ok(Inspected::TopologyRead {
-                            query,
-                            bound: bound(params.values),
-                            skip_metadata: params.skip_metadata,
-                        });
-                    }
+                if let Some(query) = SystemQuery::of(&statement, text, self.keyspace.as_deref()) {
+                    let params = Query::decode(message, version)?.params;
+                    return Ok(Inspected::TopologyRead {
+                        query,
+                        bound: bound(params.values),
+                        skip_metadata: params.skip_metadata,
+                    });
                 }
                 let stamp = statement.kind.is_data_write() && !statement.conditional;
                 let mapped = if statement.kind == StatementKind::Schema {

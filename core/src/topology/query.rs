@@ -10,10 +10,11 @@
 //! address.
 
 use crate::statement::lexer::{Lexer, Token, TokenKind};
+use crate::statement::{Statement, StatementKind};
 
-/// Whether `text` may read a topology table: a quick test before parsing, since every QUERY
+/// Whether `text` may read a topology table: a quick test before parsing, since every SELECT
 /// is looked at (it mentions `local` or `peers`, in any case).
-pub fn may_be_topology(text: &str) -> bool {
+fn may_be_topology(text: &str) -> bool {
     let bytes = text.as_bytes();
     let has = |word: &[u8]| {
         bytes
@@ -96,6 +97,17 @@ pub struct SystemQuery {
 }
 
 impl SystemQuery {
+    /// The read of a topology table that `statement` (the classified `text`) is, if it is
+    /// one: a SELECT that mentions one, parsed. `keyspace` is the connection's current
+    /// keyspace (`USE`), for unqualified table names.
+    pub fn of(statement: &Statement, text: &str, keyspace: Option<&str>) -> Option<Self> {
+        if statement.kind == StatementKind::Select && may_be_topology(text) {
+            Self::parse(text, keyspace)
+        } else {
+            None
+        }
+    }
+
     /// The read of a topology table in `text`, if it is one. `keyspace` is the connection's
     /// current keyspace (`USE`), for unqualified table names.
     pub fn parse(text: &str, keyspace: Option<&str>) -> Option<Self> {
