@@ -399,21 +399,26 @@ impl Session {
                 // A client timestamp only when no statement is conditional, as far as known;
                 // a cluster's own ids only for a cluster that knows a statement by another id.
                 let mut stamp = true;
+                let mut ordered = false;
                 let mut remap = [false; 2];
                 {
                     let cache = self.proxy.prepared();
                     for entry in batch.statements.iter() {
-                        let conditional = match entry.statement {
-                            BatchEntry::Query(text) => Some(Statement::classify(text).conditional),
+                        let known = match entry.statement {
+                            BatchEntry::Query(text) => {
+                                let statement = Statement::classify(text);
+                                Some((statement.conditional, statement.order_sensitive))
+                            }
                             BatchEntry::Prepared(id) => cache.get(id).map(|p| {
                                 for upstream in Upstream::BOTH {
                                     remap[upstream.index()] |=
                                         p.ids(upstream).is_some_and(|own| own.id.as_ref() != id);
                                 }
-                                p.statement.conditional
+                                (p.statement.conditional, p.statement.order_sensitive)
                             }),
                         };
-                        stamp &= conditional == Some(false);
+                        stamp &= known.is_some_and(|(conditional, _)| !conditional);
+                        ordered |= known.is_some_and(|(_, order_sensitive)| order_sensitive);
                     }
                 }
                 let stamped = if stamp {
@@ -432,8 +437,9 @@ impl Session {
                 Ok(Inspected::Request(Intake {
                     class: RequestClass::Write,
                     write: true,
-                    // Unordered only when every statement is a known unconditional write.
-                    barrier: !stamp,
+                    // Unordered only when every statement is a known unconditional write
+                    // that is not order-sensitive.
+                    barrier: !stamp || ordered,
                     kind: Kind::Prepared(Repair::new(with_client_ids)),
                     message: stamped,
                     mapped,
@@ -733,6 +739,7 @@ impl Session {
 /// their order on the secondary (see `order.rs`).
 fn is_barrier(statement: &Statement) -> bool {
     statement.conditional
+        || statement.order_sensitive
         || !matches!(
             statement.kind,
             StatementKind::Select

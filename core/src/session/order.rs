@@ -11,8 +11,9 @@
 //!   order: an INSERT before the CREATE TABLE it needs, two lightweight transactions swapped.
 //!   Plain writes need no order: they carry one client-side timestamp on both clusters, so the
 //!   last write wins the same way whatever the order. *Barriers* do: schema and access-control
-//!   changes, `USE`, `TRUNCATE`, conditional writes, and statements the proxy does not
-//!   recognize (an EXECUTE overtaking its PREPARE needs no barrier: the cluster's UNPREPARED is
+//!   changes, `USE`, `TRUNCATE`, conditional writes, order-sensitive collection writes (list
+//!   appends, prepends, removals and elements by index: the cluster places list elements by
+//!   its own clock), and statements the proxy does not recognize (an EXECUTE overtaking its PREPARE needs no barrier: the cluster's UNPREPARED is
 //!   repaired). A barrier goes to a cluster only after every request the client saw answered
 //!   before sending it is done there, and any request sent after a barrier was answered waits
 //!   for that barrier.

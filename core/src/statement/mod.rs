@@ -1,5 +1,6 @@
 //! What a CQL statement is, read off its text without a full parser: the kind of statement,
-//! whether it is conditional (a lightweight transaction), and the keyspace of a `USE`.
+//! whether it is conditional (a lightweight transaction), whether its outcome depends on the
+//! order writes run in, and the keyspace of a `USE`.
 //!
 //! The proxy only needs to know where a statement goes and whether it may carry a client-side
 //! write timestamp, so the [`lexer`] (comments, string literals, quoted identifiers,
@@ -58,6 +59,11 @@ pub struct Statement {
     pub kind: StatementKind,
     /// Has an `IF` condition (lightweight transaction): no client timestamp may be added.
     pub conditional: bool,
+    /// Changes a list (append, prepend, removal of values, an element by index), or a
+    /// collection whose kind the text does not show (`c = c + ?`): the cluster places list
+    /// elements by its own clock and reads the list for removals and indexes, so the result
+    /// depends on the order the writes run in, whatever their timestamps.
+    pub order_sensitive: bool,
     /// For `USE`: the keyspace, unquoted (case kept when it was double-quoted, lowered if not).
     pub keyspace: Option<String>,
 }
@@ -89,19 +95,69 @@ impl Statement {
                 .map(|t| t.value().into_owned()),
             _ => None,
         };
-        let conditional = matches!(
-            kind,
+        let (conditional, order_sensitive) = match kind {
             StatementKind::Insert
-                | StatementKind::Update
-                | StatementKind::Delete
-                | StatementKind::Batch
-        ) && Lexer::new(text).any(|t| t.is_word("if"));
+            | StatementKind::Update
+            | StatementKind::Delete
+            | StatementKind::Batch => scan_write(text),
+            _ => (false, false),
+        };
         Self {
             kind,
             conditional,
             keyspace,
+            order_sensitive,
         }
     }
+}
+
+/// One pass over a write: whether it has an `IF` condition, and whether it is order-sensitive
+/// (see [`Statement::order_sensitive`]). Looks for `c = c + X` / `c = c - X` whose operand `X`
+/// is a list or unknown (a number is a counter, `{...}` a set or map: those commute),
+/// `c = [...] + c` / `c = ? + c`, and `c[X]` with `X` not a string (a map key is).
+fn scan_write(text: &str) -> (bool, bool) {
+    /// The last three tokens, newest first: enough context for the patterns above.
+    #[derive(Clone, Copy)]
+    struct Seen {
+        kind: TokenKind,
+        ident: bool,
+    }
+    let none = Seen {
+        kind: TokenKind::Symbol(' '),
+        ident: false,
+    };
+    let mut last = [none; 3];
+    let (mut conditional, mut sensitive) = (false, false);
+    for token in Lexer::new(text) {
+        conditional |= token.is_word("if");
+        let [p1, p2, p3] = last;
+        let arithmetic = |k: TokenKind| matches!(k, TokenKind::Symbol('+' | '-'));
+        // `c = c +|- X`: decided by X.
+        if arithmetic(p1.kind) && p2.ident && p3.kind == TokenKind::Symbol('=') {
+            sensitive |= !matches!(token.kind, TokenKind::Number | TokenKind::Symbol('{'));
+        }
+        // `= [...] + c` (a prepend) or `= ? + c`.
+        if token.kind == TokenKind::Symbol('+')
+            && (p1.kind == TokenKind::Symbol(']')
+                || (matches!(p1.kind, TokenKind::Marker | TokenKind::NamedMarker)
+                    && p2.kind == TokenKind::Symbol('=')))
+        {
+            sensitive = true;
+        }
+        // `c[X]`: a list index unless X is a string (a map key).
+        if p1.kind == TokenKind::Symbol('[') && p2.ident {
+            sensitive |= token.kind != TokenKind::String;
+        }
+        last = [
+            Seen {
+                kind: token.kind,
+                ident: token.is_identifier(),
+            },
+            p1,
+            p2,
+        ];
+    }
+    (conditional, sensitive)
 }
 
 /// The words that decide a statement's kind, lower-case.
@@ -184,6 +240,37 @@ mod tests {
         assert!(!c("CREATE TABLE IF NOT EXISTS t (k int PRIMARY KEY)"));
         assert!(!c("INSERT INTO t (k, v) VALUES (1, $$ if $$)"));
         assert!(!c("INSERT INTO t (k, v) VALUES (1, 'it''s if')"));
+    }
+
+    #[test]
+    fn order_sensitive_writes() {
+        let o = |t| Statement::classify(t).order_sensitive;
+        // Lists: appends, prepends, removals, elements by index.
+        assert!(o("UPDATE t SET l = l + [7] WHERE k = 1"));
+        assert!(o("UPDATE t SET l = [7] + l WHERE k = 1"));
+        assert!(o("UPDATE t SET l = l - [7] WHERE k = 1"));
+        assert!(o("UPDATE t SET l[0] = 7 WHERE k = 1"));
+        assert!(o("DELETE l[0] FROM t WHERE k = 1"));
+        assert!(o("UPDATE t SET \"L\" = \"L\" + [1] WHERE k = 1"));
+        // Unknown kind of collection: the safe side.
+        assert!(o("UPDATE t SET c = c + ? WHERE k = ?"));
+        assert!(o("UPDATE t SET c = ? + c WHERE k = ?"));
+        assert!(o("UPDATE t SET c[?] = ? WHERE k = ?"));
+        assert!(o(
+            "BEGIN BATCH INSERT INTO t (k) VALUES (1); UPDATE t SET l = l + [1] WHERE k = 1; APPLY BATCH"
+        ));
+        // Sets, maps and counters commute; whole values are last-write-wins.
+        assert!(!o(
+            "UPDATE t SET s = s + {'x'}, m = m + {'a': 'b'} WHERE k = 1"
+        ));
+        assert!(!o("UPDATE t SET s = s - {'x'} WHERE k = 1"));
+        assert!(!o("UPDATE t SET m['a'] = 'b' WHERE k = 1"));
+        assert!(!o("DELETE m['a'] FROM t WHERE k = 1"));
+        assert!(!o("UPDATE t SET c = c + 1, d = d - 2 WHERE k = 1"));
+        assert!(!o("INSERT INTO t (k, l) VALUES (1, [1, 2])"));
+        assert!(!o("UPDATE t SET l = [1, 2], v = 3 WHERE k = 1"));
+        assert!(!o("UPDATE t SET v = 'l + [1]' WHERE k = 1"));
+        assert!(!o("SELECT l[0] FROM t"));
     }
 
     #[test]
