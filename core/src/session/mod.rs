@@ -659,6 +659,3 @@ impl Session {
         self.serials
     }
 }
-
-#[cfg(test)]
-mod tests;
