@@ -529,18 +529,34 @@ impl Session {
     /// Whether the driver should read from `peer` now. False while the other side's queue is
     /// over `--write-buffer-size`, so that no buffer grows without bound, and for the client
     /// once the session is shutting down.
+    ///
+    /// The client is also not read while its own queue is full: a client that sends requests
+    /// and never reads their answers would otherwise make the proxy keep answering it (with
+    /// the clusters' answers, or with errors once the clusters' stream ids ran out) into a
+    /// queue nobody drains. Nor while every stream id of the primary's connection is in
+    /// flight: the next request would only get an "out of stream ids" error.
     #[must_use]
     pub fn wants_read(&self, peer: Peer) -> bool {
         let limit = self.proxy.config().write_buffer_size;
         match peer.upstream() {
             None => {
+                let primary = &self.upstreams[self.proxy.primary().index()];
                 // Requests held for a cluster count as queued for it.
                 self.client.is_open()
                     && !self.draining
+                    && self.client.outbox.queued() + self.stored < limit
+                    && primary.streams.len() < streams::CAPACITY
                     && self
                         .upstreams
                         .iter()
                         .all(|u| u.outbox.queued() + self.order.held_bytes(u.which) < limit)
+            }
+            // The secondary's answers are read whatever the client's queue holds: each one
+            // lets a stored answer of the primary go to the client, so the two together never
+            // grow, and an answer of the secondary is kept only as a digest. Not reading it
+            // would hold the stored answers until `--wait-timeout` and mark it stalled.
+            Some(upstream) if upstream != self.proxy.primary() => {
+                self.upstreams[upstream.index()].is_readable()
             }
             Some(upstream) => {
                 self.upstreams[upstream.index()].is_readable()

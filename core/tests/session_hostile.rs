@@ -1,0 +1,277 @@
+//! Clients that misbehave: one session driven by hand over in-memory buffers, with clusters
+//! that answer everything at once, and a client that does what a hostile or broken client
+//! does (never reads, stalls its handshake, sends what no driver sends).
+//!
+//! The harness honours the session's backpressure as a runtime does: bytes from a peer are
+//! handed over only while [`Session::wants_read`] says so.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use cqlmirror_core::config::{Config, Endpoint, Upstream};
+use cqlmirror_core::frame::{
+    Direction, Envelope, EnvelopeDecoder, Flags, Header, Opcode, ProtocolVersion, StreamId,
+};
+use cqlmirror_core::message::{Body, ErrorMessage, Query, QueryParams, ResultMessage, Startup};
+use cqlmirror_core::proxy::{Proxy, WallClock};
+use cqlmirror_core::session::{Action, Event, Peer, Session};
+use cqlmirror_core::wire::Consistency;
+
+const VERSION: ProtocolVersion = ProtocolVersion::V4;
+/// What one socket read hands the session at most.
+const READ: usize = 16 * 1024;
+
+fn envelope(
+    version: ProtocolVersion,
+    direction: Direction,
+    stream: i16,
+    opcode: Opcode,
+    body: Bytes,
+) -> BytesMut {
+    let header = Header {
+        version,
+        direction,
+        flags: Flags::empty(),
+        stream: StreamId(stream),
+        opcode,
+        length: 0,
+    };
+    let mut wire = BytesMut::new();
+    Envelope::new(header, body).encode(&mut wire);
+    wire
+}
+
+fn request(stream: i16, opcode: Opcode, body: Bytes) -> BytesMut {
+    envelope(VERSION, Direction::Request, stream, opcode, body)
+}
+
+fn startup() -> BytesMut {
+    let startup = Startup {
+        options: vec![("CQL_VERSION", "3.0.0")],
+    };
+    request(1, Opcode::STARTUP, startup.to_bytes(VERSION))
+}
+
+fn query(stream: i16, text: &str) -> BytesMut {
+    let query = Query {
+        text,
+        params: QueryParams::new(Consistency::ONE),
+    };
+    request(stream, Opcode::QUERY, query.to_bytes(VERSION))
+}
+
+fn decode_all(wire: &mut BytesMut, direction: Direction) -> Vec<Envelope> {
+    let mut decoder = EnvelopeDecoder::new(1 << 24).expecting(direction);
+    let mut out = Vec::new();
+    while let Ok(Some(envelope)) = decoder.decode(wire) {
+        out.push(envelope);
+    }
+    out
+}
+
+/// One session, a client whose bytes wait in `client_in`, and two clusters that answer every
+/// request at once (their answers wait in `cluster_out` until the session reads them).
+struct Bench {
+    session: Session,
+    now: Instant,
+    client_in: BytesMut,
+    /// What the client received, when it reads.
+    client_got: BytesMut,
+    client_reads: bool,
+    cluster_out: [BytesMut; 2],
+    /// Whether each cluster's connection is established when asked for.
+    reachable: [bool; 2],
+    closed: Vec<Peer>,
+    events: Vec<Event>,
+}
+
+impl Bench {
+    #[allow(clippy::disallowed_methods)]
+    fn new(configure: impl FnOnce(&mut Config)) -> Self {
+        let now = Instant::now();
+        let endpoint = |host: &str| Endpoint {
+            host: host.to_owned(),
+            port: 9042,
+        };
+        let mut config = Config::new(vec![endpoint("source")], vec![endpoint("target")]);
+        configure(&mut config);
+        let clock = WallClock {
+            instant: now,
+            unix_micros: 1_700_000_000_000_000,
+        };
+        let proxy = Proxy::new(config, clock).unwrap();
+        Self {
+            session: Session::new(proxy, now),
+            now,
+            client_in: BytesMut::new(),
+            client_got: BytesMut::new(),
+            client_reads: true,
+            cluster_out: Default::default(),
+            reachable: [true, true],
+            closed: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// A session past its handshake.
+    fn ready(configure: impl FnOnce(&mut Config)) -> Self {
+        let mut bench = Self::new(configure);
+        bench.client_in = startup();
+        bench.settle();
+        assert_eq!(bench.client_answers(), vec![(1, Opcode::READY)]);
+        bench
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.session.handle_timeout(self.now);
+        self.settle();
+    }
+
+    /// What the client received so far (stream and opcode of each frame), taken.
+    fn client_answers(&mut self) -> Vec<(i16, Opcode)> {
+        decode_all(&mut self.client_got, Direction::Response)
+            .iter()
+            .map(|e| (e.stream().0, e.opcode()))
+            .collect()
+    }
+
+    /// The client's frames received so far, taken.
+    fn client_frames(&mut self) -> Vec<Envelope> {
+        decode_all(&mut self.client_got, Direction::Response)
+    }
+
+    fn answer(request: &Envelope) -> (Opcode, Bytes) {
+        match request.opcode() {
+            Opcode::STARTUP | Opcode::REGISTER => (Opcode::READY, Bytes::new()),
+            Opcode::OPTIONS => (Opcode::SUPPORTED, Bytes::from_static(&[0, 0])),
+            _ => (
+                Opcode::RESULT,
+                ResultMessage::Void.to_bytes(request.version()),
+            ),
+        }
+    }
+
+    /// Runs everything that can move, as a runtime would, until nothing does.
+    fn settle(&mut self) {
+        for _ in 0..1_000_000 {
+            let mut moved = false;
+            while let Some(action) = self.session.poll_action() {
+                moved = true;
+                match action {
+                    Action::Connect { upstream, .. } if self.reachable[upstream.index()] => {
+                        self.session.handle_connected(upstream, self.now)
+                    }
+                    Action::Connect { upstream, .. } => self.session.handle_closed(
+                        Peer::of(upstream),
+                        "connection refused",
+                        self.now,
+                    ),
+                    Action::Close(peer) => self.closed.push(peer),
+                    _ => {}
+                }
+            }
+            for upstream in Upstream::BOTH {
+                let peer = Peer::of(upstream);
+                let mut wire = BytesMut::new();
+                while let Some(bytes) = self.session.poll_transmit(peer) {
+                    wire.extend_from_slice(&bytes);
+                }
+                for request in decode_all(&mut wire, Direction::Request) {
+                    moved = true;
+                    let (opcode, body) = Self::answer(&request);
+                    let answer = envelope(
+                        request.version(),
+                        Direction::Response,
+                        request.stream().0,
+                        opcode,
+                        body,
+                    );
+                    self.cluster_out[upstream.index()].extend_from_slice(&answer);
+                }
+                let out = &mut self.cluster_out[upstream.index()];
+                if !out.is_empty() && self.session.wants_read(peer) {
+                    moved = true;
+                    let mut chunk = out.split_to(out.len().min(READ));
+                    self.session
+                        .handle_upstream_bytes(upstream, &mut chunk, self.now);
+                }
+            }
+            if !self.client_in.is_empty() && self.session.wants_read(Peer::Client) {
+                moved = true;
+                let take = self.client_in.len().min(READ);
+                let mut chunk = self.client_in.split_to(take);
+                self.session.handle_client_bytes(&mut chunk, self.now);
+                // A partial frame stays for the next read, as a runtime keeps it.
+                chunk.unsplit(std::mem::take(&mut self.client_in));
+                self.client_in = chunk;
+            }
+            if self.client_reads {
+                while let Some(bytes) = self.session.poll_transmit(Peer::Client) {
+                    moved = true;
+                    self.client_got.extend_from_slice(&bytes);
+                }
+            }
+            while let Some(event) = self.session.poll_event() {
+                self.events.push(event);
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the session never settled");
+    }
+}
+
+/// A client that sends requests and never reads the answers: the proxy stops reading its
+/// requests once its answers fill `--write-buffer-size`, instead of answering into a queue
+/// nobody drains (the clusters' stream ids run out first, then every further request got an
+/// error answer, without bound).
+#[test]
+fn a_client_that_never_reads_is_no_longer_read_once_its_answers_fill_the_buffer() {
+    const LIMIT: usize = 4096;
+    let mut bench = Bench::ready(|c| c.write_buffer_size = LIMIT);
+    bench.client_reads = false;
+    let requests = 100_000;
+    for i in 0..requests {
+        let stream = (i % 32_000) as i16 + 2;
+        bench
+            .client_in
+            .extend_from_slice(&query(stream, "SELECT v FROM ks.t WHERE k = 1"));
+    }
+    let sent = bench.client_in.len();
+    bench.settle();
+    let queued = bench.session.queued(Peer::Client);
+    // The buffer, plus the answers to what one read brought in.
+    let bound = LIMIT + READ;
+    assert!(
+        queued <= bound,
+        "{queued} bytes queued for a client that does not read (bound {bound})"
+    );
+    assert!(
+        !bench.client_in.is_empty(),
+        "all {sent} bytes of requests were read although no answer was"
+    );
+    assert!(!bench.session.wants_read(Peer::Client));
+
+    // Once the client reads, everything it sent is answered, without any clock moving: the
+    // primary's answers stored while they waited for the secondary's were released by reading
+    // the secondary, which a full queue must not stop (it did, until `--wait-timeout`).
+    bench.client_reads = true;
+    let mut answered = 0;
+    for _ in 0..10_000 {
+        bench.settle();
+        let answers = bench.client_answers();
+        assert!(
+            answers.iter().all(|&(_, op)| op == Opcode::RESULT),
+            "{answers:?}"
+        );
+        answered += answers.len();
+        if answered == requests {
+            break;
+        }
+    }
+    assert_eq!(answered, requests);
+}
