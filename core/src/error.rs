@@ -44,6 +44,8 @@ pub enum DecodeErrorKind {
     CompressionNotNegotiated,
     /// A field holds a value outside its domain (e.g. an unknown result kind).
     InvalidValue { field: &'static str, value: i64 },
+    /// A name outside the protocol's set (e.g. an event type in REGISTER).
+    UnknownName { field: &'static str, name: String },
     /// A type description nests deeper than the codec accepts.
     TooDeep { max: usize },
     /// Bytes are left after the end of a message that must fill its body.
@@ -93,6 +95,7 @@ impl fmt::Display for DecodeError {
                 write!(f, "compressed frame but no compression was negotiated")
             }
             InvalidValue { field, value } => write!(f, "invalid {field}: {value}"),
+            UnknownName { field, name } => write!(f, "unknown {field} {name:?}"),
             TooDeep { max } => write!(f, "type nests deeper than {max} levels"),
             TrailingBytes { count } => write!(f, "{count} unexpected bytes after the message"),
         }

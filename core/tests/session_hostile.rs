@@ -12,9 +12,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use cqlmirror_core::config::{Config, Endpoint, Upstream};
 use cqlmirror_core::frame::{
-    Direction, Envelope, EnvelopeDecoder, Flags, Header, Opcode, ProtocolVersion, StreamId,
+    Direction, Envelope, EnvelopeDecoder, Flags, Header, Opcode, ProtocolVersion, SegmentFormat,
+    SegmentReader, SegmentWriter, StreamId,
 };
-use cqlmirror_core::message::{Body, ErrorMessage, Query, QueryParams, ResultMessage, Startup};
+use cqlmirror_core::message::{
+    Body, ErrorCode, ErrorMessage, Query, QueryParams, Register, ResultMessage, Startup,
+};
 use cqlmirror_core::proxy::{Proxy, WallClock};
 use cqlmirror_core::session::{Action, Event, Peer, Session};
 use cqlmirror_core::wire::Consistency;
@@ -274,4 +277,123 @@ fn a_client_that_never_reads_is_no_longer_read_once_its_answers_fill_the_buffer(
         }
     }
     assert_eq!(answered, requests);
+}
+
+fn error_of(frame: &Envelope) -> (ErrorCode, String) {
+    let error = ErrorMessage::decode(frame.body(), frame.version()).unwrap();
+    (error.code, error.message.into_owned())
+}
+
+/// A refusal on an established connection is written in the connection's version: a v4
+/// client got it in a v5 header it could not read.
+#[test]
+fn a_version_refusal_on_a_v4_connection_is_written_in_v4() {
+    let mut bench = Bench::ready(|_| {});
+    let mut bad = query(7, "SELECT 1");
+    bad[0] = 0x06;
+    bench.client_in = bad;
+    bench.settle();
+    let frames = bench.client_frames();
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0].version(), ProtocolVersion::V4);
+    assert_eq!(frames[0].stream(), StreamId(7));
+    let (code, message) = error_of(&frames[0]);
+    assert_eq!(code, ErrorCode::PROTOCOL_ERROR);
+    assert!(
+        message.contains("unsupported protocol version (6)"),
+        "{message}"
+    );
+    assert!(bench.closed.contains(&Peer::Client));
+}
+
+/// REGISTER with a body that is not a list of event types is refused; it got READY.
+#[test]
+fn a_register_with_a_garbage_body_is_refused() {
+    for body in [&b"\x00\x01\x00\x05HELLO"[..], &b"\xff\xff\xff"[..]] {
+        let mut bench = Bench::ready(|_| {});
+        bench.client_in = request(3, Opcode::REGISTER, Bytes::copy_from_slice(body));
+        bench.settle();
+        let frames = bench.client_frames();
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(frames[0].opcode(), Opcode::ERROR);
+        let (code, message) = error_of(&frames[0]);
+        assert_eq!(code, ErrorCode::PROTOCOL_ERROR, "{message}");
+        assert!(message.contains("REGISTER"), "{message}");
+        assert!(bench.closed.contains(&Peer::Client));
+    }
+    // A proper one still gets READY.
+    let mut bench = Bench::ready(|_| {});
+    let register = Register {
+        events: vec!["SCHEMA_CHANGE"],
+    };
+    bench.client_in = request(3, Opcode::REGISTER, register.to_bytes(VERSION));
+    bench.settle();
+    assert_eq!(bench.client_answers(), vec![(3, Opcode::READY)]);
+}
+
+/// Negative stream ids are the server's: a request on one is refused; it was relayed and
+/// its answer echoed on an event stream.
+#[test]
+fn a_negative_stream_id_is_refused() {
+    let mut bench = Bench::ready(|_| {});
+    bench.client_in = query(-5, "SELECT v FROM ks.t");
+    bench.settle();
+    let frames = bench.client_frames();
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0].opcode(), Opcode::ERROR);
+    assert!(frames[0].stream().0 >= 0);
+    let (code, message) = error_of(&frames[0]);
+    assert_eq!(code, ErrorCode::PROTOCOL_ERROR);
+    assert!(message.contains("stream id -5"), "{message}");
+    assert!(bench.closed.contains(&Peer::Client));
+}
+
+/// v5: an envelope with an unsupported version inside a valid segment is refused in a
+/// segment, then the connection closes. It hung: the refusal looked for the envelope's
+/// bytes in the receive buffer, which held the next segment's.
+#[test]
+fn v5_an_unsupported_version_inside_a_segment_is_refused_in_a_segment() {
+    let mut bench = Bench::new(|_| {});
+    let startup = Startup {
+        options: vec![("CQL_VERSION", "3.0.0")],
+    };
+    bench.client_in = envelope(
+        ProtocolVersion::V5,
+        Direction::Request,
+        1,
+        Opcode::STARTUP,
+        startup.to_bytes(ProtocolVersion::V5),
+    );
+    bench.settle();
+    assert_eq!(bench.client_answers(), vec![(1, Opcode::READY)]);
+
+    let mut inner = envelope(
+        ProtocolVersion::V5,
+        Direction::Request,
+        9,
+        Opcode::OPTIONS,
+        Bytes::new(),
+    );
+    inner[0] = 27;
+    let mut wire = BytesMut::new();
+    SegmentWriter::new(SegmentFormat::Uncompressed)
+        .write_segment(true, &inner, &mut wire)
+        .unwrap();
+    bench.client_in = wire;
+    bench.settle();
+
+    let mut reader = SegmentReader::new(
+        SegmentFormat::Uncompressed,
+        EnvelopeDecoder::new(1 << 20).expecting(Direction::Response),
+    );
+    let refusal = reader
+        .decode(&mut bench.client_got)
+        .unwrap()
+        .expect("a refusal, in a segment");
+    assert_eq!(refusal.version(), ProtocolVersion::V5);
+    assert_eq!(refusal.stream(), StreamId(9));
+    let (code, message) = error_of(&refusal);
+    assert_eq!(code, ErrorCode::PROTOCOL_ERROR);
+    assert!(message.contains("(27)"), "{message}");
+    assert!(bench.closed.contains(&Peer::Client));
 }

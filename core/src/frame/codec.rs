@@ -75,6 +75,23 @@ impl FrameDecoder {
             Some(reader) => reader.decode(buf),
         }
     }
+
+    /// After an [`UnsupportedVersion`](crate::DecodeErrorKind::UnsupportedVersion) error: the
+    /// version and stream id the offending envelope starts with, read from `buf` (the receive
+    /// buffer) in plain framing and from the segment already taken from it otherwise. `None`
+    /// when the bytes that hold the stream id have not arrived (plain framing) or cannot
+    /// arrive (a segment too short for them).
+    pub fn peek_refusal(&self, buf: &[u8]) -> Option<super::Refusal> {
+        match &self.segments {
+            None => super::peek_refusal(buf),
+            Some(reader) => reader.peek_refusal(),
+        }
+    }
+
+    /// Whether envelopes arrive inside segments (v5 after the handshake).
+    pub const fn is_segmented(&self) -> bool {
+        self.segments.is_some()
+    }
 }
 
 /// Writes envelopes for one socket.

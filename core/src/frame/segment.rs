@@ -288,6 +288,16 @@ impl SegmentReader {
         !self.contained.is_empty() || self.large.is_some()
     }
 
+    /// The version and stream of the envelope being read, as far as its first bytes are here:
+    /// after an unsupported version, what a refusal must echo (the receive buffer holds
+    /// segment bytes, not the envelope's).
+    pub fn peek_refusal(&self) -> Option<super::Refusal> {
+        match &self.large {
+            Some(large) => super::peek_refusal(large),
+            None => super::peek_refusal(&self.contained),
+        }
+    }
+
     /// Returns the next whole envelope, consuming segments from `buf` as needed, or `Ok(None)`
     /// when `buf` holds no further whole segment. A partial segment stays in `buf`.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Envelope>, DecodeError> {

@@ -5,7 +5,7 @@
 
 use bytes::BytesMut;
 
-use crate::error::DecodeError;
+use crate::error::{DecodeError, DecodeErrorKind};
 use crate::frame::{Opcode, ProtocolVersion};
 use crate::message::Body;
 use crate::wire::{self, Reader};
@@ -23,6 +23,21 @@ impl<'a> Body<'a> for Register<'a> {
         let mut r = Reader::new(body);
         let events = r.string_list()?;
         r.finish()?;
+        // What Cassandra accepts; anything else is refused there too, so it is not relayed.
+        const KNOWN: [&str; 3] = [
+            super::Event::TOPOLOGY_CHANGE,
+            super::Event::STATUS_CHANGE,
+            super::Event::SCHEMA_CHANGE,
+        ];
+        if let Some(unknown) = events.iter().find(|e| !KNOWN.contains(e)) {
+            return Err(DecodeError::new(
+                0,
+                DecodeErrorKind::UnknownName {
+                    field: "event type",
+                    name: (*unknown).to_owned(),
+                },
+            ));
+        }
         Ok(Self { events })
     }
 

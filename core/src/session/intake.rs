@@ -11,9 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::config::Upstream;
 use crate::error::{DecodeError, DecodeErrorKind};
 use crate::failure::FailureKind;
-use crate::frame::{
-    Direction, Envelope, Flags, Header, Opcode, Prefix, ProtocolVersion, StreamId, peek_refusal,
-};
+use crate::frame::{Direction, Envelope, Flags, Header, Opcode, Prefix, ProtocolVersion, StreamId};
 use crate::message::{
     Batch, Body, DefaultTimestamp, ErrorMessage, Execute, Prepare, Query, Statement as BatchEntry,
     ensure_default_timestamp,
@@ -74,10 +72,15 @@ impl Session {
     }
 
     fn client_frame_error(&mut self, error: &DecodeError, buf: &bytes::BytesMut, now: Instant) {
-        if let DecodeErrorKind::UnsupportedVersion { .. } = error.kind {
-            // Wait for the stream id bytes, which the refusal must echo.
-            if let Some(refusal) = peek_refusal(buf) {
-                self.refuse_version(refusal.version, refusal.stream, now);
+        if let DecodeErrorKind::UnsupportedVersion { version } = error.kind {
+            match self.client.peek_refusal(buf) {
+                Some(refusal) => self.refuse_version(refusal.version, refusal.stream, now),
+                // Inside a segment the bytes that did arrive are all there will be.
+                None if self.client.is_segmented() => {
+                    self.refuse_version(version, StreamId(0), now)
+                }
+                // Wait for the stream id bytes, which the refusal must echo.
+                None => {}
             }
             return;
         }
@@ -105,6 +108,16 @@ impl Session {
             || envelope.header().flags.contains(Flags::USE_BETA)
         {
             return self.refuse_version(version.number(), stream, now);
+        }
+        self.spoken = Some(version);
+        if stream.0 < 0 {
+            // Negative ids are the server's (events): an answer on one would reach the
+            // client's event handler, not the request.
+            let why = format!(
+                "stream id {} is negative: negative stream ids are reserved for server events",
+                stream.0
+            );
+            return self.fatal_client_error(StreamId(0), why, now);
         }
         match (envelope.opcode(), self.phase) {
             (Opcode::OPTIONS, _) => self.start_options(envelope, now),
@@ -446,15 +459,20 @@ impl Session {
                     schema_change: false,
                 }))
             }
-            _ => Ok(Inspected::Request(Intake {
-                class: RequestClass::Register,
-                write: false,
-                barrier: false,
-                kind: Kind::Plain,
-                message: None,
-                mapped: [None, None],
-                schema_change: false,
-            })),
+            _ => {
+                // Checked here: relayed, a garbage body got the clusters' errors merged into
+                // something the client could take for READY.
+                crate::message::Register::decode(message, version)?;
+                Ok(Inspected::Request(Intake {
+                    class: RequestClass::Register,
+                    write: false,
+                    barrier: false,
+                    kind: Kind::Plain,
+                    message: None,
+                    mapped: [None, None],
+                    schema_change: false,
+                }))
+            }
         }
     }
 
@@ -708,12 +726,20 @@ impl Session {
         self.client.send(header, &body);
     }
 
+    /// The version of an ERROR the proxy writes itself: the connection's once STARTUP fixed
+    /// it, else the version of the client's last valid frame (as Cassandra answers in the
+    /// version it was spoken to), else the highest the proxy accepts (what drivers that probe
+    /// from a version too high expect, see protocol.md).
+    fn answer_version(&self) -> ProtocolVersion {
+        self.version
+            .or(self.spoken)
+            .or_else(|| self.proxy.accepted_versions().last().copied())
+            .unwrap_or(ProtocolVersion::V4)
+    }
+
     /// A protocol ERROR for a broken frame, then the connection is closed.
     pub(super) fn fatal_client_error(&mut self, stream: StreamId, why: String, now: Instant) {
-        let version = self
-            .version
-            .or_else(|| self.proxy.accepted_versions().last().copied())
-            .unwrap_or(ProtocolVersion::V4);
+        let version = self.answer_version();
         self.error_to_client(stream, version, &ErrorMessage::protocol_error(why.clone()));
         self.events.push_back(Event::ClientError { detail: why });
         self.close_client(now);
@@ -722,7 +748,7 @@ impl Session {
     /// Refuses a protocol version in the words drivers parse to step down, then closes.
     pub(super) fn refuse_version(&mut self, requested: u8, stream: StreamId, now: Instant) {
         let accepted = self.proxy.accepted_versions();
-        let version = accepted.last().copied().unwrap_or(ProtocolVersion::V4);
+        let version = self.answer_version();
         self.error_to_client(
             stream,
             version,

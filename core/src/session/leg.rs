@@ -92,6 +92,16 @@ impl ClientLeg {
         self.decoder.decode(buf)
     }
 
+    /// After an unsupported version: the version and stream id to refuse (see
+    /// [`FrameDecoder::peek_refusal`]).
+    pub(crate) fn peek_refusal(&self, buf: &[u8]) -> Option<crate::frame::Refusal> {
+        self.decoder.peek_refusal(buf)
+    }
+
+    pub(crate) fn is_segmented(&self) -> bool {
+        self.decoder.is_segmented()
+    }
+
     /// Queues a response; dropped if the client is gone.
     pub(crate) fn send(&mut self, header: Header, body: &Bytes) {
         if self.state != ClientState::Closed {

@@ -288,6 +288,8 @@ pub struct Session {
     phase: Phase,
     /// The protocol version fixed by STARTUP.
     version: Option<ProtocolVersion>,
+    /// The version of the client's last valid frame (OPTIONS may come before STARTUP).
+    spoken: Option<ProtocolVersion>,
     /// The body compression the client negotiated (v3/v4), or lz4 segments (v5).
     compression: Option<Compression>,
     /// The keyspace of the primary's connection (`USE`), for prepared statements.
@@ -338,6 +340,7 @@ impl Session {
             id,
             phase: Phase::Startup,
             version: None,
+            spoken: None,
             compression: None,
             keyspace: None,
             handshake_primary: None,
