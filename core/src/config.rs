@@ -202,6 +202,12 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Close a client connection after this long without traffic in either direction.
     pub idle_timeout: Option<Duration>,
+    /// How long a client may take from connecting to the end of its handshake (READY or
+    /// AUTH_SUCCESS); it is closed after that.
+    pub handshake_timeout: Duration,
+    /// How long a frame the client started may stay incomplete while the proxy reads; the
+    /// connection is closed after that.
+    pub frame_timeout: Duration,
     /// Queued bytes per connection above which the proxy stops reading from the other side.
     pub write_buffer_size: usize,
     /// The largest frame (header and body) accepted from anyone.
@@ -244,6 +250,8 @@ impl Config {
             request_timeout: Duration::from_secs(12),
             connect_timeout: Duration::from_secs(5),
             idle_timeout: None,
+            handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
             write_buffer_size: 1024 * 1024,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             protocol_versions: ProtocolVersion::ALL.to_vec(),
@@ -271,6 +279,12 @@ impl Config {
         }
         if self.connect_timeout.is_zero() {
             return Err("--connect-timeout must be greater than zero".into());
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err("--handshake-timeout must be greater than zero".into());
+        }
+        if self.frame_timeout.is_zero() {
+            return Err("--frame-timeout must be greater than zero".into());
         }
         if self.max_frame_size < 64 * 1024 || self.max_frame_size > 256 * 1024 * 1024 {
             return Err("--max-frame-size must be between 64 KiB and 256 MiB".into());

@@ -80,6 +80,8 @@ struct Bench {
     session: Session,
     now: Instant,
     client_in: BytesMut,
+    /// The runtime's receive buffer: read from the socket, not taken by the session yet.
+    client_buf: BytesMut,
     /// What the client received, when it reads.
     client_got: BytesMut,
     client_reads: bool,
@@ -109,6 +111,7 @@ impl Bench {
             session: Session::new(proxy, now),
             now,
             client_in: BytesMut::new(),
+            client_buf: BytesMut::new(),
             client_got: BytesMut::new(),
             client_reads: true,
             cluster_out: Default::default(),
@@ -204,12 +207,12 @@ impl Bench {
             }
             if !self.client_in.is_empty() && self.session.wants_read(Peer::Client) {
                 moved = true;
+                // One socket read into the receive buffer, which keeps a partial frame.
                 let take = self.client_in.len().min(READ);
-                let mut chunk = self.client_in.split_to(take);
-                self.session.handle_client_bytes(&mut chunk, self.now);
-                // A partial frame stays for the next read, as a runtime keeps it.
-                chunk.unsplit(std::mem::take(&mut self.client_in));
-                self.client_in = chunk;
+                self.client_buf
+                    .extend_from_slice(&self.client_in.split_to(take));
+                self.session
+                    .handle_client_bytes(&mut self.client_buf, self.now);
             }
             if self.client_reads {
                 while let Some(bytes) = self.session.poll_transmit(Peer::Client) {
@@ -235,7 +238,10 @@ impl Bench {
 #[test]
 fn a_client_that_never_reads_is_no_longer_read_once_its_answers_fill_the_buffer() {
     const LIMIT: usize = 4096;
-    let mut bench = Bench::ready(|c| c.write_buffer_size = LIMIT);
+    let mut bench = Bench::ready(|c| {
+        c.write_buffer_size = LIMIT;
+        c.request_timeout = Duration::from_secs(600);
+    });
     bench.client_reads = false;
     let requests = 100_000;
     for i in 0..requests {
@@ -254,10 +260,13 @@ fn a_client_that_never_reads_is_no_longer_read_once_its_answers_fill_the_buffer(
         "{queued} bytes queued for a client that does not read (bound {bound})"
     );
     assert!(
-        !bench.client_in.is_empty(),
+        !bench.client_in.is_empty() || !bench.client_buf.is_empty(),
         "all {sent} bytes of requests were read although no answer was"
     );
     assert!(!bench.session.wants_read(Peer::Client));
+    // The time the proxy does not read is not held against a frame the client started.
+    bench.advance(Duration::from_secs(60));
+    assert!(bench.closed.is_empty(), "{:?}", client_errors(&bench));
 
     // Once the client reads, everything it sent is answered, without any clock moving: the
     // primary's answers stored while they waited for the secondary's were released by reading
@@ -396,4 +405,71 @@ fn v5_an_unsupported_version_inside_a_segment_is_refused_in_a_segment() {
     assert_eq!(code, ErrorCode::PROTOCOL_ERROR);
     assert!(message.contains("(27)"), "{message}");
     assert!(bench.closed.contains(&Peer::Client));
+}
+
+fn client_errors(bench: &Bench) -> Vec<String> {
+    bench
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ClientError { detail } => Some(detail.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A client that sends its STARTUP one byte every two seconds is closed once
+/// `--handshake-timeout` passed since it connected; it was held for ever.
+#[test]
+fn a_handshake_that_stalls_is_closed_at_the_handshake_timeout() {
+    let mut bench = Bench::new(|c| c.handshake_timeout = Duration::from_secs(10));
+    let startup = startup();
+    let mut elapsed = Duration::ZERO;
+    for &byte in startup.iter() {
+        bench.client_in.extend_from_slice(&[byte]);
+        bench.settle();
+        if !bench.closed.is_empty() {
+            break;
+        }
+        bench.advance(Duration::from_secs(2));
+        elapsed += Duration::from_secs(2);
+    }
+    assert!(bench.closed.contains(&Peer::Client), "never closed");
+    assert!(
+        elapsed >= Duration::from_secs(10) && elapsed <= Duration::from_secs(12),
+        "closed after {elapsed:?}"
+    );
+    let errors = client_errors(&bench);
+    assert!(
+        errors.iter().any(|e| e.contains("--handshake-timeout")),
+        "{errors:?}"
+    );
+
+    // A client that completed its handshake is not held to it.
+    let mut bench = Bench::ready(|c| c.handshake_timeout = Duration::from_secs(10));
+    bench.advance(Duration::from_secs(30));
+    assert!(bench.closed.is_empty(), "{:?}", bench.events);
+}
+
+/// After the handshake, a frame left incomplete is closed after `--frame-timeout`.
+#[test]
+fn a_frame_left_incomplete_is_closed_at_the_frame_timeout() {
+    let mut bench = Bench::ready(|c| c.frame_timeout = Duration::from_secs(30));
+    let whole = query(5, "SELECT v FROM ks.t");
+    bench.client_in = BytesMut::from(&whole[..whole.len() - 3]);
+    bench.settle();
+    bench.advance(Duration::from_secs(29));
+    assert!(bench.closed.is_empty(), "{:?}", bench.events);
+    // More bytes, still not the whole frame: its clock keeps running from its first byte.
+    bench
+        .client_in
+        .extend_from_slice(&whole[whole.len() - 3..whole.len() - 1]);
+    bench.settle();
+    bench.advance(Duration::from_secs(2));
+    assert!(bench.closed.contains(&Peer::Client), "never closed");
+    let errors = client_errors(&bench);
+    assert!(
+        errors.iter().any(|e| e.contains("--frame-timeout")),
+        "{errors:?}"
+    );
 }

@@ -88,6 +88,14 @@ impl FrameDecoder {
         }
     }
 
+    /// Whether part of an envelope was taken from the receive buffer already (a segment
+    /// whose envelope is not whole yet).
+    pub fn has_partial(&self) -> bool {
+        self.segments
+            .as_ref()
+            .is_some_and(SegmentReader::has_partial)
+    }
+
     /// Whether envelopes arrive inside segments (v5 after the handshake).
     pub const fn is_segmented(&self) -> bool {
         self.segments.is_some()

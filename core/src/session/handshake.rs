@@ -456,6 +456,7 @@ impl Session {
 
     fn become_ready(&mut self, route: Route, version: ProtocolVersion) {
         self.phase = Phase::Ready;
+        self.handshake_deadline = None;
         if version >= ProtocolVersion::V5 && self.client_framing_plain() {
             self.client
                 .switch_to_segments(self.compression == Some(Compression::Lz4));

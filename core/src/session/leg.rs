@@ -98,6 +98,12 @@ impl ClientLeg {
         self.decoder.peek_refusal(buf)
     }
 
+    /// Whether a frame the client started is incomplete, `buf` being what is left of the
+    /// receive buffer.
+    pub(crate) fn has_partial(&self, buf: &[u8]) -> bool {
+        !buf.is_empty() || self.decoder.has_partial()
+    }
+
     pub(crate) fn is_segmented(&self) -> bool {
         self.decoder.is_segmented()
     }

@@ -316,6 +316,10 @@ pub struct Session {
     /// steady traffic that is one scan per request timeout.
     stream_check: Option<Instant>,
     idle_deadline: Option<Instant>,
+    /// The client must be ready by then (`--handshake-timeout`); `None` once it is.
+    handshake_deadline: Option<Instant>,
+    /// Since when a frame the client started has been incomplete (`--frame-timeout`).
+    partial_since: Option<Instant>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     /// Shutting down: no new requests; close once nothing is in flight.
@@ -358,6 +362,8 @@ impl Session {
             timers: BTreeSet::new(),
             stream_check: None,
             idle_deadline: config.idle_timeout.map(|d| now + d),
+            handshake_deadline: Some(now + config.handshake_timeout),
+            partial_since: None,
             actions: VecDeque::new(),
             events: VecDeque::new(),
             draining: false,
@@ -397,6 +403,11 @@ impl Session {
     pub fn handle_client_bytes(&mut self, buf: &mut BytesMut, now: Instant) {
         self.touch(now);
         self.read_client(buf, now);
+        self.partial_since = if self.client.has_partial(buf) {
+            self.partial_since.or(Some(now))
+        } else {
+            None
+        };
         self.after_input(now);
     }
 
@@ -483,6 +494,7 @@ impl Session {
                 .map(|(_, in_flight)| in_flight.deadline)
                 .min();
         }
+        self.check_client_deadlines(now);
         if self.idle_deadline.is_some_and(|d| d <= now) && self.client.is_open() {
             let idle = self.proxy.config().idle_timeout.unwrap_or_default();
             self.events.push_back(Event::ClientError {
@@ -523,10 +535,23 @@ impl Session {
         let idle = self.idle_deadline.filter(|_| self.client.is_open());
         let wait = self.waits.front().map(|&(at, _, _)| at);
         let held = self.order.next_deadline();
-        [timer, self.stream_check, idle, wait, held]
-            .into_iter()
-            .flatten()
-            .min()
+        let handshake = self.handshake_deadline.filter(|_| self.client.is_open());
+        let partial = self
+            .partial_since
+            .filter(|_| self.client.is_open())
+            .map(|since| since + self.proxy.config().frame_timeout);
+        [
+            timer,
+            self.stream_check,
+            idle,
+            wait,
+            held,
+            handshake,
+            partial,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether the driver should read from `peer` now. False while the other side's queue is
@@ -662,6 +687,38 @@ impl Session {
     }
 
     /// Ends the client connection after what is queued for it (e.g. a protocol error).
+    /// Closes a client that stalls its handshake (`--handshake-timeout`) or a frame
+    /// (`--frame-timeout`): one byte every few seconds would otherwise hold a connection, and
+    /// its two backend connections, for ever.
+    fn check_client_deadlines(&mut self, now: Instant) {
+        if !self.client.is_open() {
+            return;
+        }
+        let config = self.proxy.config();
+        if self.handshake_deadline.is_some_and(|d| d <= now) {
+            let detail = format!(
+                "closing the client connection: its handshake (STARTUP through READY) did not complete within {:?} (--handshake-timeout)",
+                config.handshake_timeout
+            );
+            self.events.push_back(Event::ClientError { detail });
+            return self.close_client(now);
+        }
+        let frame_timeout = config.frame_timeout;
+        if let Some(since) = self.partial_since.filter(|&s| s + frame_timeout <= now) {
+            if !self.wants_read(Peer::Client) {
+                // The proxy is not reading (backpressure): that time is not the client's.
+                self.partial_since = Some(now);
+                return;
+            }
+            let detail = format!(
+                "closing the client connection: a frame it started {:?} ago is still incomplete (--frame-timeout {frame_timeout:?})",
+                now.saturating_duration_since(since)
+            );
+            self.events.push_back(Event::ClientError { detail });
+            self.close_client(now);
+        }
+    }
+
     fn close_client(&mut self, _now: Instant) {
         if self.client.is_open() {
             self.client.closing();

@@ -167,6 +167,19 @@ pub struct Cli {
     )]
     pub tcp_idle_time_out: u64,
 
+    /// How long a client may take from connecting to the end of its handshake (STARTUP
+    /// through READY or AUTH_SUCCESS) before it is closed. Drivers give up on a connection
+    /// after about 5 s; this is longer, so that only clients that stall are cut.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
+          env = "CQLMIRROR_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Duration,
+
+    /// How long a frame a client started sending may stay incomplete before the connection
+    /// is closed (time the proxy itself stops reading for backpressure does not count).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
+          env = "CQLMIRROR_FRAME_TIMEOUT")]
+    pub frame_timeout: Duration,
+
     /// How long a cluster may take to answer one request (e.g. 12s, 500ms, 2m). A source that
     /// does not answer in time gets the client an error; a target that does not is counted.
     #[arg(long, value_name = "DURATION", default_value = "12s", value_parser = parse_duration,
@@ -361,6 +374,8 @@ impl Cli {
             (self.tcp_idle_time_out > 0).then(|| Duration::from_secs(self.tcp_idle_time_out));
         config.request_timeout = self.request_timeout;
         config.connect_timeout = self.connect_timeout;
+        config.handshake_timeout = self.handshake_timeout;
+        config.frame_timeout = self.frame_timeout;
         if !self.protocol_version.is_empty() {
             let mut versions = self.protocol_version;
             versions.sort();
