@@ -88,6 +88,8 @@ struct Bench {
     cluster_out: [BytesMut; 2],
     /// Whether each cluster's connection is established when asked for.
     reachable: [bool; 2],
+    /// Clusters that keep the QUERYs they get unanswered.
+    silent: [bool; 2],
     closed: Vec<Peer>,
     events: Vec<Event>,
 }
@@ -116,6 +118,7 @@ impl Bench {
             client_reads: true,
             cluster_out: Default::default(),
             reachable: [true, true],
+            silent: [false, false],
             closed: Vec::new(),
             events: Vec::new(),
         }
@@ -187,6 +190,9 @@ impl Bench {
                 }
                 for request in decode_all(&mut wire, Direction::Request) {
                     moved = true;
+                    if self.silent[upstream.index()] && request.opcode() == Opcode::QUERY {
+                        continue;
+                    }
                     let (opcode, body) = Self::answer(&request);
                     let answer = envelope(
                         request.version(),
@@ -472,4 +478,63 @@ fn a_frame_left_incomplete_is_closed_at_the_frame_timeout() {
         errors.iter().any(|e| e.contains("--frame-timeout")),
         "{errors:?}"
     );
+}
+
+fn single_error(bench: &mut Bench) -> (i16, ErrorCode, String) {
+    let frames = bench.client_frames();
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0].opcode(), Opcode::ERROR);
+    let (code, message) = error_of(&frames[0]);
+    (frames[0].stream().0, code, message)
+}
+
+/// With the source down, a new client's STARTUP gets an ERROR saying so, then the close;
+/// it got a bare close, which drivers report as a broken connection with no reason.
+#[test]
+fn a_handshake_with_the_source_down_gets_an_error_naming_it() {
+    let mut bench = Bench::new(|_| {});
+    bench.reachable = [false, true];
+    bench.client_in = startup();
+    bench.settle();
+    let (stream, code, message) = single_error(&mut bench);
+    assert_eq!(stream, 1);
+    assert_eq!(code, ErrorCode::SERVER_ERROR);
+    assert!(
+        message.contains("source cluster is unreachable"),
+        "{message}"
+    );
+    assert!(bench.closed.contains(&Peer::Client));
+}
+
+/// The source connection is lost with requests in flight: each gets an ERROR saying so,
+/// at once (not after the target answered), then the close. They were dropped.
+#[test]
+fn requests_in_flight_when_the_source_is_lost_get_an_error_naming_it() {
+    for target_silent in [false, true] {
+        let mut bench = Bench::ready(|_| {});
+        bench.silent = [true, target_silent];
+        bench.client_in = query(4, "INSERT INTO ks.t (k, v) VALUES (1, 2)");
+        bench
+            .client_in
+            .extend_from_slice(&query(5, "SELECT v FROM ks.t"));
+        bench.settle();
+        assert!(bench.client_frames().is_empty());
+        bench
+            .session
+            .handle_closed(Peer::Source, "connection reset by peer", bench.now);
+        bench.settle();
+        let frames = bench.client_frames();
+        let mut streams: Vec<i16> = frames.iter().map(|f| f.stream().0).collect();
+        streams.sort_unstable();
+        assert_eq!(streams, vec![4, 5], "{frames:?}");
+        for frame in &frames {
+            let (code, message) = error_of(frame);
+            assert_eq!(code, ErrorCode::SERVER_ERROR);
+            assert!(
+                message.contains("connection to the source cluster was lost"),
+                "{message}"
+            );
+        }
+        assert!(bench.closed.contains(&Peer::Client));
+    }
 }

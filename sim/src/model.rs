@@ -627,6 +627,20 @@ fn check_answer(
                     ));
                 }
             }
+            // The primary's connection failed under the request: the client hears it, then
+            // the connection closes.
+            Some(c)
+                if c == ErrorCode::SERVER_ERROR.0
+                    && text.contains("This proxy closes the connection") =>
+            {
+                match host.lost_at(primary) {
+                    Some(at) if at <= answer.at => {}
+                    _ => v.violations.push(format!(
+                        "{who}: told the {primary} (primary) failed at {:?}, but its connection was not lost by then: {text}",
+                        answer.at
+                    )),
+                }
+            }
             _ => v
                 .violations
                 .push(format!("{who}: unexpected error from the proxy: {text}")),

@@ -234,8 +234,11 @@ impl Session {
             // with `--wait true`.
             let wait =
                 !request.impatient && (handshake || self.proxy.config().wait == WaitPolicy::Both);
-            let primary_done = !request.leg(request.route.primary).is_pending();
-            if primary_done && (request.all_done() || !wait) {
+            let primary = request.leg(request.route.primary);
+            let primary_done = !primary.is_pending();
+            // A primary that failed has nothing for the secondary's answer to wait with.
+            let primary_failed = matches!(primary.outcome(), Some(Outcome::Failed(_)));
+            if primary_done && (request.all_done() || !wait || primary_failed) {
                 self.answer(id, now);
             } else if primary_done {
                 // The primary answered and the secondary has not: wait for it, but not longer
@@ -339,9 +342,37 @@ impl Session {
                 bug!("the primary's answer was dropped before the client had it");
                 self.close_client(now);
             }
-            // The primary is gone: the client reconnects, as it would to a failed node.
-            Some(Outcome::Failed(_)) | None => self.close_client(now),
+            Some(Outcome::Failed(kind)) => {
+                self.primary_unavailable(stream, version, primary, kind, now)
+            }
+            None => self.close_client(now),
         }
+    }
+
+    /// The primary failed under a request (or a handshake): the client hears why in an ERROR
+    /// on that stream, then the connection closes and the driver reconnects, as it would
+    /// from a failed node. A bare close left drivers reporting a mysterious "connection
+    /// closed" and treating the proxy itself as broken.
+    pub(super) fn primary_unavailable(
+        &mut self,
+        stream: StreamId,
+        version: ProtocolVersion,
+        primary: Upstream,
+        kind: FailureKind,
+        now: Instant,
+    ) {
+        let what = match kind {
+            FailureKind::Unreachable => format!("the {primary} cluster is unreachable"),
+            FailureKind::Closed => format!("the connection to the {primary} cluster was lost"),
+            FailureKind::Timeout => format!("the {primary} cluster did not answer in time"),
+            FailureKind::Protocol => format!("the {primary} cluster sent invalid protocol data"),
+            other => format!("the {primary} cluster failed ({other})"),
+        };
+        let message = format!(
+            "cqlmirror: {what}; the request may not have been applied there. This proxy closes the connection: reconnect, or use another proxy instance"
+        );
+        self.error_to_client(stream, version, &ErrorMessage::server_error(message));
+        self.close_client(now);
     }
 
     /// Sends `envelope` to the client as the answer on `stream`, body untouched.
@@ -482,8 +513,13 @@ impl Session {
             }
         }
         // Without the primary the client connection cannot go on (requests in flight to a
-        // former primary fail on their own and end it the same way).
-        if upstream == self.proxy.primary() || self.proxy.config().dest_close {
+        // former primary fail on their own and end it the same way). Those in flight were
+        // answered with an ERROR saying why just now; a client still in its handshake is
+        // left open until its next handshake request, which is answered the same way (a
+        // bare close tells a driver nothing), or until `--handshake-timeout`.
+        let primary = upstream == self.proxy.primary();
+        let handshaking = matches!(self.phase, Phase::Startup) && self.requests.is_empty();
+        if (primary && !handshaking) || self.proxy.config().dest_close {
             self.close_client(now);
         }
     }

@@ -385,7 +385,11 @@ impl Session {
                 self.phase = Phase::Startup;
                 self.answer_client(stream, version, &envelope);
             }
-            Some(Outcome::Failed(_) | Outcome::Digest(_)) | None => self.close_client(now),
+            Some(Outcome::Failed(kind)) => {
+                self.phase = Phase::Startup;
+                self.primary_unavailable(stream, version, route.primary, kind, now)
+            }
+            Some(Outcome::Digest(_)) | None => self.close_client(now),
         }
     }
 
@@ -404,7 +408,10 @@ impl Session {
                 self.become_ready(route, version);
             }
             Some(Outcome::Answer(envelope)) => self.answer_client(stream, version, &envelope),
-            Some(Outcome::Failed(_) | Outcome::Digest(_)) | None => self.close_client(now),
+            Some(Outcome::Failed(kind)) => {
+                self.primary_unavailable(stream, version, route.primary, kind, now)
+            }
+            Some(Outcome::Digest(_)) | None => self.close_client(now),
         }
     }
 
