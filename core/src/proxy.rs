@@ -88,6 +88,9 @@ pub struct Proxy {
     max_version: [AtomicU8; 2],
     /// Per cluster and failure kind: whether the current run of failures was already reported.
     reported: [[AtomicBool; FailureKind::COUNT]; 2],
+    /// Per cluster and failure kind: when it was last reported, so that a cluster whose
+    /// answers alternate with failures gets one log line a minute, not one per failure.
+    last_reported: Mutex<[[Option<Instant>; FailureKind::COUNT]; 2]>,
     /// Per cluster: a client's answer waited `--wait-timeout` for it in vain and it has not
     /// answered anything since, so clients do not wait for it at all.
     stalled: [AtomicBool; 2],
@@ -143,6 +146,7 @@ impl Proxy {
             next_session: AtomicU64::new(1),
             max_version: [AtomicU8::new(highest), AtomicU8::new(highest)],
             reported: Default::default(),
+            last_reported: Mutex::new([[None; FailureKind::COUNT]; 2]),
             stalled: Default::default(),
             views: Default::default(),
             unmapped: Mutex::new(std::collections::BTreeSet::new()),
@@ -380,11 +384,29 @@ impl Proxy {
             .fetch_min(version.number().saturating_sub(1), Ordering::Relaxed);
     }
 
-    /// Counts a failure and says whether it is the first of its kind since `upstream` last
-    /// worked, which is when it deserves a log line.
-    pub(crate) fn record_failure(&self, upstream: Upstream, kind: FailureKind) -> bool {
+    /// Counts a failure and says whether it deserves a log line: the first of its kind since
+    /// `upstream` last worked, and none of its kind was reported in the last
+    /// [`REPORT_INTERVAL`].
+    pub(crate) fn record_failure(
+        &self,
+        upstream: Upstream,
+        kind: FailureKind,
+        now: Instant,
+    ) -> bool {
         self.stats.failed[upstream.index()].fetch_add(1, Ordering::Relaxed);
-        !self.reported[upstream.index()][kind.index()].swap(true, Ordering::Relaxed)
+        let flag = &self.reported[upstream.index()][kind.index()];
+        if flag.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut last = lock(&self.last_reported);
+        let last = &mut last[upstream.index()][kind.index()];
+        if last.is_some_and(|at| now.saturating_duration_since(at) < REPORT_INTERVAL) {
+            // Too soon: this run is not marked reported, so that it is once the interval is
+            // over if it lasts that long.
+            return false;
+        }
+        *last = Some(now);
+        !flag.swap(true, Ordering::Relaxed)
     }
 
     /// Counts a request that failed on `upstream` because its connection failed (reported
@@ -428,6 +450,9 @@ impl Proxy {
         }
     }
 }
+
+/// A cluster's failures of one kind get at most one log line in this time.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How long a node that could not be connected to is avoided by new connections.
 const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
@@ -517,14 +542,23 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn failures_are_reported_once_per_kind_until_success() {
-        let (p, _) = proxy();
-        assert!(p.record_failure(Upstream::Target, FailureKind::Timeout));
-        assert!(!p.record_failure(Upstream::Target, FailureKind::Timeout));
-        assert!(p.record_failure(Upstream::Target, FailureKind::Closed));
-        assert!(p.record_failure(Upstream::Source, FailureKind::Timeout));
-        p.record_success(Upstream::Target);
-        assert!(p.record_failure(Upstream::Target, FailureKind::Timeout));
-        assert_eq!(p.stats().failed[1].load(Ordering::Relaxed), 4);
+    fn failures_are_reported_once_per_kind_until_success_and_at_most_once_an_interval() {
+        let (p, now) = proxy();
+        let (t, s) = (Upstream::Target, Upstream::Source);
+        assert!(p.record_failure(t, FailureKind::Timeout, now));
+        assert!(!p.record_failure(t, FailureKind::Timeout, now));
+        assert!(p.record_failure(t, FailureKind::Closed, now));
+        assert!(p.record_failure(s, FailureKind::Timeout, now));
+        // A cluster that answers between failures: not one line per failure.
+        for second in 1..10 {
+            p.record_success(t);
+            let at = now + Duration::from_secs(second);
+            assert!(!p.record_failure(t, FailureKind::Timeout, at), "{second}s");
+        }
+        // Once the interval is over, the run of failures is news again, once.
+        let later = now + REPORT_INTERVAL;
+        assert!(p.record_failure(t, FailureKind::Timeout, later));
+        assert!(!p.record_failure(t, FailureKind::Timeout, later));
+        assert_eq!(p.stats().failed[1].load(Ordering::Relaxed), 14);
     }
 }

@@ -410,7 +410,7 @@ impl Session {
     }
 
     /// Retires a request: counts what failed and what the secondary missed.
-    fn finish(&mut self, id: RequestId, _now: Instant) {
+    fn finish(&mut self, id: RequestId, now: Instant) {
         let Some(request) = self.requests.remove(id) else {
             bug!("finishing a request that is gone");
             return;
@@ -423,7 +423,7 @@ impl Session {
                 Leg::Done(Outcome::Failed(
                     kind @ (FailureKind::Timeout | FailureKind::Overloaded),
                 )) => {
-                    let first = self.proxy.record_failure(upstream, *kind);
+                    let first = self.proxy.record_failure(upstream, *kind, now);
                     self.events.push_back(Event::Failure {
                         upstream,
                         kind: *kind,
@@ -436,7 +436,7 @@ impl Session {
                 Leg::Done(outcome @ (Outcome::Answer(_) | Outcome::Digest(_)))
                     if !outcome.is_success() && other_ok =>
                 {
-                    let first = self.proxy.record_failure(upstream, FailureKind::Error);
+                    let first = self.proxy.record_failure(upstream, FailureKind::Error, now);
                     let detail = match outcome {
                         Outcome::Answer(envelope) => self.describe_error(envelope, request.version),
                         Outcome::Digest(digest) => digest.error.clone().unwrap_or_default(),
@@ -485,7 +485,7 @@ impl Session {
         if close_socket {
             self.actions.push_back(Action::Close(Peer::of(upstream)));
         }
-        let first = self.proxy.record_failure(upstream, kind);
+        let first = self.proxy.record_failure(upstream, kind, now);
         self.events.push_back(Event::Failure {
             upstream,
             kind,

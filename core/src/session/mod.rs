@@ -210,7 +210,7 @@ impl fmt::Display for Event {
                 f,
                 "{upstream} cluster: {kind}: {detail}{}",
                 if *first {
-                    " (further failures of this kind are logged at debug level)"
+                    " (further failures of this kind are logged at debug level until it answers again, and at most once a minute)"
                 } else {
                     ""
                 }

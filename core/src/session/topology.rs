@@ -294,17 +294,12 @@ impl Session {
     /// The session's read of `upstream`'s topology failed: the reads waiting for it get an
     /// error that says why (never the cluster's own tables, which would send drivers around
     /// the proxy).
-    pub(super) fn topology_fetch_failed(
-        &mut self,
-        upstream: Upstream,
-        reason: &str,
-        _now: Instant,
-    ) {
+    pub(super) fn topology_fetch_failed(&mut self, upstream: Upstream, reason: &str, now: Instant) {
         self.fetch.upstream = None;
         self.fetch.local = None;
         self.fetch.peers = None;
         self.fetch.peers_v2 = None;
-        let first = self.proxy.record_failure(upstream, FailureKind::Error);
+        let first = self.proxy.record_failure(upstream, FailureKind::Error, now);
         self.events.push_back(Event::Failure {
             upstream,
             kind: FailureKind::Error,
