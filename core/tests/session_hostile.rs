@@ -91,6 +91,8 @@ struct Bench {
     /// Clusters that keep the QUERYs they get unanswered.
     silent: [bool; 2],
     closed: Vec<Peer>,
+    /// Backend connections the session asked for.
+    connects: Vec<Upstream>,
     events: Vec<Event>,
 }
 
@@ -120,6 +122,7 @@ impl Bench {
             reachable: [true, true],
             silent: [false, false],
             closed: Vec::new(),
+            connects: Vec::new(),
             events: Vec::new(),
         }
     }
@@ -169,6 +172,9 @@ impl Bench {
             let mut moved = false;
             while let Some(action) = self.session.poll_action() {
                 moved = true;
+                if let Action::Connect { upstream, .. } = action {
+                    self.connects.push(upstream);
+                }
                 match action {
                     Action::Connect { upstream, .. } if self.reachable[upstream.index()] => {
                         self.session.handle_connected(upstream, self.now)
@@ -537,4 +543,27 @@ fn requests_in_flight_when_the_source_is_lost_get_an_error_naming_it() {
         }
         assert!(bench.closed.contains(&Peer::Client));
     }
+}
+
+/// A client that connects and says nothing costs the proxy one socket, not three: the
+/// backend connections are opened at its first bytes. Ten thousand silent clients held
+/// thirty thousand descriptors.
+#[test]
+fn the_clusters_are_connected_to_only_once_the_client_sends_something() {
+    let mut bench = Bench::new(|_| {});
+    bench.settle();
+    bench.advance(Duration::from_secs(5));
+    assert!(bench.connects.is_empty(), "{:?}", bench.connects);
+    bench.client_in = startup().split_to(1);
+    bench.settle();
+    assert_eq!(bench.connects, vec![Upstream::Source, Upstream::Target]);
+    bench.client_in = startup().split_off(1);
+    bench.settle();
+    assert_eq!(bench.client_answers(), vec![(1, Opcode::READY)]);
+
+    // A silent client goes at the handshake timeout without ever costing a connection.
+    let mut bench = Bench::new(|c| c.handshake_timeout = Duration::from_secs(10));
+    bench.advance(Duration::from_secs(10));
+    assert!(bench.closed.contains(&Peer::Client));
+    assert!(bench.connects.is_empty());
 }

@@ -633,12 +633,21 @@ fn check_answer(
                 if c == ErrorCode::SERVER_ERROR.0
                     && text.contains("This proxy closes the connection") =>
             {
-                match host.lost_at(primary) {
-                    Some(at) if at <= answer.at => {}
-                    _ => v.violations.push(format!(
-                        "{who}: told the {primary} (primary) failed at {:?}, but its connection was not lost by then: {text}",
+                let failed_by = |p: Upstream| {
+                    host.lost_at(p).is_some_and(|at| at <= answer.at)
+                        || host.events().iter().any(|(at, e)| {
+                            *at <= answer.at
+                                && matches!(e, Event::Failure { upstream, .. } if *upstream == p)
+                        })
+                };
+                let named = Upstream::BOTH
+                    .into_iter()
+                    .find(|u| text.contains(&format!("the {u} cluster")));
+                if !named.is_some_and(failed_by) {
+                    v.violations.push(format!(
+                        "{who}: told a cluster failed at {:?}, but it had not by then: {text}",
                         answer.at
-                    )),
+                    ));
                 }
             }
             _ => v

@@ -320,6 +320,8 @@ pub struct Session {
     handshake_deadline: Option<Instant>,
     /// Since when a frame the client started has been incomplete (`--frame-timeout`).
     partial_since: Option<Instant>,
+    /// The backend connections were asked for (at the client's first bytes).
+    upstreams_requested: bool,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     /// Shutting down: no new requests; close once nothing is in flight.
@@ -334,8 +336,8 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for a newly accepted client connection of `proxy`. Drain its actions right
-    /// away: it asks for its backend connections.
+    /// A session for a newly accepted client connection of `proxy`. It asks for its backend
+    /// connections when the client's first bytes arrive.
     pub fn new(proxy: Arc<Proxy>, now: Instant) -> Self {
         let id = proxy.next_session_id();
         let config = proxy.config();
@@ -364,6 +366,7 @@ impl Session {
             idle_deadline: config.idle_timeout.map(|d| now + d),
             handshake_deadline: Some(now + config.handshake_timeout),
             partial_since: None,
+            upstreams_requested: false,
             actions: VecDeque::new(),
             events: VecDeque::new(),
             draining: false,
@@ -373,16 +376,25 @@ impl Session {
             agreements: Vec::new(),
             proxy,
         };
+        session
+    }
+
+    /// Asks for the two backend connections, once the client sent its first bytes: a client
+    /// that connects and says nothing costs one socket, not three, until
+    /// `--handshake-timeout` closes it.
+    fn open_upstreams(&mut self, now: Instant) {
+        if self.upstreams_requested {
+            return;
+        }
+        self.upstreams_requested = true;
         for upstream in Upstream::BOTH {
-            let endpoint = session.proxy.pick_node(upstream, session.id.0, now);
-            session.upstreams[upstream.index()].endpoint = Some(endpoint.clone());
-            let deadline = now + session.proxy.config().connect_timeout;
-            session.timers.insert((deadline, Timer::Connect(upstream)));
-            session
-                .actions
+            let endpoint = self.proxy.pick_node(upstream, self.id.0, now);
+            self.upstreams[upstream.index()].endpoint = Some(endpoint.clone());
+            let deadline = now + self.proxy.config().connect_timeout;
+            self.timers.insert((deadline, Timer::Connect(upstream)));
+            self.actions
                 .push_back(Action::Connect { upstream, endpoint });
         }
-        session
     }
 
     /// A session for a client that connected to this proxy at `local` (the address it
@@ -402,6 +414,9 @@ impl Session {
     /// Bytes arrived from the client: whole frames are taken from `buf`, a partial one stays.
     pub fn handle_client_bytes(&mut self, buf: &mut BytesMut, now: Instant) {
         self.touch(now);
+        if !buf.is_empty() {
+            self.open_upstreams(now);
+        }
         self.read_client(buf, now);
         self.partial_since = if self.client.has_partial(buf) {
             self.partial_since.or(Some(now))
@@ -686,7 +701,6 @@ impl Session {
         self.client.closed();
     }
 
-    /// Ends the client connection after what is queued for it (e.g. a protocol error).
     /// Closes a client that stalls its handshake (`--handshake-timeout`) or a frame
     /// (`--frame-timeout`): one byte every few seconds would otherwise hold a connection, and
     /// its two backend connections, for ever.
@@ -719,6 +733,7 @@ impl Session {
         }
     }
 
+    /// Ends the client connection after what is queued for it (e.g. a protocol error).
     fn close_client(&mut self, _now: Instant) {
         if self.client.is_open() {
             self.client.closing();
