@@ -208,6 +208,8 @@ pub struct Config {
     /// How long a frame the client started may stay incomplete while the proxy reads; the
     /// connection is closed after that.
     pub frame_timeout: Duration,
+    /// Client connections open at once; more are refused (see [`crate::admission`]).
+    pub max_connections: usize,
     /// Queued bytes per connection above which the proxy stops reading from the other side.
     pub write_buffer_size: usize,
     /// The largest frame (header and body) accepted from anyone.
@@ -251,6 +253,7 @@ impl Config {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: None,
             handshake_timeout: Duration::from_secs(10),
+            max_connections: usize::MAX,
             frame_timeout: Duration::from_secs(30),
             write_buffer_size: 1024 * 1024,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
@@ -279,6 +282,9 @@ impl Config {
         }
         if self.connect_timeout.is_zero() {
             return Err("--connect-timeout must be greater than zero".into());
+        }
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1".into());
         }
         if self.handshake_timeout.is_zero() {
             return Err("--handshake-timeout must be greater than zero".into());

@@ -82,7 +82,8 @@
 //! - [`wire`]: the protocol's primitive types.
 //! - [`statement`]: what a CQL statement is (read, write, schema change, conditional).
 //! - [`session`]: one client connection and its two backend connections.
-//! - [`proxy`]: what the sessions of one proxy share; [`config`]: its settings.
+//! - [`proxy`]: what the sessions of one proxy share; [`config`]: its settings;
+//!   [`admission`]: how many client connections it takes.
 //! - [`routing`]: where a request goes, and the roles of the two clusters.
 //! - [`prepared`]: prepared statements and each cluster's ids for them.
 //! - [`failure`]: why a request to a cluster failed.
@@ -99,6 +100,7 @@ macro_rules! bug {
     };
 }
 
+pub mod admission;
 pub mod config;
 pub mod control;
 pub mod driver;

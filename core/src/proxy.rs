@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::admission::Admission;
 use crate::config::{Config, Endpoint, Upstream};
 use crate::failure::FailureKind;
 use crate::frame::ProtocolVersion;
@@ -86,6 +87,7 @@ pub struct Proxy {
     next_session: AtomicU64,
     /// Highest protocol version each cluster accepted so far (starts at the highest we speak).
     max_version: [AtomicU8; 2],
+    admission: Arc<Admission>,
     /// Per cluster and failure kind: whether the current run of failures was already reported.
     reported: [[AtomicBool; FailureKind::COUNT]; 2],
     /// Per cluster and failure kind: when it was last reported, so that a cluster whose
@@ -138,6 +140,7 @@ impl Proxy {
             .map_or(5, |v| v.number());
         Ok(Arc::new(Self {
             prepared: Mutex::new(PreparedCache::new(config.prepared_cache_size)),
+            admission: Admission::new(config.max_connections),
             config,
             base: clock.instant,
             wall_at_base: AtomicI64::new(clock.unix_micros),
@@ -158,6 +161,11 @@ impl Proxy {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Client connections: the runtime asks here before it serves an accepted one.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
 
     pub fn stats(&self) -> &Stats {

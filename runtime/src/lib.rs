@@ -9,6 +9,7 @@
 //! - [`runtime`]: the traits an adapter implements (tasks, TCP with readiness, timers).
 //! - `connection`: one client connection and its two backend connections.
 //! - `control`: the control connection to each cluster (topology, node status).
+//! - [`descriptors`]: the descriptor limit, raised at start-up.
 //! - `serve`: the accept loop, the drain at shutdown, the wall clock.
 //! - [`shutdown`]: SIGTERM and Ctrl-C.
 //! - [`logging`]: log set-up and the log line of each session event.
@@ -17,6 +18,7 @@
 pub mod cli;
 mod connection;
 mod control;
+pub mod descriptors;
 pub mod logging;
 pub mod runtime;
 mod serve;
@@ -36,7 +38,7 @@ pub use shutdown::Shutdown;
 /// and serves until SIGTERM or Ctrl-C. Exit status 2 for a usage error, 1 when the proxy
 /// cannot start (e.g. its port is taken).
 pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
-    let settings = match Cli::parse_for(bin).settings(cli::default_threads()) {
+    let mut settings = match Cli::parse_for(bin).settings(cli::default_threads()) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("{bin}: {e}");
@@ -44,6 +46,10 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
         }
     };
     logging::init(settings.debug);
+    let descriptors = descriptors::raise_limit();
+    settings.config.max_connections = settings
+        .max_connections
+        .unwrap_or_else(|| descriptors.max_connections());
     let clock = WallClock::new(Instant::now(), SystemTime::now());
     let proxy = match Proxy::new(settings.config.clone(), clock) {
         Ok(proxy) => proxy,
@@ -69,9 +75,10 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
             }
         };
         log::info!(
-            "{bin} {}: {}",
+            "{bin} {}: {}; {}",
             cqlmirror_core::VERSION,
-            cli::describe(&settings)
+            cli::describe(&settings),
+            descriptors.describe()
         );
         serve::serve(runtime, listener, proxy, shutdown).await
     });

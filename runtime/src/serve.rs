@@ -49,6 +49,17 @@ pub(crate) async fn serve<R: Runtime>(
         .await;
         match accepted {
             Some(Ok((client, address))) => {
+                let admitted = match proxy.admission().admit(Instant::now()) {
+                    Ok(admitted) => admitted,
+                    Err(refused) => {
+                        // Closed at once: the driver tries another proxy instance or later.
+                        client.close();
+                        if let Some(line) = refused.report {
+                            log::warn!("{line}");
+                        }
+                        continue;
+                    }
+                };
                 let _ = client.set_nodelay();
                 log::debug!("accepted a client from {address}");
                 active.fetch_add(1, Ordering::Relaxed);
@@ -59,12 +70,19 @@ pub(crate) async fn serve<R: Runtime>(
                     async move {
                         connection::run(runtime, proxy, client, shutdown).await;
                         active.fetch_sub(1, Ordering::Relaxed);
+                        drop(admitted);
                     }
                 });
             }
             Some(Err(e)) => {
-                // Out of file descriptors or similar: back off instead of spinning.
-                log::warn!("accept failed: {e}");
+                // Out of file descriptors or similar: back off instead of spinning, and log
+                // once in a while with a count instead of at every attempt.
+                if let Some(line) = proxy
+                    .admission()
+                    .accept_failed(&e.to_string(), Instant::now())
+                {
+                    log::warn!("{line}");
+                }
                 sleep(&runtime, Duration::from_millis(100)).await;
             }
             None => break,

@@ -342,7 +342,7 @@ impl Session {
         let id = proxy.next_session_id();
         let config = proxy.config();
         let max_frame = config.max_frame_size;
-        let mut session = Self {
+        Self {
             id,
             phase: Phase::Startup,
             version: None,
@@ -375,8 +375,7 @@ impl Session {
             fetch: topology::Fetch::default(),
             agreements: Vec::new(),
             proxy,
-        };
-        session
+        }
     }
 
     /// Asks for the two backend connections, once the client sent its first bytes: a client

@@ -54,8 +54,9 @@ pub fn describe(settings: &Settings) -> String {
         TopologyMode::Ghost(map) => format!("ghost addresses for {} nodes", map.len()),
     };
     format!(
-        "listening on {}; source {}; target {}{}; wait for {} (target at most {:?}); request timeout {:?}; protocol versions {:?}; {topology}; {} threads",
+        "listening on {} (at most {} client connections); source {}; target {}{}; wait for {} (target at most {:?}); request timeout {:?}; protocol versions {:?}; {topology}; {} threads",
         settings.listen,
+        c.max_connections,
         points(&c.source.contact_points),
         points(&c.target.contact_points),
         c.target
@@ -179,6 +180,12 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
           env = "CQLMIRROR_FRAME_TIMEOUT")]
     pub frame_timeout: Duration,
+
+    /// Client connections served at once; more are closed as soon as they are accepted,
+    /// counted, and logged once every 10 s [default: what the descriptor limit allows, at 3
+    /// descriptors per connection; the soft limit is raised to the hard one at start-up].
+    #[arg(long, value_name = "N", env = "CQLMIRROR_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 
     /// How long a cluster may take to answer one request (e.g. 12s, 500ms, 2m). A source that
     /// does not answer in time gets the client an error; a target that does not is counted.
@@ -344,6 +351,9 @@ pub struct Settings {
     pub listen: std::net::SocketAddr,
     pub threads: usize,
     pub debug: bool,
+    /// `--max-connections` as given; without it, the runtime derives the limit from the
+    /// descriptor limit (see [`crate::descriptors`]).
+    pub max_connections: Option<usize>,
 }
 
 impl Cli {
@@ -375,6 +385,9 @@ impl Cli {
         config.request_timeout = self.request_timeout;
         config.connect_timeout = self.connect_timeout;
         config.handshake_timeout = self.handshake_timeout;
+        if self.max_connections == Some(0) {
+            return Err("--max-connections must be at least 1".into());
+        }
         config.frame_timeout = self.frame_timeout;
         if !self.protocol_version.is_empty() {
             let mut versions = self.protocol_version;
@@ -427,6 +440,7 @@ impl Cli {
             listen: std::net::SocketAddr::new(self.listen_address, self.proxy_port),
             threads,
             debug: self.debug,
+            max_connections: self.max_connections,
         })
     }
 }
