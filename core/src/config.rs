@@ -210,6 +210,9 @@ pub struct Config {
     pub frame_timeout: Duration,
     /// Client connections open at once; more are refused (see [`crate::admission`]).
     pub max_connections: usize,
+    /// Requests of one client connection in flight to the primary; the client is not read
+    /// while it has this many (at most 32768, a connection's stream ids).
+    pub max_in_flight: usize,
     /// Queued bytes per connection above which the proxy stops reading from the other side.
     pub write_buffer_size: usize,
     /// The largest frame (header and body) accepted from anyone.
@@ -254,6 +257,7 @@ impl Config {
             idle_timeout: None,
             handshake_timeout: Duration::from_secs(10),
             max_connections: usize::MAX,
+            max_in_flight: 2048,
             frame_timeout: Duration::from_secs(30),
             write_buffer_size: 1024 * 1024,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
@@ -282,6 +286,11 @@ impl Config {
         }
         if self.connect_timeout.is_zero() {
             return Err("--connect-timeout must be greater than zero".into());
+        }
+        if !(1..=32_768).contains(&self.max_in_flight) {
+            return Err(
+                "--max-in-flight must be from 1 to 32768 (a connection's stream ids)".into(),
+            );
         }
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());

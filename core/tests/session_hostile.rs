@@ -93,6 +93,8 @@ struct Bench {
     closed: Vec<Peer>,
     /// Backend connections the session asked for.
     connects: Vec<Upstream>,
+    /// QUERYs each cluster received.
+    queries: [usize; 2],
     events: Vec<Event>,
 }
 
@@ -123,6 +125,7 @@ impl Bench {
             silent: [false, false],
             closed: Vec::new(),
             connects: Vec::new(),
+            queries: [0, 0],
             events: Vec::new(),
         }
     }
@@ -196,6 +199,9 @@ impl Bench {
                 }
                 for request in decode_all(&mut wire, Direction::Request) {
                     moved = true;
+                    if request.opcode() == Opcode::QUERY {
+                        self.queries[upstream.index()] += 1;
+                    }
                     if self.silent[upstream.index()] && request.opcode() == Opcode::QUERY {
                         continue;
                     }
@@ -566,4 +572,27 @@ fn the_clusters_are_connected_to_only_once_the_client_sends_something() {
     bench.advance(Duration::from_secs(10));
     assert!(bench.closed.contains(&Peer::Client));
     assert!(bench.connects.is_empty());
+}
+
+/// A client has at most `--max-in-flight` requests with the primary (and what one read
+/// brings in beyond it): the rest stays unread until answers come back. Without the cap, a
+/// client that never reads pushed 32768 requests per cluster connection onto the clusters.
+#[test]
+fn a_client_has_at_most_max_in_flight_requests_with_the_clusters() {
+    let mut bench = Bench::ready(|c| c.max_in_flight = 10);
+    bench.silent = [true, true];
+    // About four of these fill one read.
+    let padded = format!("SELECT v FROM ks.t /* {} */", "x".repeat(4000));
+    for stream in 2..102 {
+        bench.client_in.extend_from_slice(&query(stream, &padded));
+    }
+    bench.settle();
+    let [source, target] = bench.queries;
+    assert!(
+        (10..=15).contains(&source),
+        "{source} requests reached the source"
+    );
+    assert_eq!(source, target);
+    assert!(!bench.session.wants_read(Peer::Client));
+    assert!(!bench.client_in.is_empty());
 }

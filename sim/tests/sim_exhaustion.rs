@@ -24,6 +24,8 @@ fn all_source_stream_ids_in_flight() {
         let name = "exhaustion";
         let mut s = Scenario::new(seed);
         s.config.request_timeout = Duration::from_secs(10);
+        // The client may use every stream id of its connection (the default caps it lower).
+        s.config.max_in_flight = 32_768;
         // The first 300 requests are answered long after their timeout; their ids stay taken.
         // The rest take 5 s, so the client keeps all of its ids in flight.
         s.source.latency = Latency::fixed(Duration::from_secs(5));

@@ -223,6 +223,11 @@ impl UpstreamLeg {
         self.is_usable() && self.handshake == Handshake::Ready
     }
 
+    /// Requests in flight that have not timed out.
+    pub(crate) fn live_in_flight(&self) -> usize {
+        self.streams.len().saturating_sub(self.timed_out)
+    }
+
     pub(crate) fn is_readable(&self) -> bool {
         self.link == Link::Open
     }

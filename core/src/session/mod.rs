@@ -575,8 +575,12 @@ impl Session {
     /// The client is also not read while its own queue is full: a client that sends requests
     /// and never reads their answers would otherwise make the proxy keep answering it (with
     /// the clusters' answers, or with errors once the clusters' stream ids ran out) into a
-    /// queue nobody drains. Nor while every stream id of the primary's connection is in
-    /// flight: the next request would only get an "out of stream ids" error.
+    /// queue nobody drains. Nor while `--max-in-flight` of its requests are in flight to the
+    /// primary: a client that sends without reading would otherwise push up to 32768
+    /// requests per cluster connection onto the clusters before its answers fill the queue,
+    /// and the next request would only get an "out of stream ids" error. Requests that timed
+    /// out do not count: their ids stay taken until a late answer, and a cluster that never
+    /// sends it must get clients errors (OVERLOADED once the ids run out), not silence.
     #[must_use]
     pub fn wants_read(&self, peer: Peer) -> bool {
         let limit = self.proxy.config().write_buffer_size;
@@ -587,7 +591,7 @@ impl Session {
                 self.client.is_open()
                     && !self.draining
                     && self.client.outbox.queued() + self.stored < limit
-                    && primary.streams.len() < streams::CAPACITY
+                    && primary.live_in_flight() < self.proxy.config().max_in_flight
                     && self
                         .upstreams
                         .iter()

@@ -10,8 +10,6 @@ use crate::frame::StreamId;
 
 /// The highest stream id a v3+ connection may use.
 pub(crate) const MAX_STREAM: i16 = i16::MAX;
-/// How many requests a v3+ connection can have in flight.
-pub(crate) const CAPACITY: usize = MAX_STREAM as usize + 1;
 
 #[derive(Debug)]
 pub(crate) struct StreamTable<T> {

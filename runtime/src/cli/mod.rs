@@ -187,6 +187,18 @@ pub struct Cli {
     #[arg(long, value_name = "N", env = "CQLMIRROR_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
+    /// Requests of one client connection in flight to the source at once; while a client has
+    /// this many, the proxy reads nothing more from it (the driver waits, nothing fails).
+    /// Bounds what one client can push onto the clusters; drivers use far fewer per
+    /// connection (the Java driver at most 1024 by default). At most 32768.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 2048,
+        env = "CQLMIRROR_MAX_IN_FLIGHT"
+    )]
+    pub max_in_flight: usize,
+
     /// How long a cluster may take to answer one request (e.g. 12s, 500ms, 2m). A source that
     /// does not answer in time gets the client an error; a target that does not is counted.
     #[arg(long, value_name = "DURATION", default_value = "12s", value_parser = parse_duration,
@@ -385,6 +397,7 @@ impl Cli {
         config.request_timeout = self.request_timeout;
         config.connect_timeout = self.connect_timeout;
         config.handshake_timeout = self.handshake_timeout;
+        config.max_in_flight = self.max_in_flight;
         if self.max_connections == Some(0) {
             return Err("--max-connections must be at least 1".into());
         }
