@@ -7,12 +7,14 @@
 //! control connections from failing with "too many open files", which would look like an
 //! unreachable cluster to every client.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::report::Reporter;
+
 /// Refusals (and accept failures) are logged at most once in this time, with a count.
-pub const REFUSAL_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+pub const REFUSAL_REPORT_INTERVAL: Duration = crate::report::REPORT_WINDOW;
 
 /// Descriptors each client connection may hold: its own and one per cluster.
 pub const DESCRIPTORS_PER_CONNECTION: u64 = 3;
@@ -62,8 +64,8 @@ impl Admission {
             limit,
             open: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
-            refusals: Reporter::default(),
-            accept_failures: Reporter::default(),
+            refusals: Reporter::new(1),
+            accept_failures: Reporter::new(1),
         })
     }
 
@@ -90,6 +92,18 @@ impl Admission {
         Err(Refused { report })
     }
 
+    /// The refusals not logged yet, once the interval since the last line is over: call it
+    /// now and then, so that the count of a burst is logged even if no refusal follows it.
+    pub fn pending_report(&self, now: Instant) -> Option<String> {
+        self.refusals.flush(now).map(|count| {
+            format!(
+                "refused {count} client connection{} since the last report: --max-connections {} are open",
+                if count == 1 { "" } else { "s" },
+                self.limit
+            )
+        })
+    }
+
     /// Accepting a connection failed (e.g. out of descriptors): the line to log now, if one
     /// is due, so that a persistent failure does not flood the log.
     pub fn accept_failed(&self, error: &str, now: Instant) -> Option<String> {
@@ -114,34 +128,6 @@ impl Admission {
     /// Client connections refused since start-up.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
-    }
-}
-
-/// Counts occurrences and says when one deserves a log line: the first, then at most one per
-/// [`REFUSAL_REPORT_INTERVAL`], carrying the count since the last line.
-#[derive(Debug, Default)]
-struct Reporter {
-    state: Mutex<ReporterState>,
-}
-
-#[derive(Debug, Default)]
-struct ReporterState {
-    last: Option<Instant>,
-    unreported: u64,
-}
-
-impl Reporter {
-    fn note(&self, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.unreported += 1;
-        if state
-            .last
-            .is_some_and(|last| now.saturating_duration_since(last) < REFUSAL_REPORT_INTERVAL)
-        {
-            return None;
-        }
-        state.last = Some(now);
-        Some(std::mem::take(&mut state.unreported))
     }
 }
 
@@ -192,6 +178,21 @@ mod tests {
             lines[1]
         );
         assert_eq!(admission.refused(), 3000);
+        // The rest of the burst is logged once its interval is over, with nothing after it.
+        let end = now + Duration::from_millis(29_990);
+        assert!(admission.pending_report(end).is_none(), "too early");
+        let summary = admission
+            .pending_report(end + REFUSAL_REPORT_INTERVAL)
+            .unwrap();
+        assert!(
+            summary.contains("refused 999 client connections"),
+            "{summary}"
+        );
+        assert!(
+            admission
+                .pending_report(end + 3 * REFUSAL_REPORT_INTERVAL)
+                .is_none()
+        );
         let failures = (0..100)
             .filter_map(|i| {
                 admission.accept_failed("Too many open files", now + Duration::from_millis(i * 100))

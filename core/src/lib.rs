@@ -111,6 +111,7 @@ pub mod message;
 mod nonblocking;
 pub mod prepared;
 pub mod proxy;
+pub mod report;
 pub mod routing;
 pub mod session;
 pub mod statement;

@@ -19,6 +19,7 @@ use crate::failure::FailureKind;
 use crate::frame::ProtocolVersion;
 use crate::message::Secret as Token;
 use crate::prepared::PreparedCache;
+use crate::report::Reporter;
 use crate::topology::ClusterView;
 
 /// Identifies a session in logs.
@@ -88,6 +89,8 @@ pub struct Proxy {
     /// Highest protocol version each cluster accepted so far (starts at the highest we speak).
     max_version: [AtomicU8; 2],
     admission: Arc<Admission>,
+    /// Client errors (malformed frames, stalled handshakes) logged per window.
+    client_errors: Reporter,
     /// Per cluster and failure kind: whether the current run of failures was already reported.
     reported: [[AtomicBool; FailureKind::COUNT]; 2],
     /// Per cluster and failure kind: when it was last reported, so that a cluster whose
@@ -141,6 +144,7 @@ impl Proxy {
         Ok(Arc::new(Self {
             prepared: Mutex::new(PreparedCache::new(config.prepared_cache_size)),
             admission: Admission::new(config.max_connections),
+            client_errors: Reporter::new(CLIENT_ERRORS_PER_WINDOW),
             config,
             base: clock.instant,
             wall_at_base: AtomicI64::new(clock.unix_micros),
@@ -161,6 +165,23 @@ impl Proxy {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Whether a client error deserves a log line now (see [`Reporter`]).
+    pub(crate) fn note_client_error(&self, now: Instant) -> bool {
+        self.client_errors.note(now).is_some()
+    }
+
+    /// The client errors that were not logged, once their window is over: for the runtime
+    /// to log now and then.
+    pub fn client_errors_report(&self, now: Instant) -> Option<String> {
+        self.client_errors.flush(now).map(|count| {
+            format!(
+                "{count} more client error{} (malformed frames, stalled handshakes, timeouts) in the last {:?} were logged at debug level only",
+                if count == 1 { "" } else { "s" },
+                crate::report::REPORT_WINDOW
+            )
+        })
     }
 
     /// Client connections: the runtime asks here before it serves an accepted one.
@@ -459,6 +480,9 @@ impl Proxy {
     }
 }
 
+/// Client errors logged per [`crate::report::REPORT_WINDOW`]; the rest are counted.
+pub const CLIENT_ERRORS_PER_WINDOW: u64 = 20;
+
 /// A cluster's failures of one kind get at most one log line in this time.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -547,6 +571,21 @@ pub(crate) mod tests {
             p.accepted_versions(),
             vec![ProtocolVersion::V3, ProtocolVersion::V4]
         );
+    }
+
+    #[test]
+    fn a_flood_of_client_errors_is_logged_as_a_count() {
+        let (p, now) = proxy();
+        let logged = (0..25).filter(|_| p.note_client_error(now)).count();
+        assert_eq!(logged, CLIENT_ERRORS_PER_WINDOW as usize);
+        assert!(
+            p.client_errors_report(now).is_none(),
+            "the window is not over"
+        );
+        let report = p
+            .client_errors_report(now + crate::report::REPORT_WINDOW)
+            .unwrap();
+        assert!(report.starts_with("5 more client errors"), "{report}");
     }
 
     #[test]

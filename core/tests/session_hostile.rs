@@ -430,7 +430,7 @@ fn client_errors(bench: &Bench) -> Vec<String> {
         .events
         .iter()
         .filter_map(|e| match e {
-            Event::ClientError { detail } => Some(detail.clone()),
+            Event::ClientError { detail, .. } => Some(detail.clone()),
             _ => None,
         })
         .collect()

@@ -111,6 +111,14 @@ pub(crate) async fn serve<R: Runtime>(
 async fn follow_wall_clock<R: Runtime>(runtime: R, proxy: Arc<Proxy>) {
     loop {
         sleep(&runtime, WALL_CLOCK_PERIOD).await;
-        proxy.handle_wall_clock(SystemTime::now(), Instant::now());
+        let now = Instant::now();
+        proxy.handle_wall_clock(SystemTime::now(), now);
+        // The count of refused connections that a burst left unreported.
+        if let Some(line) = proxy.admission().pending_report(now) {
+            log::warn!("{line}");
+        }
+        if let Some(line) = proxy.client_errors_report(now) {
+            log::info!("{line}");
+        }
     }
 }

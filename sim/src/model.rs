@@ -185,7 +185,7 @@ fn closing_reason(world: &World, host: &Host, dest_close: bool) -> Option<String
             } if (primaries.contains(upstream) || dest_close) && !detail.contains(" request: ") => {
                 return Some(format!("{upstream} failure at {at:?}: {detail}"));
             }
-            Event::ClientError { detail } => {
+            Event::ClientError { detail, .. } => {
                 return Some(format!("client error at {at:?}: {detail}"));
             }
             _ => {}
@@ -317,7 +317,7 @@ pub fn check(world: &World) -> Verdict {
             }
         }
         for (at, event) in host.events() {
-            if let Event::ClientError { detail } = event {
+            if let Event::ClientError { detail, .. } = event {
                 if !spec.expect_handshake_failure {
                     v.violations.push(format!(
                         "client {slot_index}: the proxy saw a client error at {at:?}: {detail}"

@@ -21,7 +21,7 @@ use crate::session::leg::Purpose;
 use crate::session::order::Held;
 use crate::session::request::{Kind, Leg, Outcome, Outgoing, Repair, Request, RequestId};
 use crate::session::topology::TopologyRead;
-use crate::session::{Event, Phase, Session};
+use crate::session::{Phase, Session};
 use crate::statement::datacenters::map_datacenters;
 use crate::statement::{Statement, StatementKind};
 use crate::topology::SystemQuery;
@@ -157,9 +157,7 @@ impl Session {
                         | Opcode::AUTH_RESPONSE
                 );
                 if is_request {
-                    self.events.push_back(Event::ClientError {
-                        detail: why.clone(),
-                    });
+                    self.client_error(why.clone(), now);
                     self.error_to_client(stream, version, &ErrorMessage::protocol_error(why));
                 } else {
                     self.fatal_client_error(stream, why, now);
@@ -741,7 +739,7 @@ impl Session {
     pub(super) fn fatal_client_error(&mut self, stream: StreamId, why: String, now: Instant) {
         let version = self.answer_version();
         self.error_to_client(stream, version, &ErrorMessage::protocol_error(why.clone()));
-        self.events.push_back(Event::ClientError { detail: why });
+        self.client_error(why, now);
         self.close_client(now);
     }
 
@@ -754,9 +752,8 @@ impl Session {
             version,
             &ErrorMessage::version_refusal(requested, &accepted),
         );
-        self.events.push_back(Event::ClientError {
-            detail: format!("refused protocol version {requested}; offered {accepted:?}"),
-        });
+        let detail = format!("refused protocol version {requested}; offered {accepted:?}");
+        self.client_error(detail, now);
         self.close_client(now);
     }
 }

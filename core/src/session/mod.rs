@@ -130,8 +130,11 @@ pub enum Event {
     /// A write the client was told succeeded (the primary applied it) did not reach
     /// `upstream`, the secondary.
     MissedWrite { upstream: Upstream, opcode: Opcode },
-    /// The client sent something the proxy refused; the detail says what.
-    ClientError { detail: String },
+    /// The client sent something the proxy refused, or was closed for stalling; the detail
+    /// says what. `quiet` when many clients did so lately (an attack, a broken deployment):
+    /// such events are debug detail, and their count is reported instead (see
+    /// [`crate::proxy::Proxy::client_errors_report`]).
+    ClientError { detail: String, quiet: bool },
     /// A request was answered with the answer (or the failure) of `primary`.
     Answered {
         opcode: Opcode,
@@ -170,7 +173,8 @@ impl Event {
         match self {
             Self::Failure { first: true, .. } => Level::Warn,
             Self::Failure { first: false, .. } => Level::Debug,
-            Self::ClientError { .. } => Level::Info,
+            Self::ClientError { quiet: false, .. } => Level::Info,
+            Self::ClientError { quiet: true, .. } => Level::Debug,
             Self::UnmappedNode { first: true, .. } => Level::Warn,
             Self::UnmappedNode { first: false, .. } => Level::Debug,
             Self::SchemaAgreement { reached: false, .. } => Level::Warn,
@@ -218,7 +222,7 @@ impl fmt::Display for Event {
             Self::MissedWrite { upstream, opcode } => {
                 write!(f, "a {opcode} write did not reach the {upstream} cluster")
             }
-            Self::ClientError { detail } => write!(f, "client: {detail}"),
+            Self::ClientError { detail, .. } => write!(f, "client: {detail}"),
             Self::Answered {
                 opcode,
                 write,
@@ -511,9 +515,8 @@ impl Session {
         self.check_client_deadlines(now);
         if self.idle_deadline.is_some_and(|d| d <= now) && self.client.is_open() {
             let idle = self.proxy.config().idle_timeout.unwrap_or_default();
-            self.events.push_back(Event::ClientError {
-                detail: format!("closing the client connection after {idle:?} without traffic"),
-            });
+            let detail = format!("closing the client connection after {idle:?} without traffic");
+            self.client_error(detail, now);
             self.close_client(now);
         }
         self.after_input(now);
@@ -717,7 +720,7 @@ impl Session {
                 "closing the client connection: its handshake (STARTUP through READY) did not complete within {:?} (--handshake-timeout)",
                 config.handshake_timeout
             );
-            self.events.push_back(Event::ClientError { detail });
+            self.client_error(detail, now);
             return self.close_client(now);
         }
         let frame_timeout = config.frame_timeout;
@@ -731,9 +734,15 @@ impl Session {
                 "closing the client connection: a frame it started {:?} ago is still incomplete (--frame-timeout {frame_timeout:?})",
                 now.saturating_duration_since(since)
             );
-            self.events.push_back(Event::ClientError { detail });
+            self.client_error(detail, now);
             self.close_client(now);
         }
+    }
+
+    /// Reports what the client did wrong: logged, unless many clients did so lately.
+    pub(crate) fn client_error(&mut self, detail: String, now: Instant) {
+        let quiet = !self.proxy.note_client_error(now);
+        self.events.push_back(Event::ClientError { detail, quiet });
     }
 
     /// Ends the client connection after what is queued for it (e.g. a protocol error).
