@@ -504,9 +504,21 @@ mod tests {
             "u",
             "--target-password",
             "p",
+            "--max-connections",
+            "500",
+            "--max-in-flight",
+            "128",
+            "--handshake-timeout",
+            "4s",
+            "--frame-timeout",
+            "1m",
         ])
         .unwrap();
         let s = cli.settings(2).unwrap();
+        assert_eq!(s.max_connections, Some(500));
+        assert_eq!(s.config.max_in_flight, 128);
+        assert_eq!(s.config.handshake_timeout, Duration::from_secs(4));
+        assert_eq!(s.config.frame_timeout, Duration::from_secs(60));
         assert_eq!(s.config.source.contact_points.len(), 2);
         assert_eq!(s.config.source.contact_points[1].port, 9043);
         assert_eq!(s.config.target.contact_points[0].port, 9142);
@@ -537,6 +549,29 @@ mod tests {
         assert!(e.contains("--target-password"), "{e}");
         let e = parse(&["a:x", "b"]).unwrap().settings(1).unwrap_err();
         assert!(e.starts_with("SOURCE: invalid port 'x'"), "{e}");
+        for (option, value, expected) in [
+            (
+                "--max-in-flight",
+                "40000",
+                "--max-in-flight must be from 1 to 32768",
+            ),
+            (
+                "--max-connections",
+                "0",
+                "--max-connections must be at least 1",
+            ),
+            (
+                "--handshake-timeout",
+                "0s",
+                "--handshake-timeout must be greater than zero",
+            ),
+        ] {
+            let e = parse(&["a", "b", option, value])
+                .unwrap()
+                .settings(1)
+                .unwrap_err();
+            assert!(e.contains(expected), "{e}");
+        }
         let e = parse(&["a", "b", "--write-buffer-size", "1T"])
             .unwrap_err()
             .to_string();
