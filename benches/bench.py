@@ -180,30 +180,31 @@ def frame(opcode, body=b"", stream=0):
 
 
 def read_frame(sock):
+    """The next frame's stream id and opcode (its body is read and dropped)."""
     def exactly(n):
         data = b""
         while len(data) < n:
             chunk = sock.recv(n - len(data))
             if not chunk:
-                raise OSError("connection closed during the handshake")
+                raise OSError("the connection was closed")
             data += chunk
         return data
     header = exactly(9)
-    _, _, _, opcode, length = struct.unpack(">BBhBI", header)
+    _, _, stream, opcode, length = struct.unpack(">BBhBI", header)
     exactly(length)
-    return opcode
+    return stream, opcode
 
 
 def idle_client(port):
     """A client connection past OPTIONS and STARTUP (protocol v4), left open."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.sendall(frame(0x05))  # OPTIONS
-    if read_frame(sock) != 0x06:
+    if read_frame(sock)[1] != 0x06:
         raise OSError("OPTIONS was not answered with SUPPORTED")
     key, value = b"CQL_VERSION", b"3.0.0"
     body = struct.pack(">H", 1) + struct.pack(">H", len(key)) + key + struct.pack(">H", len(value)) + value
     sock.sendall(frame(0x01, body))  # STARTUP
-    if read_frame(sock) != 0x02:
+    if read_frame(sock)[1] != 0x02:
         raise OSError("STARTUP was not answered with READY")
     return sock
 

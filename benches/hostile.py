@@ -14,91 +14,19 @@ with large rows, so that answers pile up fast):
 Reported per binary: idle VmRSS, peak VmHWM, peak above idle, and the well-behaved client's
 latency (p50, p99, max) with and without the hostile clients. The memory goal (README,
 "Limits"): with N = 3, under 64 MiB above idle. Standard library only; figures, not
-assertions: this machine is shared and noisy. Logs go to target/hostile/.
+assertions: this machine is shared and noisy. Logs go to target/bench/logs/.
 """
 
 import argparse
-import os
 import resource
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-if not TARGET.is_absolute():
-    TARGET = REPO / TARGET
-BIN = Path(os.environ.get("CQLMIRROR_BENCH_BIN", TARGET / "release"))
-LOGS = REPO / "target" / "hostile"
-
-started = []
-
-
-def say(*parts):
-    print(*parts, flush=True)
-
-
-def fail(message):
-    say(f"hostile: {message}")
-    for proc in started:
-        proc.kill()
-    sys.exit(2)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(name, argv):
-    log = open(LOGS / f"{name}.log", "w")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    started.append(proc)
-    return proc
-
-
-def wait_port(proc, port, name, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            fail(f"{name} exited with status {proc.returncode}; see {LOGS / (name + '.log')}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    fail(f"{name} does not accept connections on port {port} after {timeout:.0f}s")
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    if proc in started:
-        started.remove(proc)
-
-
-def memory(pid):
-    """VmHWM and VmRSS of a process, in KiB."""
-    values = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmHWM", "VmRSS"):
-                values[key] = int(rest.split()[0])
-    return values["VmHWM"], values["VmRSS"]
-
-
-# ---- the protocol, as little as a client needs ----------------------------------------------
-
-def frame(opcode, body=b"", stream=0):
-    return struct.pack(">BBhBI", 0x04, 0, stream, opcode, len(body)) + body
+# The process handling and protocol helpers of the load bench (benches/bench.py).
+from bench import (BIN, LOGS, fail, frame, free_port, memory, read_frame, say, start, started, stop,
+                   wait_port)
 
 
 def string_map(pairs):
@@ -111,21 +39,6 @@ def string_map(pairs):
 def query(text, stream):
     body = struct.pack(">I", len(text)) + text + struct.pack(">HB", 0x0001, 0)  # ONE, no flags
     return frame(0x07, body, stream)
-
-
-def read_frame(sock):
-    def exactly(n):
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                raise OSError("the proxy closed the connection")
-            data += chunk
-        return data
-    header = exactly(9)
-    _, _, stream, opcode, length = struct.unpack(">BBhBI", header)
-    exactly(length)
-    return stream, opcode
 
 
 def handshake(port):
@@ -260,7 +173,7 @@ def main():
         for binary in args.binary or ("proxy-smol", "proxy-tokio"):
             run(binary, args, src, tgt)
     finally:
-        for proc in list(started):
+        for _, proc in list(started):
             stop(proc)
 
 

@@ -7,13 +7,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod session_common;
+
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cqlmirror_core::config::{Config, Endpoint, Upstream};
 use cqlmirror_core::frame::{
-    Direction, Envelope, EnvelopeDecoder, Flags, Header, Opcode, ProtocolVersion, SegmentFormat,
-    SegmentReader, SegmentWriter, StreamId,
+    Direction, Envelope, EnvelopeDecoder, Opcode, ProtocolVersion, SegmentFormat, SegmentReader,
+    SegmentWriter, StreamId,
 };
 use cqlmirror_core::message::{
     Body, ErrorCode, ErrorMessage, Query, QueryParams, Register, ResultMessage, Startup,
@@ -21,30 +23,11 @@ use cqlmirror_core::message::{
 use cqlmirror_core::proxy::{Proxy, WallClock};
 use cqlmirror_core::session::{Action, Event, Peer, Session};
 use cqlmirror_core::wire::Consistency;
+use session_common::{decode_all, envelope};
 
 const VERSION: ProtocolVersion = ProtocolVersion::V4;
 /// What one socket read hands the session at most.
 const READ: usize = 16 * 1024;
-
-fn envelope(
-    version: ProtocolVersion,
-    direction: Direction,
-    stream: i16,
-    opcode: Opcode,
-    body: Bytes,
-) -> BytesMut {
-    let header = Header {
-        version,
-        direction,
-        flags: Flags::empty(),
-        stream: StreamId(stream),
-        opcode,
-        length: 0,
-    };
-    let mut wire = BytesMut::new();
-    Envelope::new(header, body).encode(&mut wire);
-    wire
-}
 
 fn request(stream: i16, opcode: Opcode, body: Bytes) -> BytesMut {
     envelope(VERSION, Direction::Request, stream, opcode, body)
@@ -63,15 +46,6 @@ fn query(stream: i16, text: &str) -> BytesMut {
         params: QueryParams::new(Consistency::ONE),
     };
     request(stream, Opcode::QUERY, query.to_bytes(VERSION))
-}
-
-fn decode_all(wire: &mut BytesMut, direction: Direction) -> Vec<Envelope> {
-    let mut decoder = EnvelopeDecoder::new(1 << 24).expecting(direction);
-    let mut out = Vec::new();
-    while let Ok(Some(envelope)) = decoder.decode(wire) {
-        out.push(envelope);
-    }
-    out
 }
 
 /// One session, a client whose bytes wait in `client_in`, and two clusters that answer every

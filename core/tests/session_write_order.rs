@@ -7,41 +7,23 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod session_common;
+
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use cqlmirror_core::config::{Config, Endpoint, Upstream, WaitPolicy};
-use cqlmirror_core::frame::{
-    Direction, Envelope, EnvelopeDecoder, Flags, Header, Opcode, ProtocolVersion, StreamId,
-};
+use cqlmirror_core::frame::{Direction, Opcode, ProtocolVersion};
 use cqlmirror_core::message::{Body, Query, QueryParams, ResultMessage, Startup};
 use cqlmirror_core::proxy::{Proxy, WallClock};
 use cqlmirror_core::session::{Action, Peer, Session};
 use cqlmirror_core::wire::Consistency;
+use session_common::decode_all;
 
 const VERSION: ProtocolVersion = ProtocolVersion::V4;
 
 fn envelope(direction: Direction, stream: i16, opcode: Opcode, body: Bytes) -> BytesMut {
-    let header = Header {
-        version: VERSION,
-        direction,
-        flags: Flags::empty(),
-        stream: StreamId(stream),
-        opcode,
-        length: 0,
-    };
-    let mut wire = BytesMut::new();
-    Envelope::new(header, body).encode(&mut wire);
-    wire
-}
-
-fn decode_all(wire: &mut BytesMut, direction: Direction) -> Vec<Envelope> {
-    let mut decoder = EnvelopeDecoder::new(1 << 20).expecting(direction);
-    let mut out = Vec::new();
-    while let Some(envelope) = decoder.decode(wire).unwrap() {
-        out.push(envelope);
-    }
-    out
+    session_common::envelope(VERSION, direction, stream, opcode, body)
 }
 
 /// A session in front of a source that answers at once and a target that answers on demand.
