@@ -168,7 +168,7 @@ impl Proxy {
     }
 
     /// Whether a client error deserves a log line now (see [`Reporter`]).
-    pub(crate) fn note_client_error(&self, now: Instant) -> bool {
+    pub fn note_client_error(&self, now: Instant) -> bool {
         self.client_errors.note(now).is_some()
     }
 

@@ -20,6 +20,7 @@ use cqlmirror_core::session::{Peer, Session};
 use crate::logging::log_event;
 use crate::runtime::{Runtime, Stream, Timer};
 use crate::shutdown::Shutdown;
+use crate::tls::{BackendTls, Link, TlsSettings};
 
 pub(crate) type Connecting<S> = Pin<Box<dyn Future<Output = io::Result<S>> + Send>>;
 
@@ -48,7 +49,8 @@ impl<S> Default for Wake<S> {
 pub(crate) async fn run<R: Runtime>(
     runtime: R,
     proxy: Arc<Proxy>,
-    client: R::Stream,
+    client: Link<R::Stream>,
+    tls: Arc<TlsSettings>,
     shutdown: Shutdown,
 ) {
     let session = match client.local_addr() {
@@ -57,24 +59,32 @@ pub(crate) async fn run<R: Runtime>(
     };
     let mut driver = Driver::new(session);
     let id = driver.session().id();
-    let mut sockets: [Option<R::Stream>; 3] = [Some(client), None, None];
-    let mut connecting: [Option<Connecting<R::Stream>>; 2] = [None, None];
+    let mut sockets: [Option<Link<R::Stream>>; 3] = [Some(client), None, None];
+    let mut connecting: [Option<Connecting<Link<R::Stream>>>; 2] = [None, None];
     let mut timer = runtime.timer();
     let mut armed = None;
     // Dropped once the session was told, so that it is told once.
     let mut stopping = Some(shutdown.waiter());
     loop {
         while let Some((upstream, endpoint)) = driver.poll_connect() {
-            connecting[upstream.index()] = Some(Box::pin(connect::<R>(endpoint)));
+            let tls = tls.backend(upstream).cloned();
+            connecting[upstream.index()] = Some(Box::pin(async move {
+                connect::<R>(endpoint, tls.as_ref()).await
+            }));
         }
         for peer in Peer::ALL {
-            if driver.wants_write(peer) {
-                if let Some(socket) = &sockets[peer.index()] {
+            if let Some(socket) = &mut sockets[peer.index()] {
+                if driver.wants_write(peer) {
                     driver.on_writable(
                         peer,
                         |bufs| socket.try_write_vectored(bufs),
                         Instant::now(),
                     );
+                }
+                // TLS records made from what was written, which the socket did not take yet
+                // (errors show on the next read or write).
+                if socket.has_pending_output() {
+                    let _ = socket.try_flush();
                 }
             }
         }
@@ -114,7 +124,9 @@ pub(crate) async fn run<R: Runtime>(
                     wake.readable[peer.index()] = true;
                     any = true;
                 }
-                if driver.wants_write(peer) && socket.poll_writable(cx).is_ready() {
+                if (driver.wants_write(peer) || socket.has_pending_output())
+                    && socket.poll_writable(cx).is_ready()
+                {
                     wake.writable[peer.index()] = true;
                     any = true;
                 }
@@ -163,7 +175,7 @@ pub(crate) async fn run<R: Runtime>(
         }
         for peer in Peer::ALL {
             if wake.readable[peer.index()] {
-                if let Some(socket) = &sockets[peer.index()] {
+                if let Some(socket) = &mut sockets[peer.index()] {
                     driver.on_readable(peer, |buf| socket.try_read(buf), now);
                 }
             }
@@ -179,8 +191,13 @@ pub(crate) async fn run<R: Runtime>(
 }
 
 /// Opens a backend connection: resolves the endpoint (unless it is an IP address, as the
-/// nodes of a cluster's topology are) and tries its addresses in turn.
-pub(crate) async fn connect<R: Runtime>(endpoint: Endpoint) -> io::Result<R::Stream> {
+/// nodes of a cluster's topology are), tries its addresses in turn, and with `tls` completes
+/// the TLS handshake, checking the certificate against the endpoint's host (or the configured
+/// server name). A TLS failure is an error of the connection attempt, with its reason.
+pub(crate) async fn connect<R: Runtime>(
+    endpoint: Endpoint,
+    tls: Option<&BackendTls>,
+) -> io::Result<Link<R::Stream>> {
     let addresses = match endpoint.host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, endpoint.port)],
         Err(_) => R::resolve(endpoint.host.clone(), endpoint.port).await?,
@@ -190,7 +207,13 @@ pub(crate) async fn connect<R: Runtime>(endpoint: Endpoint) -> io::Result<R::Str
         match R::connect(address).await {
             Ok(socket) => {
                 socket.set_nodelay()?;
-                return Ok(socket);
+                return match tls {
+                    None => Ok(Link::Plain(socket)),
+                    Some(tls) => match tls.connect(socket, &endpoint.host).await {
+                        Ok(stream) => Ok(Link::Tls(Box::new(stream))),
+                        Err(e) => Err(io::Error::new(e.kind(), format!("{address}: {e}"))),
+                    },
+                };
             }
             Err(e) => last = Some(e),
         }

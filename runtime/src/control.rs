@@ -12,8 +12,9 @@ use cqlmirror_core::control::{ControlAction, ControlConnection, ControlEvent};
 use cqlmirror_core::proxy::Proxy;
 
 use crate::connection::{Connecting, connect};
-use crate::runtime::{Runtime, Stream, Timer};
+use crate::runtime::{Runtime, Timer};
 use crate::shutdown::Shutdown;
+use crate::tls::{Link, TlsSettings};
 
 /// What woke the control task.
 struct Wake<S> {
@@ -39,17 +40,21 @@ pub(crate) async fn run<R: Runtime>(
     runtime: R,
     proxy: Arc<Proxy>,
     upstream: Upstream,
+    tls: Arc<TlsSettings>,
     shutdown: Shutdown,
 ) {
     let mut control = ControlConnection::new(proxy, upstream, Instant::now());
-    let mut socket: Option<R::Stream> = None;
-    let mut connecting: Option<Connecting<R::Stream>> = None;
+    let mut socket: Option<Link<R::Stream>> = None;
+    let mut connecting: Option<Connecting<Link<R::Stream>>> = None;
     let mut timer = runtime.timer();
     let mut stopping = shutdown.waiter();
     loop {
-        if let Some(s) = &socket {
+        if let Some(s) = &mut socket {
             if control.wants_write() {
                 control.handle_writable(|bufs| s.try_write_vectored(bufs), Instant::now());
+            }
+            if s.has_pending_output() {
+                let _ = s.try_flush();
             }
         }
         while let Some(action) = control.poll_action() {
@@ -58,7 +63,10 @@ pub(crate) async fn run<R: Runtime>(
                     if let Some(old) = socket.take() {
                         old.close();
                     }
-                    connecting = Some(Box::pin(connect::<R>(endpoint)));
+                    let tls = tls.backend(upstream).cloned();
+                    connecting = Some(Box::pin(async move {
+                        connect::<R>(endpoint, tls.as_ref()).await
+                    }));
                 }
                 ControlAction::Close => {
                     if let Some(old) = socket.take() {
@@ -85,7 +93,9 @@ pub(crate) async fn run<R: Runtime>(
                     any = true;
                 }
                 // Writing happens at the top of the loop.
-                if control.wants_write() && s.poll_writable(cx).is_ready() {
+                if (control.wants_write() || s.has_pending_output())
+                    && s.poll_writable(cx).is_ready()
+                {
                     any = true;
                 }
             }
@@ -129,7 +139,7 @@ pub(crate) async fn run<R: Runtime>(
             }
         }
         if wake.readable {
-            if let Some(s) = &socket {
+            if let Some(s) = &mut socket {
                 control.handle_readable(|buf| s.try_read(buf), now);
             }
         }

@@ -23,8 +23,10 @@ pub mod logging;
 pub mod runtime;
 mod serve;
 pub mod shutdown;
+pub mod tls;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use cqlmirror_core::proxy::{Proxy, WallClock};
@@ -75,12 +77,21 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
             }
         };
         log::info!(
-            "{bin} {}: {}; {}",
+            "{bin} {}: {}; {}; {}",
             cqlmirror_core::VERSION,
             cli::describe(&settings),
+            settings.tls.describe(),
             descriptors.describe()
         );
-        serve::serve(runtime, listener, proxy, shutdown).await
+        for upstream in cqlmirror_core::config::Upstream::BOTH {
+            if settings.tls.backend(upstream).is_some_and(|b| b.insecure) {
+                log::warn!(
+                    "--{upstream}-tls-insecure: the {upstream} cluster's certificates are NOT checked: anyone on the network path can impersonate it and read every request"
+                );
+            }
+        }
+        let tls = Arc::new(settings.tls.clone());
+        serve::serve(runtime, listener, proxy, tls, shutdown).await
     });
     served.unwrap_or_else(|e| {
         eprintln!("{bin}: cannot start the runtime: {e}");

@@ -1,6 +1,8 @@
 //! The accept loop, the drain at shutdown, and the wall clock the core stamps writes with.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,8 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 use cqlmirror_core::config::Upstream;
 use cqlmirror_core::proxy::Proxy;
 
-use crate::runtime::{Listener, Runtime, Stream, sleep};
+use crate::runtime::{Listener, Runtime, Stream, Timer, sleep};
 use crate::shutdown::Shutdown;
+use crate::tls::{Link, TlsSettings};
 use crate::{connection, control};
 
 /// How long a shutdown (SIGTERM, Ctrl-C) waits for open connections to finish their requests.
@@ -26,6 +29,7 @@ pub(crate) async fn serve<R: Runtime>(
     runtime: R,
     listener: R::Listener,
     proxy: Arc<Proxy>,
+    tls: Arc<TlsSettings>,
     shutdown: Shutdown,
 ) -> ExitCode {
     runtime.spawn(follow_wall_clock(runtime.clone(), Arc::clone(&proxy)));
@@ -34,6 +38,7 @@ pub(crate) async fn serve<R: Runtime>(
             runtime.clone(),
             Arc::clone(&proxy),
             upstream,
+            Arc::clone(&tls),
             shutdown.clone(),
         ));
     }
@@ -63,12 +68,18 @@ pub(crate) async fn serve<R: Runtime>(
                 let _ = client.set_nodelay();
                 log::debug!("accepted a client from {address}");
                 active.fetch_add(1, Ordering::Relaxed);
-                let (proxy, active, shutdown) =
-                    (Arc::clone(&proxy), Arc::clone(&active), shutdown.clone());
+                let (proxy, active, shutdown, tls) = (
+                    Arc::clone(&proxy),
+                    Arc::clone(&active),
+                    shutdown.clone(),
+                    Arc::clone(&tls),
+                );
                 runtime.spawn({
                     let runtime = runtime.clone();
                     async move {
-                        connection::run(runtime, proxy, client, shutdown).await;
+                        if let Some(link) = secure::<R>(&runtime, &proxy, &tls, client).await {
+                            connection::run(runtime, proxy, link, tls, shutdown).await;
+                        }
                         active.fetch_sub(1, Ordering::Relaxed);
                         drop(admitted);
                     }
@@ -104,6 +115,60 @@ pub(crate) async fn serve<R: Runtime>(
         ),
     }
     ExitCode::SUCCESS
+}
+
+/// The client's connection as the session uses it: with TLS to clients, once the handshake
+/// completed within `--handshake-timeout`; `None` (the socket closed, the failure logged)
+/// when it did not.
+async fn secure<R: Runtime>(
+    runtime: &R,
+    proxy: &Proxy,
+    tls: &TlsSettings,
+    client: R::Stream,
+) -> Option<Link<R::Stream>> {
+    let Some(server) = &tls.clients else {
+        return Some(Link::Plain(client));
+    };
+    let peer = client
+        .local_addr()
+        .map_or_else(|_| "a client".to_owned(), |a| format!("a client of {a}"));
+    let timeout = proxy.config().handshake_timeout;
+    match within(runtime, timeout, server.accept(client)).await {
+        Ok(stream) => Some(Link::Tls(Box::new(stream))),
+        Err(e) => {
+            let line = format!("{peer}: TLS handshake failed: {e}");
+            if proxy.note_client_error(Instant::now()) {
+                log::info!("{line}");
+            } else {
+                log::debug!("{line}");
+            }
+            None
+        }
+    }
+}
+
+/// `future`, or a timeout error once `limit` passed.
+async fn within<R: Runtime, T>(
+    runtime: &R,
+    limit: Duration,
+    future: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    let mut future = pin!(future);
+    let mut timer = runtime.timer();
+    timer.set(Instant::now() + limit);
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = future.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        if timer.poll_fired(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("not completed within {limit:?} (--handshake-timeout)"),
+            )));
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Re-reads the system clock periodically, so that proxy-made write timestamps follow it and

@@ -15,6 +15,7 @@ use cqlmirror_core::frame::ProtocolVersion;
 use cqlmirror_core::topology::{TopologyMode, VirtualTopology};
 
 mod parse;
+mod tls;
 
 use parse::parse_version;
 pub use parse::{parse_dc_pair, parse_duration, parse_ghost_map, parse_instances, parse_size};
@@ -263,6 +264,9 @@ pub struct Cli {
     )]
     pub target_password: Option<String>,
 
+    #[command(flatten)]
+    pub tls: tls::TlsArgs,
+
     /// Close the client connection when the connection to the target is lost.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false",
           default_missing_value = "true", value_parser = BoolishValueParser::new(),
@@ -363,6 +367,8 @@ pub struct Settings {
     pub listen: std::net::SocketAddr,
     pub threads: usize,
     pub debug: bool,
+    /// TLS to clients and to each cluster.
+    pub tls: crate::tls::TlsSettings,
     /// `--max-connections` as given; without it, the runtime derives the limit from the
     /// descriptor limit (see [`crate::descriptors`]).
     pub max_connections: Option<usize>,
@@ -453,6 +459,7 @@ impl Cli {
             listen: std::net::SocketAddr::new(self.listen_address, self.proxy_port),
             threads,
             debug: self.debug,
+            tls: self.tls.settings()?,
             max_connections: self.max_connections,
         })
     }
