@@ -16,6 +16,8 @@ EXTRA_BEDS = {
     "outage": ("--subnet", "2"),
     # Multi-node clusters for the topology tests; a larger heap for their sustained writes.
     "topo": ("--subnet", "3", "--source-nodes", "3", "--target-nodes", "2", "--heap", "768m"),
+    # Both clusters speak TLS only (the bed's CA and node certificate, in <bed>/tls/).
+    "tls": ("--subnet", "4", "--tls", "both"),
 }
 
 
@@ -60,6 +62,11 @@ def auth_bed():
 def topo_bed():
     """Per test: a test that stops a node leaves the bed to be checked (and restarted if needed)."""
     return bed.named_bed("topo", EXTRA_BEDS["topo"])
+
+
+@pytest.fixture(scope="session")
+def tls_bed():
+    return bed.named_bed("tls", EXTRA_BEDS["tls"])
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ must be on both, and the driver must have known and used no address but the prox
 """
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -50,12 +51,14 @@ def connections_of(pid):
     return remotes
 
 
-def run_workload(command, contacts, keyspace, rows=ROWS, extra=(), during=None, timeout=300):
+def run_workload(command, contacts, keyspace, rows=ROWS, extra=(), during=None, timeout=300,
+                 env=None):
     """Runs a driver workload against `contacts`; returns its JSON summary and every remote
     address its process connected to. `during(elapsed)` is called while it runs (for tests that
-    stop something midway)."""
+    stop something midway); `env` adds environment variables."""
     argv = [*command, ",".join(contacts), "dc_source", keyspace, str(rows), *extra]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
     remotes = set()
     started = time.monotonic()
     while proc.poll() is None:

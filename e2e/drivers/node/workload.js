@@ -5,15 +5,21 @@
 // wrote and read, the nodes the driver knows, and any error.
 //
 // node workload.js <host:port[,host:port...]> <local-dc> <keyspace> <rows>
+//
+// With CQLMIRROR_TLS_CA set (a PEM file), it connects with TLS and checks the proxy's
+// certificate against that CA and the address connected to.
 'use strict';
+const fs = require('fs');
 const cassandra = require('cassandra-driver');
 
 async function main() {
   const [contacts, dc, ks, rowsArg] = process.argv.slice(2);
   const rows = Number(rowsArg);
+  const ca = process.env.CQLMIRROR_TLS_CA;
   const client = new cassandra.Client({
     contactPoints: contacts.split(','),
     localDataCenter: dc,
+    ...(ca ? { sslOptions: { ca: [fs.readFileSync(ca)], rejectUnauthorized: true } } : {}),
   });
   const errors = [];
   let written = 0;

@@ -579,6 +579,21 @@ mod tests {
                 .unwrap_err();
             assert!(e.contains(expected), "{e}");
         }
+        let e = parse(&["a", "b", "--target-tls", "--disable-target-tls"])
+            .unwrap()
+            .settings(1)
+            .unwrap_err();
+        assert!(e.contains("--disable-target-tls contradicts"), "{e}");
+        // The older proxy's switch alone: plaintext, as asked.
+        let s = parse(&["a", "b", "--disable-source-tls"])
+            .unwrap()
+            .settings(1)
+            .unwrap();
+        assert!(
+            s.tls
+                .backend(cqlmirror_core::config::Upstream::Source)
+                .is_none()
+        );
         let e = parse(&["a", "b", "--write-buffer-size", "1T"])
             .unwrap_err()
             .to_string();

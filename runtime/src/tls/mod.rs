@@ -80,6 +80,8 @@ pub struct BackendTls {
     config: Arc<ClientConfig>,
     server_name: Option<ServerName<'static>>,
     pub insecure: bool,
+    /// `source` or `target`, for the options errors name.
+    cluster: String,
 }
 
 impl BackendTls {
@@ -144,6 +146,7 @@ impl BackendTls {
             config: Arc::new(config),
             server_name,
             insecure: options.insecure,
+            cluster: cluster.to_owned(),
         })
     }
 
@@ -156,13 +159,19 @@ impl BackendTls {
             None => ServerName::try_from(host.to_owned()).map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("'{host}' cannot be checked against a certificate: give the name to check with --*-tls-server-name"),
+                    format!("'{host}' cannot be checked against a certificate: give the name to check with --{}-tls-server-name", self.cluster),
                 )
             })?,
         };
         let tls = ClientConnection::new(Arc::clone(&self.config), name)
             .map_err(|e| stream::tls_error(&e))?;
-        handshake(TlsStream::new(socket, tls)).await
+        // The advice names this cluster's options.
+        handshake(TlsStream::new(socket, tls)).await.map_err(|e| {
+            let text = e
+                .to_string()
+                .replace("--*-", &format!("--{}-", self.cluster));
+            io::Error::new(e.kind(), text)
+        })
     }
 }
 
@@ -240,7 +249,10 @@ impl ClientTls {
     pub async fn accept<S: Stream>(&self, socket: S) -> io::Result<TlsStream<S>> {
         let tls =
             ServerConnection::new(Arc::clone(&self.config)).map_err(|e| stream::tls_error(&e))?;
-        handshake(TlsStream::new(socket, tls)).await
+        handshake(TlsStream::new(socket, tls)).await.map_err(|e| {
+            let text = e.to_string().replace("--*-tls-ca", "--proxy-client-ca");
+            io::Error::new(e.kind(), text)
+        })
     }
 }
 
@@ -311,7 +323,7 @@ pub fn describe(error: &rustls::Error) -> String {
         Error::InvalidCertificate(cert) => {
             let why = match cert {
                 CertificateError::UnknownIssuer => {
-                    "its certificate is signed by a CA this side does not trust (give the right CA certificate)".to_owned()
+                    "its certificate is signed by a CA this side does not trust (give the right CA certificate with --*-tls-ca)".to_owned()
                 }
                 CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                     "its certificate has expired".to_owned()
@@ -387,5 +399,228 @@ impl ServerCertVerifier for AcceptAnything {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{IoSlice, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::task::Context;
+
+    use super::*;
+
+    /// A loopback socket in non-blocking mode that always claims readiness: the tests drive
+    /// both ends from one thread, retrying on `WouldBlock`.
+    struct Socket(TcpStream);
+
+    impl Stream for Socket {
+        fn poll_readable(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_writable(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+            (&self.0).read(buf)
+        }
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            (&self.0).write_vectored(bufs)
+        }
+        fn set_nodelay(&self) -> io::Result<()> {
+            self.0.set_nodelay(true)
+        }
+        fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+            self.0.local_addr()
+        }
+    }
+
+    fn file(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/tls")
+            .join(name)
+    }
+
+    fn pair() -> (Socket, Socket) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        for s in [&client, &server] {
+            s.set_nonblocking(true).unwrap();
+        }
+        (Socket(client), Socket(server))
+    }
+
+    fn server(client_ca: bool) -> ClientTls {
+        ClientTls::new(&ClientTlsOptions {
+            cert: Some(file("server.pem")),
+            key: Some(file("server.key")),
+            client_ca: client_ca.then(|| file("ca.pem")),
+            client_cert_optional: false,
+        })
+        .unwrap()
+        .unwrap()
+    }
+
+    fn backend(options: BackendTlsOptions) -> BackendTls {
+        BackendTls::new(&options, "target").unwrap()
+    }
+
+    fn trusting() -> BackendTlsOptions {
+        BackendTlsOptions {
+            ca: Some(file("ca.pem")),
+            ..Default::default()
+        }
+    }
+
+    /// Runs both handshakes to their end: the client's and the server's outcome.
+    fn handshake_pair(
+        backend: &BackendTls,
+        host: &str,
+        server: &ClientTls,
+    ) -> (io::Result<TlsStream<Socket>>, io::Result<TlsStream<Socket>>) {
+        let (a, b) = pair();
+        let name = backend
+            .server_name
+            .clone()
+            .unwrap_or_else(|| ServerName::try_from(host.to_owned()).unwrap());
+        let client_conn = ClientConnection::new(Arc::clone(&backend.config), name).unwrap();
+        let server_conn = ServerConnection::new(Arc::clone(&server.config)).unwrap();
+        let mut client = Some(TlsStream::new(a, client_conn));
+        let mut server = Some(TlsStream::new(b, server_conn));
+        let (mut client_done, mut server_done) = (None, None);
+        for _ in 0..10_000 {
+            for (stream, done) in [
+                (&mut client, &mut client_done),
+                (&mut server, &mut server_done),
+            ] {
+                if done.is_some() {
+                    continue;
+                }
+                match stream.as_mut().unwrap().try_handshake() {
+                    Ok(_) => *done = Some(Ok(stream.take().unwrap())),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => *done = Some(Err(e)),
+                }
+            }
+            if client_done.is_some() && server_done.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        (
+            client_done.expect("the client's handshake did not end"),
+            server_done.expect("the server's handshake did not end"),
+        )
+    }
+
+    fn transfer(from: &mut TlsStream<Socket>, to: &mut TlsStream<Socket>, data: &[u8]) {
+        let (mut sent, mut got) = (0, Vec::new());
+        let mut buf = [0u8; 4096];
+        for _ in 0..100_000 {
+            if sent < data.len() {
+                match from.try_write_vectored(&[IoSlice::new(&data[sent..])]) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("write: {e}"),
+                }
+            }
+            let _ = from.try_flush();
+            match to.try_read(&mut buf) {
+                Ok(0) => panic!("the stream ended"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+            if got.len() == data.len() {
+                break;
+            }
+        }
+        assert!(
+            got == data,
+            "{} of {} bytes arrived intact",
+            got.len(),
+            data.len()
+        );
+    }
+
+    #[test]
+    fn mutual_tls_carries_bytes_both_ways() {
+        let mut options = trusting();
+        options.cert = Some(file("server.pem"));
+        options.key = Some(file("server.key"));
+        let (client, server) = handshake_pair(&backend(options), "127.0.0.1", &server(true));
+        let (mut client, mut server) = (client.unwrap(), server.unwrap());
+        let large: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        transfer(&mut client, &mut server, &large);
+        transfer(&mut server, &mut client, b"an answer");
+    }
+
+    #[test]
+    fn a_certificate_of_another_ca_is_refused_with_the_option_to_fix_it() {
+        let options = BackendTlsOptions {
+            ca: Some(file("other-ca.pem")),
+            ..Default::default()
+        };
+        let (client, _) = handshake_pair(&backend(options), "127.0.0.1", &server(false));
+        let e = client.err().expect("refused").to_string();
+        assert!(e.contains("signed by a CA this side does not trust"), "{e}");
+    }
+
+    #[test]
+    fn a_certificate_for_another_name_is_refused() {
+        let mut options = trusting();
+        options.server_name = Some("cassandra.example".into());
+        let (client, _) = handshake_pair(&backend(options), "127.0.0.1", &server(false));
+        let e = client.err().expect("refused").to_string();
+        assert!(e.contains("not valid for the name"), "{e}");
+        // The insecure switch accepts it.
+        let mut options = trusting();
+        options.server_name = Some("cassandra.example".into());
+        options.insecure = true;
+        let (client, server) = handshake_pair(&backend(options), "127.0.0.1", &server(false));
+        assert!(client.is_ok() && server.is_ok());
+    }
+
+    #[test]
+    fn a_client_without_a_certificate_is_refused_when_one_is_required() {
+        let (_, server) = handshake_pair(&backend(trusting()), "127.0.0.1", &server(true));
+        let e = server.err().expect("refused").to_string();
+        assert!(e.contains("no certificate was presented"), "{e}");
+    }
+
+    #[test]
+    fn options_errors_name_the_option_and_the_file() {
+        let missing = BackendTlsOptions {
+            ca: Some(file("missing.pem")),
+            ..Default::default()
+        };
+        let e = BackendTls::new(&missing, "source").unwrap_err();
+        assert!(
+            e.starts_with("--source-tls-ca ") && e.contains("missing.pem"),
+            "{e}"
+        );
+        let half = BackendTlsOptions {
+            cert: Some(file("server.pem")),
+            ..trusting()
+        };
+        let e = BackendTls::new(&half, "target").unwrap_err();
+        assert!(
+            e.contains("--target-tls-cert and --target-tls-key go together"),
+            "{e}"
+        );
+        let e = ClientTls::new(&ClientTlsOptions {
+            client_ca: Some(file("ca.pem")),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("--proxy-pem-certfile"), "{e}");
+        let e = ClientTls::new(&ClientTlsOptions {
+            cert: Some(file("ca.pem")),
+            key: Some(file("ca.pem")),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.starts_with("--proxy-pem-keyfile "), "{e}");
     }
 }

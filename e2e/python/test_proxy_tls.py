@@ -1,0 +1,165 @@
+"""TLS everywhere: clients to the proxy, the proxy to each cluster, against the `tls` bed
+whose two clusters accept TLS only (the bed's own CA; its node certificate is valid for every
+bed address, 127.0.0.1 included, so the proxy uses it as its own too)."""
+
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+from cassandra.cluster import Cluster, NoHostAvailable
+
+import bed
+import workload
+from test_topology import DC_MAP, driver_commands, run_workload  # noqa: F401 - a fixture
+
+ROWS = 300
+
+
+def material(the_bed):
+    """The bed's CA, and its node certificate and key (valid for 127.0.0.1 too)."""
+    ca = Path(the_bed.source.tls_ca)
+    assert ca.exists(), f"the bed has no CA at {ca}: it was not started with --tls both"
+    return ca, ca.parent / "node.pem", ca.parent / "node.key"
+
+
+def tls_options(the_bed, *, clients=True, client_ca=False):
+    ca, cert, key = material(the_bed)
+    options = ["--source-tls-ca", str(ca), "--target-tls-ca", str(ca)]
+    if clients:
+        options += ["--proxy-pem-certfile", str(cert), "--proxy-pem-keyfile", str(key)]
+    if client_ca:
+        options += ["--proxy-client-ca", str(ca)]
+    return options
+
+
+def tls_session(proxy, ca, client_cert=None):
+    context = ssl.create_default_context(cafile=str(ca))
+    if client_cert:
+        context.load_cert_chain(*client_cert)
+    cluster = Cluster([proxy.host], port=proxy.port, ssl_context=context, connect_timeout=15)
+    return cluster, cluster.connect()
+
+
+def another_ca(tmp_path):
+    """A CA of its own, which signed nothing the bed uses."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+                    "-subj", "/CN=some other CA", "-keyout", str(tmp_path / "other.key"),
+                    "-out", str(tmp_path / "other.pem")], check=True, capture_output=True)
+    return tmp_path / "other.pem"
+
+
+def write_through(session, keyspace, rows=50):
+    session.execute(workload.KEYSPACE_DDL.format(ks=keyspace))
+    session.execute(f"CREATE TABLE {keyspace}.t (k int PRIMARY KEY, v text)")
+    insert = session.prepare(f"INSERT INTO {keyspace}.t (k, v) VALUES (?, ?)")
+    for k in range(rows):
+        session.execute(insert, (k, f"v{k}"))
+
+
+def workload_rows(endpoint, keyspace):
+    """The rows of the driver workload's table on one cluster (one node: consistency ONE)."""
+    cluster = endpoint.cluster()
+    try:
+        rows = cluster.connect().execute(f"SELECT p, c, v FROM {keyspace}.kv", timeout=60)
+        return {(r.p, r.c, r.v) for r in rows}
+    finally:
+        cluster.shutdown()
+
+
+def count_on(endpoint, keyspace):
+    cluster = endpoint.cluster()
+    try:
+        return cluster.connect().execute(f"SELECT COUNT(*) FROM {keyspace}.t").one()[0]
+    finally:
+        cluster.shutdown()
+
+
+def test_tls_everywhere(tls_bed, start_proxy, driver_commands, keyspace):  # noqa: F811
+    """Clients speak TLS to the proxy, the proxy TLS to both clusters (certificates checked
+    against the bed's CA and each node's address): the Python driver, cqlsh --ssl and the
+    Node.js driver write through it, and both clusters hold the same rows."""
+    proxy = start_proxy(tls_bed, *tls_options(tls_bed), *DC_MAP)
+    ca, _, _ = material(tls_bed)
+    cluster, session = tls_session(proxy, ca)
+    try:
+        write_through(session, keyspace)
+    finally:
+        cluster.shutdown()
+    assert count_on(tls_bed.source, keyspace) == 50
+    assert count_on(tls_bed.target, keyspace) == 50
+
+    endpoint = bed.Endpoint(host=proxy.host, port=proxy.port, dc="", tls_ca=str(ca))
+    run = endpoint.cqlsh("-e", f"INSERT INTO {keyspace}.t (k, v) VALUES (1000, 'cqlsh'); "
+                               f"SELECT v FROM {keyspace}.t WHERE k = 1000;")
+    assert run.returncode == 0 and "cqlsh" in run.stdout, run.stderr + run.stdout
+    assert count_on(tls_bed.target, keyspace) == 51
+
+    node_ks = keyspace + "_node"
+    result, _ = run_workload(driver_commands["node"], [proxy.address], node_ks, rows=ROWS,
+                             env={"CQLMIRROR_TLS_CA": str(ca)})
+    assert result["errors"] == [], result
+    assert result["written"] == ROWS + 100, result
+    source = workload_rows(tls_bed.source, node_ks)
+    assert len(source) == ROWS + 100
+    assert source == workload_rows(tls_bed.target, node_ks)
+    assert "clients TLS, source TLS, target TLS" in proxy.log_text()
+
+
+def test_client_certificates(tls_bed, start_proxy, keyspace):
+    """With --proxy-client-ca, a client without a certificate is refused and one with a
+    certificate the CA signed is served (mutual TLS); a plaintext client is refused too."""
+    proxy = start_proxy(tls_bed, *tls_options(tls_bed, client_ca=True))
+    ca, cert, key = material(tls_bed)
+    cluster = Cluster([proxy.host], port=proxy.port, connect_timeout=10,
+                      ssl_context=ssl.create_default_context(cafile=str(ca)))
+    with pytest.raises(NoHostAvailable):
+        cluster.connect()
+    cluster.shutdown()
+    plain = Cluster([proxy.host], port=proxy.port, connect_timeout=10)
+    with pytest.raises(NoHostAvailable):
+        plain.connect()
+    plain.shutdown()
+    cluster, session = tls_session(proxy, ca, client_cert=(str(cert), str(key)))
+    try:
+        write_through(session, keyspace, rows=5)
+    finally:
+        cluster.shutdown()
+    assert count_on(tls_bed.target, keyspace) == 5
+    assert "TLS handshake failed" in proxy.log_text()
+
+
+@pytest.mark.parametrize("problem", ["unknown-ca", "wrong-name"])
+def test_target_certificate_refused(tls_bed, start_proxy, keyspace, tmp_path, problem):
+    """A target whose certificate does not check out (signed by another CA, or not valid for
+    the name asked for) is not used: clients still work against the source, and the proxy
+    says once which cluster, which address and why. --target-tls-insecure connects anyway."""
+    ca, _, _ = material(tls_bed)
+    options = ["--source-tls-ca", str(ca)]
+    if problem == "unknown-ca":
+        options += ["--target-tls-ca", str(another_ca(tmp_path))]
+        why = "signed by a CA this side does not trust"
+    else:
+        options += ["--target-tls-ca", str(ca), "--target-tls-server-name", "cassandra.example"]
+        why = "not valid for the name"
+    proxy = start_proxy(tls_bed, *options)
+    cluster = Cluster([proxy.host], port=proxy.port, connect_timeout=15)
+    try:
+        write_through(cluster.connect(), keyspace, rows=10)
+    finally:
+        cluster.shutdown()
+    assert count_on(tls_bed.source, keyspace) == 10
+    log = proxy.log_text()
+    lines = [line for line in log.splitlines() if "target cluster" in line and why in line]
+    assert lines, log[-3000:]
+    assert tls_bed.target.host in lines[0], lines[0]
+    assert len([line for line in lines if "WARN" in line]) <= 2, lines
+
+    insecure = start_proxy(tls_bed, *options, "--target-tls-insecure")
+    cluster = Cluster([insecure.host], port=insecure.port, connect_timeout=15)
+    try:
+        write_through(cluster.connect(), keyspace + "_insecure", rows=10)
+    finally:
+        cluster.shutdown()
+    assert count_on(tls_bed.target, keyspace + "_insecure") == 10
+    assert "NOT checked" in insecure.log_text()
