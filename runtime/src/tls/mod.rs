@@ -563,7 +563,7 @@ mod tests {
             ..Default::default()
         };
         let (client, _) = handshake_pair(&backend(options), "127.0.0.1", &server(false));
-        let e = client.err().expect("refused").to_string();
+        let e = client.expect_err("refused").to_string();
         assert!(e.contains("signed by a CA this side does not trust"), "{e}");
     }
 
@@ -572,7 +572,7 @@ mod tests {
         let mut options = trusting();
         options.server_name = Some("cassandra.example".into());
         let (client, _) = handshake_pair(&backend(options), "127.0.0.1", &server(false));
-        let e = client.err().expect("refused").to_string();
+        let e = client.expect_err("refused").to_string();
         assert!(e.contains("not valid for the name"), "{e}");
         // The insecure switch accepts it.
         let mut options = trusting();
@@ -585,7 +585,7 @@ mod tests {
     #[test]
     fn a_client_without_a_certificate_is_refused_when_one_is_required() {
         let (_, server) = handshake_pair(&backend(trusting()), "127.0.0.1", &server(true));
-        let e = server.err().expect("refused").to_string();
+        let e = server.expect_err("refused").to_string();
         assert!(e.contains("no certificate was presented"), "{e}");
     }
 
