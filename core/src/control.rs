@@ -79,10 +79,13 @@ pub enum ControlEvent {
         up: bool,
     },
     /// The control connection failed; it tries again (another node) after `retry_in`.
+    /// `first` when this failure is news: not the same as the last one reported within
+    /// [`crate::proxy::REPORT_INTERVAL`] (retries fail the same way, every few seconds).
     Failed {
         upstream: Upstream,
         detail: String,
         retry_in: Duration,
+        first: bool,
     },
 }
 
@@ -112,9 +115,15 @@ impl fmt::Display for ControlEvent {
                 upstream,
                 detail,
                 retry_in,
+                first,
             } => write!(
                 f,
-                "control connection to the {upstream} cluster: {detail}; trying again in {retry_in:?}"
+                "control connection to the {upstream} cluster: {detail}; trying again in {retry_in:?}{}",
+                if *first {
+                    " (the same failure again is logged at debug level, and at most once a minute)"
+                } else {
+                    ""
+                }
             ),
         }
     }
@@ -150,6 +159,8 @@ pub struct ControlConnection {
     /// Which candidate to try next.
     attempt: usize,
     failures: u32,
+    /// The last failure reported as news, and when.
+    reported: Option<(String, Instant)>,
     decoder: FrameDecoder,
     encoder: FrameEncoder,
     /// What arrived and is not a whole frame yet.
@@ -183,6 +194,7 @@ impl ControlConnection {
             endpoint: None,
             attempt: 0,
             failures: 0,
+            reported: None,
             decoder: Self::decoder(),
             encoder: FrameEncoder::new(),
             recv: BytesMut::new(),
@@ -546,6 +558,7 @@ impl ControlConnection {
         let nodes = view.nodes(default_port).len();
         self.proxy.handle_cluster_view(self.upstream, view);
         self.failures = 0;
+        self.reported = None;
         self.events.push_back(ControlEvent::Refreshed {
             upstream: self.upstream,
             endpoint: self.endpoint.clone().unwrap_or(Endpoint {
@@ -617,10 +630,18 @@ impl ControlConnection {
             .endpoint
             .as_ref()
             .map_or(String::new(), |e| format!(" ({e})"));
+        let detail = format!("{detail}{endpoint}");
+        let first = self.reported.as_ref().is_none_or(|(last, at)| {
+            *last != detail || now.saturating_duration_since(*at) >= crate::proxy::REPORT_INTERVAL
+        });
+        if first {
+            self.reported = Some((detail.clone(), now));
+        }
         self.events.push_back(ControlEvent::Failed {
             upstream: self.upstream,
-            detail: format!("{detail}{endpoint}"),
+            detail,
             retry_in,
+            first,
         });
     }
 }
@@ -688,6 +709,38 @@ mod tests {
             },
             now,
         );
+    }
+
+    #[test]
+    fn the_same_failure_again_is_not_news() {
+        let (mut control, _proxy, mut now) = start();
+        let mut firsts = Vec::new();
+        for _ in 0..5 {
+            assert!(matches!(
+                control.poll_action(),
+                Some(ControlAction::Connect(_))
+            ));
+            control.handle_closed("connection refused", now);
+            while control.poll_action().is_some() {}
+            while let Some(event) = control.poll_event() {
+                if let ControlEvent::Failed { first, .. } = event {
+                    firsts.push(first);
+                }
+            }
+            now = control.poll_timeout().expect("a retry is scheduled");
+            control.handle_timeout(now);
+        }
+        assert_eq!(firsts, vec![true, false, false, false, false]);
+        // Another reason is news.
+        assert!(matches!(
+            control.poll_action(),
+            Some(ControlAction::Connect(_))
+        ));
+        control.handle_closed("TLS: its certificate has expired", now);
+        assert!(matches!(
+            control.poll_event(),
+            Some(ControlEvent::Failed { first: true, .. })
+        ));
     }
 
     #[test]

@@ -154,7 +154,7 @@ fn log_event(event: &ControlEvent) {
         ControlEvent::Refreshed { first: true, .. } | ControlEvent::NodeStatus { .. } => {
             log::info!("{event}");
         }
-        ControlEvent::Failed { .. } => log::warn!("{event}"),
+        ControlEvent::Failed { first: true, .. } => log::warn!("{event}"),
         _ => log::debug!("{event}"),
     }
 }

@@ -228,7 +228,7 @@ pub struct Cli {
         long,
         value_name = "USER",
         env = "CQLMIRROR_SOURCE_USERNAME",
-        requires = "source_password"
+        requires = "source_secret"
     )]
     pub source_username: Option<String>,
 
@@ -239,9 +239,21 @@ pub struct Cli {
         value_name = "PASSWORD",
         env = "CQLMIRROR_SOURCE_PASSWORD",
         hide_env_values = true,
-        requires = "source_username"
+        requires = "source_username",
+        group = "source_secret"
     )]
     pub source_password: Option<String>,
+
+    /// A file holding the password for --source-username (its first line), instead of
+    /// --source-password: for secrets mounted as files.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CQLMIRROR_SOURCE_PASSWORD_FILE",
+        requires = "source_username",
+        group = "source_secret"
+    )]
+    pub source_password_file: Option<std::path::PathBuf>,
 
     /// Username the proxy logs in with on the target, instead of relaying the client's
     /// credentials. Needs --target-password.
@@ -249,7 +261,7 @@ pub struct Cli {
         long,
         value_name = "USER",
         env = "CQLMIRROR_TARGET_USERNAME",
-        requires = "target_password"
+        requires = "target_secret"
     )]
     pub target_username: Option<String>,
 
@@ -260,9 +272,21 @@ pub struct Cli {
         value_name = "PASSWORD",
         env = "CQLMIRROR_TARGET_PASSWORD",
         hide_env_values = true,
-        requires = "target_username"
+        requires = "target_username",
+        group = "target_secret"
     )]
     pub target_password: Option<String>,
+
+    /// A file holding the password for --target-username (its first line), instead of
+    /// --target-password: for secrets mounted as files.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CQLMIRROR_TARGET_PASSWORD_FILE",
+        requires = "target_username",
+        group = "target_secret"
+    )]
+    pub target_password_file: Option<std::path::PathBuf>,
 
     #[command(flatten)]
     pub tls: tls::TlsArgs,
@@ -374,6 +398,21 @@ pub struct Settings {
     pub max_connections: Option<usize>,
 }
 
+/// The first line of a password file, without its line ending. The error names the file,
+/// never its contents.
+fn read_password(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+    let password = text.lines().next().unwrap_or_default().to_owned();
+    if password.is_empty() {
+        return Err(format!(
+            "the password file {} is empty: put the password on its first line",
+            path.display()
+        ));
+    }
+    Ok(password)
+}
+
 impl Cli {
     /// Parses the process arguments for the binary named `bin` (`proxy-smol` or `proxy-tokio`),
     /// so that `--help` and `--version` show the name the user typed.
@@ -421,17 +460,31 @@ impl Cli {
         config.source.data_center = self.source_dc.clone();
         config.target.data_center = self.target_dc.clone();
         config.dc_map = self.dc_map.clone();
-        if let (Some(username), Some(password)) = (self.source_username, self.source_password) {
-            config.source.credentials = Some(Credentials {
-                username,
-                password: Secret::new(password),
-            });
-        }
-        if let (Some(username), Some(password)) = (self.target_username, self.target_password) {
-            config.target.credentials = Some(Credentials {
-                username,
-                password: Secret::new(password),
-            });
+        for (cluster, username, password, file) in [
+            (
+                &mut config.source,
+                self.source_username,
+                self.source_password,
+                &self.source_password_file,
+            ),
+            (
+                &mut config.target,
+                self.target_username,
+                self.target_password,
+                &self.target_password_file,
+            ),
+        ] {
+            let password = match (password, file) {
+                (Some(password), _) => Some(password),
+                (None, Some(file)) => Some(read_password(file)?),
+                (None, None) => None,
+            };
+            if let (Some(username), Some(password)) = (username, password) {
+                cluster.credentials = Some(Credentials {
+                    username,
+                    password: Secret::new(password),
+                });
+            }
         }
         config.topology = match &self.ghost_ips {
             Some(json) => {
@@ -539,6 +592,60 @@ mod tests {
         assert_eq!(s.config.target.credentials.as_ref().unwrap().username, "u");
         assert_eq!(s.threads, 2);
         assert_eq!(s.listen.port(), 29042);
+    }
+
+    #[test]
+    fn passwords_from_files() {
+        let dir = std::env::temp_dir().join(format!("cqlmirror-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("target-password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let path = file.to_str().unwrap();
+        let s = parse(&[
+            "a",
+            "b",
+            "--target-username",
+            "u",
+            "--target-password-file",
+            path,
+        ])
+        .unwrap()
+        .settings(1)
+        .unwrap();
+        let credentials = s.config.target.credentials.unwrap();
+        assert_eq!(
+            (credentials.username.as_str(), credentials.password.expose()),
+            ("u", "s3cret")
+        );
+        // Never both, never without the username.
+        assert!(
+            parse(&[
+                "a",
+                "b",
+                "--target-username",
+                "u",
+                "--target-password",
+                "p",
+                "--target-password-file",
+                path
+            ])
+            .is_err()
+        );
+        assert!(parse(&["a", "b", "--target-password-file", path]).is_err());
+        std::fs::write(&file, "").unwrap();
+        let e = parse(&[
+            "a",
+            "b",
+            "--source-username",
+            "u",
+            "--source-password-file",
+            path,
+        ])
+        .unwrap()
+        .settings(1)
+        .unwrap_err();
+        assert!(e.contains("is empty"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
