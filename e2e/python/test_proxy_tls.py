@@ -2,8 +2,11 @@
 whose two clusters accept TLS only (the bed's own CA; its node certificate is valid for every
 bed address, 127.0.0.1 included, so the proxy uses it as its own too)."""
 
+import shutil
+import signal
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ import workload
 from test_topology import DC_MAP, driver_commands, run_workload  # noqa: F401 - a fixture
 
 ROWS = 300
+RUNTIME_TLS = bed.REPO / "runtime" / "tests" / "tls"
 
 
 def material(the_bed):
@@ -163,3 +167,52 @@ def test_target_certificate_refused(tls_bed, start_proxy, keyspace, tmp_path, pr
         cluster.shutdown()
     assert count_on(tls_bed.target, keyspace + "_insecure") == 10
     assert "NOT checked" in insecure.log_text()
+
+
+def wait_for_log(proxy, text, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in proxy.log_text():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"'{text}' not in the proxy's log after {timeout:g}s")
+
+
+def test_certificates_reload_on_sighup(tls_bed, start_proxy, tmp_path):
+    """SIGHUP reads the proxy's certificate and key again: new clients get the new one, a
+    client connected before keeps its connection, and a reload that fails changes nothing."""
+    ca, cert, key = material(tls_bed)
+    served_cert, served_key = tmp_path / "proxy.pem", tmp_path / "proxy.key"
+    shutil.copy(cert, served_cert)
+    shutil.copy(key, served_key)
+    ca_options = ["--source-tls-ca", str(ca), "--target-tls-ca", str(ca)]
+    proxy = start_proxy(tls_bed, *ca_options, "--proxy-pem-certfile", str(served_cert),
+                        "--proxy-pem-keyfile", str(served_key))
+    before, session = tls_session(proxy, ca)
+    try:
+        assert session.execute("SELECT release_version FROM system.local").one()
+        # The runtime's test certificate, from another CA, is valid for 127.0.0.1 too.
+        shutil.copy(RUNTIME_TLS / "server.pem", served_cert)
+        shutil.copy(RUNTIME_TLS / "server.key", served_key)
+        proxy.proc.send_signal(signal.SIGHUP)
+        wait_for_log(proxy, "certificates and keys read again")
+        after, fresh = tls_session(proxy, RUNTIME_TLS / "ca.pem")
+        assert fresh.execute("SELECT release_version FROM system.local").one()
+        after.shutdown()
+        stale = Cluster([proxy.host], port=proxy.port, connect_timeout=10,
+                        ssl_context=ssl.create_default_context(cafile=str(ca)))
+        with pytest.raises(NoHostAvailable):
+            stale.connect()
+        stale.shutdown()
+        # The connection opened before the reload goes on.
+        assert session.execute("SELECT release_version FROM system.local").one()
+
+        served_key.write_text("not a key\n")
+        proxy.proc.send_signal(signal.SIGHUP)
+        wait_for_log(proxy, "cannot reload the TLS files")
+        again, fresh = tls_session(proxy, RUNTIME_TLS / "ca.pem")
+        assert fresh.execute("SELECT release_version FROM system.local").one()
+        again.shutdown()
+    finally:
+        before.shutdown()
+    assert proxy.alive()

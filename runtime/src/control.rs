@@ -14,7 +14,7 @@ use cqlmirror_core::proxy::Proxy;
 use crate::connection::{Connecting, connect};
 use crate::runtime::{Runtime, Timer};
 use crate::shutdown::Shutdown;
-use crate::tls::{Link, TlsSettings};
+use crate::tls::{Link, TlsHolder};
 
 /// What woke the control task.
 struct Wake<S> {
@@ -40,7 +40,7 @@ pub(crate) async fn run<R: Runtime>(
     runtime: R,
     proxy: Arc<Proxy>,
     upstream: Upstream,
-    tls: Arc<TlsSettings>,
+    tls: Arc<TlsHolder>,
     shutdown: Shutdown,
 ) {
     let mut control = ControlConnection::new(proxy, upstream, Instant::now());
@@ -63,7 +63,7 @@ pub(crate) async fn run<R: Runtime>(
                     if let Some(old) = socket.take() {
                         old.close();
                     }
-                    let tls = tls.backend(upstream).cloned();
+                    let tls = tls.current().backend(upstream).cloned();
                     connecting = Some(Box::pin(async move {
                         connect::<R>(endpoint, tls.as_ref()).await
                     }));

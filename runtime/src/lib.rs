@@ -26,7 +26,6 @@ pub mod shutdown;
 pub mod tls;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use cqlmirror_core::proxy::{Proxy, WallClock};
@@ -90,7 +89,10 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
                 );
             }
         }
-        let tls = Arc::new(settings.tls.clone());
+        let tls = tls::TlsHolder::new(settings.tls.clone());
+        if let Err(e) = tls.reload_on_sighup(settings.tls_options.clone()) {
+            log::warn!("cannot reload TLS files on SIGHUP: {e}");
+        }
         serve::serve(runtime, listener, proxy, tls, shutdown).await
     });
     served.unwrap_or_else(|e| {

@@ -14,7 +14,7 @@ use cqlmirror_core::proxy::Proxy;
 
 use crate::runtime::{Listener, Runtime, Stream, Timer, sleep};
 use crate::shutdown::Shutdown;
-use crate::tls::{Link, TlsSettings};
+use crate::tls::{Link, TlsHolder, TlsSettings};
 use crate::{connection, control};
 
 /// How long a shutdown (SIGTERM, Ctrl-C) waits for open connections to finish their requests.
@@ -29,7 +29,7 @@ pub(crate) async fn serve<R: Runtime>(
     runtime: R,
     listener: R::Listener,
     proxy: Arc<Proxy>,
-    tls: Arc<TlsSettings>,
+    tls: Arc<TlsHolder>,
     shutdown: Shutdown,
 ) -> ExitCode {
     runtime.spawn(follow_wall_clock(runtime.clone(), Arc::clone(&proxy)));
@@ -68,11 +68,12 @@ pub(crate) async fn serve<R: Runtime>(
                 let _ = client.set_nodelay();
                 log::debug!("accepted a client from {address}");
                 active.fetch_add(1, Ordering::Relaxed);
+                // The TLS settings in force now (a reload does not touch open connections).
                 let (proxy, active, shutdown, tls) = (
                     Arc::clone(&proxy),
                     Arc::clone(&active),
                     shutdown.clone(),
-                    Arc::clone(&tls),
+                    tls.current(),
                 );
                 runtime.spawn({
                     let runtime = runtime.clone();

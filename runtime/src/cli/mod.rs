@@ -17,6 +17,8 @@ use cqlmirror_core::topology::{TopologyMode, VirtualTopology};
 mod parse;
 mod tls;
 
+pub use tls::TlsArgs;
+
 use parse::parse_version;
 pub use parse::{parse_dc_pair, parse_duration, parse_ghost_map, parse_instances, parse_size};
 
@@ -393,6 +395,8 @@ pub struct Settings {
     pub debug: bool,
     /// TLS to clients and to each cluster.
     pub tls: crate::tls::TlsSettings,
+    /// The TLS options, to read the files again on SIGHUP.
+    pub tls_options: TlsArgs,
     /// `--max-connections` as given; without it, the runtime derives the limit from the
     /// descriptor limit (see [`crate::descriptors`]).
     pub max_connections: Option<usize>,
@@ -513,6 +517,7 @@ impl Cli {
             threads,
             debug: self.debug,
             tls: self.tls.settings()?,
+            tls_options: self.tls.clone(),
             max_connections: self.max_connections,
         })
     }

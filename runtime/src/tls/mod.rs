@@ -4,9 +4,11 @@
 //! knows nothing of it.
 //!
 //! - [`stream`]: a runtime's socket with rustls on top, used readiness-style.
+//! - [`reload`]: the settings in force, read again on SIGHUP.
 //! - Here: building the rustls configurations from the options, the handshakes, and turning
 //!   certificate failures into a line an operator can act on.
 
+mod reload;
 mod stream;
 
 use std::future::poll_fn;
@@ -25,6 +27,7 @@ use rustls::{
     ServerConfig, ServerConnection, SignatureScheme,
 };
 
+pub use reload::TlsHolder;
 pub use stream::{Link, TlsStream};
 
 use crate::runtime::Stream;
