@@ -205,3 +205,24 @@ def test_target_credentials(auth_bed, start_proxy, connect, keyspace):
     src, tgt = connect(source), connect(target)
     workload.assert_same_data(src, tgt, keyspace)
     workload.assert_same_writetimes(src, tgt, keyspace, {"kv": ("k", "v")})
+
+
+def test_secrets_never_logged(auth_bed, start_proxy, connect, keyspace, tmp_path):
+    """The password the proxy logs in to the target with, given in a file, appears nowhere in
+    the proxy's output at debug level, through a workload whose writes reach both clusters."""
+    source, target = auth_bed.source, auth_bed.target
+    role, password = f"proxy_{keyspace}"[:40], f"Pw-{keyspace}-{os.getpid()}"
+    connect(target).execute(
+        f"CREATE ROLE {role} WITH PASSWORD = '{password}' AND LOGIN = true AND SUPERUSER = true")
+    secret_file = tmp_path / "target-password"
+    secret_file.write_text(password + "\n")
+    proxy = start_proxy(auth_bed, "--debug", "true", "--target-username", role,
+                        "--target-password-file", str(secret_file))
+    session = connect(proxy.endpoint)
+    workload.small_workload(session, keyspace)
+    src, tgt = connect(source), connect(target)
+    workload.assert_same_data(src, tgt, keyspace)
+    log = proxy.log_text()
+    assert f"as {role}, password ***" in log, "the start-up line shows no masked password"
+    assert "DEBUG" in log, "the proxy did not log at debug level"
+    assert password not in log
