@@ -14,6 +14,7 @@ from cassandra.cluster import Cluster, NoHostAvailable
 
 import bed
 import workload
+from proxy import free_port
 from test_topology import DC_MAP, driver_commands, run_workload  # noqa: F401 - a fixture
 
 ROWS = 300
@@ -216,3 +217,27 @@ def test_certificates_reload_on_sighup(tls_bed, start_proxy, tmp_path):
     finally:
         before.shutdown()
     assert proxy.alive()
+
+
+def test_plaintext_listener_beside_tls(tls_bed, start_proxy, keyspace):
+    """--proxy-plain-port: during a move to TLS, plaintext clients use a port of their own
+    while TLS clients use the main one, through the same proxy."""
+    plain_port = free_port()
+    proxy = start_proxy(tls_bed, *tls_options(tls_bed), "--proxy-plain-port", str(plain_port))
+    ca, _, _ = material(tls_bed)
+    plain = Cluster([proxy.host], port=plain_port, connect_timeout=15)
+    try:
+        write_through(plain.connect(), keyspace, rows=5)
+    finally:
+        plain.shutdown()
+    cluster, session = tls_session(proxy, ca)
+    try:
+        assert session.execute(f"SELECT COUNT(*) FROM {keyspace}.t").one()[0] == 5
+    finally:
+        cluster.shutdown()
+    # A plaintext client on the TLS port is refused.
+    wrong = Cluster([proxy.host], port=proxy.port, connect_timeout=10)
+    with pytest.raises(NoHostAvailable):
+        wrong.connect()
+    wrong.shutdown()
+    assert count_on(tls_bed.target, keyspace) == 5

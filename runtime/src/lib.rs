@@ -65,16 +65,26 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
         return ExitCode::from(1);
     }
     let served = R::run(settings.threads, |runtime| async move {
-        let listener = match runtime.bind(settings.listen) {
-            Ok(listener) => listener,
-            Err(e) => {
-                eprintln!(
-                    "{bin}: cannot listen on {}: {e}; pick another --proxy-port or --listen-address",
-                    settings.listen
-                );
-                return ExitCode::from(1);
+        let mut listeners = Vec::new();
+        let plain = settings
+            .plain_listen
+            .map(|a| (a, true, "--proxy-plain-port"));
+        for (address, plaintext, option) in
+            std::iter::once((settings.listen, false, "--proxy-port")).chain(plain)
+        {
+            match runtime.bind(address) {
+                Ok(listener) => listeners.push(serve::Listening {
+                    listener,
+                    plaintext,
+                }),
+                Err(e) => {
+                    eprintln!(
+                        "{bin}: cannot listen on {address}: {e}; pick another {option} or --listen-address"
+                    );
+                    return ExitCode::from(1);
+                }
             }
-        };
+        }
         log::info!(
             "{bin} {}: {}; {}; {}",
             cqlmirror_core::VERSION,
@@ -93,7 +103,7 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
         if let Err(e) = tls.reload_on_sighup(settings.tls_options.clone()) {
             log::warn!("cannot reload TLS files on SIGHUP: {e}");
         }
-        serve::serve(runtime, listener, proxy, tls, shutdown).await
+        serve::serve(runtime, listeners, proxy, tls, shutdown).await
     });
     served.unwrap_or_else(|e| {
         eprintln!("{bin}: cannot start the runtime: {e}");

@@ -24,10 +24,17 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// (NTP corrections included) to within this, over a migration of weeks.
 const WALL_CLOCK_PERIOD: Duration = Duration::from_secs(1);
 
+/// A listening socket, and whether its clients are plaintext even with TLS to clients on
+/// (`--proxy-plain-port`).
+pub(crate) struct Listening<L> {
+    pub(crate) listener: L,
+    pub(crate) plaintext: bool,
+}
+
 /// Accepts clients until shutdown is requested, then waits for open connections to finish.
 pub(crate) async fn serve<R: Runtime>(
     runtime: R,
-    listener: R::Listener,
+    listeners: Vec<Listening<R::Listener>>,
     proxy: Arc<Proxy>,
     tls: Arc<TlsHolder>,
     shutdown: Shutdown,
@@ -49,11 +56,16 @@ pub(crate) async fn serve<R: Runtime>(
             if stopping.poll_requested(cx).is_ready() {
                 return Poll::Ready(None);
             }
-            listener.poll_accept(cx).map(Some)
+            for listening in &listeners {
+                if let Poll::Ready(result) = listening.listener.poll_accept(cx) {
+                    return Poll::Ready(Some(result.map(|a| (a, listening.plaintext))));
+                }
+            }
+            Poll::Pending
         })
         .await;
         match accepted {
-            Some(Ok((client, address))) => {
+            Some(Ok(((client, address), plaintext))) => {
                 let admitted = match proxy.admission().admit(Instant::now()) {
                     Ok(admitted) => admitted,
                     Err(refused) => {
@@ -78,7 +90,12 @@ pub(crate) async fn serve<R: Runtime>(
                 runtime.spawn({
                     let runtime = runtime.clone();
                     async move {
-                        if let Some(link) = secure::<R>(&runtime, &proxy, &tls, client).await {
+                        let secured = if plaintext {
+                            Some(Link::Plain(client))
+                        } else {
+                            secure::<R>(&runtime, &proxy, &tls, client).await
+                        };
+                        if let Some(link) = secured {
                             connection::run(runtime, proxy, link, tls, shutdown).await;
                         }
                         active.fetch_sub(1, Ordering::Relaxed);
@@ -100,7 +117,7 @@ pub(crate) async fn serve<R: Runtime>(
             None => break,
         }
     }
-    drop(listener);
+    drop(listeners);
     let open = active.load(Ordering::Relaxed);
     log::info!(
         "shutting down: no new connections; {open} open ones finish their requests in flight (at most {DRAIN_TIMEOUT:?})"

@@ -57,8 +57,11 @@ pub fn describe(settings: &Settings) -> String {
         TopologyMode::Ghost(map) => format!("ghost addresses for {} nodes", map.len()),
     };
     format!(
-        "listening on {} (at most {} client connections); source {}; target {}{}; wait for {} (target at most {:?}); request timeout {:?}; protocol versions {:?}; {topology}; {} threads",
+        "listening on {}{} (at most {} client connections); source {}; target {}{}; wait for {} (target at most {:?}); request timeout {:?}; protocol versions {:?}; {topology}; {} threads",
         settings.listen,
+        settings.plain_listen.map_or(String::new(), |a| format!(
+            " and on {a} for plaintext clients"
+        )),
         c.max_connections,
         points(&c.source.contact_points),
         points(&c.target.contact_points),
@@ -126,6 +129,11 @@ pub struct Cli {
         env = "CQLMIRROR_PROXY_PORT"
     )]
     pub proxy_port: u16,
+
+    /// With TLS to clients (--proxy-pem-certfile): a second port on which the proxy takes
+    /// plaintext clients too, for a gradual move of the applications to TLS.
+    #[arg(long, value_name = "PORT", env = "CQLMIRROR_PROXY_PLAIN_PORT")]
+    pub proxy_plain_port: Option<u16>,
 
     /// Address the proxy listens on (0.0.0.0 for all IPv4 interfaces, :: for all).
     #[arg(
@@ -391,6 +399,8 @@ pub struct Cli {
 pub struct Settings {
     pub config: Config,
     pub listen: std::net::SocketAddr,
+    /// A second listener, for plaintext clients beside TLS ones (`--proxy-plain-port`).
+    pub plain_listen: Option<std::net::SocketAddr>,
     pub threads: usize,
     pub debug: bool,
     /// TLS to clients and to each cluster.
@@ -511,12 +521,26 @@ impl Cli {
         if threads == 0 {
             return Err("--threads must be at least 1".into());
         }
+        let tls = self.tls.settings()?;
+        let plain_port = match self.proxy_plain_port {
+            Some(_) if tls.clients.is_none() => {
+                return Err("--proxy-plain-port is a plaintext listener beside the TLS one: give --proxy-pem-certfile and --proxy-pem-keyfile too (without them every client is plaintext already)".into());
+            }
+            Some(port) if port == self.proxy_port => {
+                return Err(format!(
+                    "--proxy-plain-port {port} is --proxy-port too: give the plaintext listener a port of its own"
+                ));
+            }
+            other => other,
+        };
         Ok(Settings {
             config,
             listen: std::net::SocketAddr::new(self.listen_address, self.proxy_port),
+            plain_listen: plain_port
+                .map(|port| std::net::SocketAddr::new(self.listen_address, port)),
             threads,
             debug: self.debug,
-            tls: self.tls.settings()?,
+            tls,
             tls_options: self.tls.clone(),
             max_connections: self.max_connections,
         })
@@ -691,6 +715,33 @@ mod tests {
                 .unwrap_err();
             assert!(e.contains(expected), "{e}");
         }
+        let e = parse(&["a", "b", "--proxy-plain-port", "9100"])
+            .unwrap()
+            .settings(1)
+            .unwrap_err();
+        assert!(
+            e.contains("--proxy-plain-port is a plaintext listener beside the TLS one"),
+            "{e}"
+        );
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls");
+        let (cert, key) = (format!("{dir}/server.pem"), format!("{dir}/server.key"));
+        let tls = ["--proxy-pem-certfile", &cert, "--proxy-pem-keyfile", &key];
+        let e = parse(
+            &[
+                &["a", "b", "-p", "9100", "--proxy-plain-port", "9100"][..],
+                &tls,
+            ]
+            .concat(),
+        )
+        .unwrap()
+        .settings(1)
+        .unwrap_err();
+        assert!(e.contains("is --proxy-port too"), "{e}");
+        let s = parse(&[&["a", "b", "--proxy-plain-port", "9100"][..], &tls].concat())
+            .unwrap()
+            .settings(1)
+            .unwrap();
+        assert_eq!(s.plain_listen.map(|a| a.port()), Some(9100));
         let e = parse(&["a", "b", "--target-tls", "--disable-target-tls"])
             .unwrap()
             .settings(1)
