@@ -9,6 +9,8 @@ machine, with the load generator (cqlmirror-load) on the same machine:
     raw relay         load -> cqlmirror-relay (smol, bytes copied both ways) -> null
     proxy-smol        load -> proxy-smol -> two nulls (dual write)
     proxy-tokio       load -> proxy-tokio -> two nulls (dual write)
+    ... -> 2 TLS nulls  the same proxies speaking TLS to null backends that speak TLS (the test
+                      certificates of runtime/tests/tls): what TLS to the clusters costs
   against the two real Cassandra 5.0 clusters of a dedicated test bed:
     direct            load -> source cluster
     proxy-smol        load -> proxy-smol -> source and target clusters
@@ -347,16 +349,36 @@ def main():
         f"load average {report['load_before']} ==")
     say("   the load generator runs on this machine too; no CPU pinning (2 cores leave nothing to pin)")
 
-    # Null backends, relay and proxies.
+    # Null backends, relay and proxies; TLS null backends and proxies that speak TLS to them
+    # (the test certificates of runtime/tests/tls, valid for 127.0.0.1).
     null_src, null_tgt, relay_port, smol_port, tokio_port = (free_port() for _ in range(5))
     src = start("null-source", [str(BIN / "cqlmirror-null"), "--listen", f"127.0.0.1:{null_src}"])
     tgt = start("null-target", [str(BIN / "cqlmirror-null"), "--listen", f"127.0.0.1:{null_tgt}"])
+    certs = REPO / "runtime" / "tests" / "tls"
+    tls_null = ["--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key")]
+    tls_src_port, tls_tgt_port = free_port(), free_port()
+    tls_src = start("null-source-tls", [str(BIN / "cqlmirror-null"), "--listen",
+                                        f"127.0.0.1:{tls_src_port}", *tls_null])
+    tls_tgt = start("null-target-tls", [str(BIN / "cqlmirror-null"), "--listen",
+                                        f"127.0.0.1:{tls_tgt_port}", *tls_null])
+    tls_ca = ["--source-tls-ca", str(certs / "ca.pem"), "--target-tls-ca", str(certs / "ca.pem")]
     relay = start("relay", [str(BIN / "cqlmirror-relay"), f"127.0.0.1:{null_src}",
                             "--listen", f"127.0.0.1:{relay_port}"])
     proxies = {}
     for binary, port in (("proxy-smol", smol_port), ("proxy-tokio", tokio_port)):
         proxies[binary] = start(binary, [str(BIN / binary), f"127.0.0.1:{null_src}", f"127.0.0.1:{null_tgt}",
                                          "--listen-address", "127.0.0.1", "--proxy-port", str(port)])
+    tls_proxies = {}
+    for binary in ("proxy-smol", "proxy-tokio"):
+        port = free_port()
+        tls_proxies[binary] = (start(f"{binary}-tls", [str(BIN / binary), f"127.0.0.1:{tls_src_port}",
+                                                       f"127.0.0.1:{tls_tgt_port}", "--listen-address",
+                                                       "127.0.0.1", "--proxy-port", str(port), *tls_ca]),
+                               port)
+    for proc, port, name in ((tls_src, tls_src_port, "null-source-tls"),
+                             (tls_tgt, tls_tgt_port, "null-target-tls"),
+                             *((p, port, f"{b}-tls") for b, (p, port) in tls_proxies.items())):
+        wait_port(proc, port, name)
     for proc, port, name in ((src, null_src, "null-source"), (tgt, null_tgt, "null-target"),
                              (relay, relay_port, "relay"), (proxies["proxy-smol"], smol_port, "proxy-smol"),
                              (proxies["proxy-tokio"], tokio_port, "proxy-tokio")):
@@ -369,6 +391,10 @@ def main():
         ("raw relay -> null", f"127.0.0.1:{relay_port}", relay),
         ("proxy-smol -> 2 nulls", f"127.0.0.1:{smol_port}", proxies["proxy-smol"]),
         ("proxy-tokio -> 2 nulls", f"127.0.0.1:{tokio_port}", proxies["proxy-tokio"]),
+        ("proxy-smol -> 2 TLS nulls", f"127.0.0.1:{tls_proxies['proxy-smol'][1]}",
+         tls_proxies["proxy-smol"][0]),
+        ("proxy-tokio -> 2 TLS nulls", f"127.0.0.1:{tls_proxies['proxy-tokio'][1]}",
+         tls_proxies["proxy-tokio"][0]),
     ]
     null_results, null_rates = measure(args, null_rows, [
         ("open", lambda r: r["raw relay -> null"]["closed"]["throughput"] / 2),
@@ -378,6 +404,8 @@ def main():
     report["null"] = {"rates": null_rates, "results": null_results, "load": loadavg()}
     for name in ("relay", "proxy-smol", "proxy-tokio"):
         stop(relay if name == "relay" else proxies[name])
+    for proc in (*(p for p, _ in tls_proxies.values()), tls_src, tls_tgt):
+        stop(proc)
 
     if not args.skip_memory:
         say("\n== memory: fresh proxies against the null backends, idle clients past their handshake ==")
@@ -449,6 +477,14 @@ def main():
         f"- proxy-smol adds {smol['open_own']['latency_us']['p50'] - null_results['direct -> null']['open_own']['latency_us']['p50']:.1f} µs "
         f"to p50 at {null_rates['open_own']:.0f} req/s, half of its own saturation",
     ]
+    for binary in ("proxy-smol", "proxy-tokio"):
+        plain = null_results[f"{binary} -> 2 nulls"]["closed"]
+        tls = null_results[f"{binary} -> 2 TLS nulls"]["closed"]
+        goals.append(
+            f"- {binary} with TLS to both clusters keeps {100 * tls['throughput'] / plain['throughput']:.0f}% "
+            f"of its plaintext throughput"
+            + (f", {tls['cpu_us_per_request']:.2f} against {plain['cpu_us_per_request']:.2f} µs CPU per request"
+               if tls.get("cpu_us_per_request") and plain.get("cpu_us_per_request") else ""))
     if "memory" in report:
         goals.append(f"- proxy-smol uses {report['memory']['proxy-smol']['per_connection_bytes'] / 1024:.1f} KiB "
                      f"per idle client connection (goal: under 64 KiB)")

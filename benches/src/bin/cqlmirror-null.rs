@@ -16,9 +16,10 @@
 //! Every request is decoded with the core's codec, so a body that a proxy mangled gets an
 //! ERROR instead of a silent VOID. One thread per connection with a blocking socket: each
 //! read is answered in full with one write, which keeps the backend's cost per request far
-//! below the proxy's.
+//! below the proxy's. With `--tls-cert`/`--tls-key` it speaks TLS (rustls), as clusters that
+//! require it do.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ use cqlmirror_core::message::{
     Supported, TableSpec,
 };
 use cqlmirror_core::statement::{Statement, StatementKind};
+use cqlmirror_runtime::tls::{ClientTls, ClientTlsOptions};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 /// A minimal CQL server answering every request at once with a canned result.
 #[derive(Debug, Parser)]
@@ -53,6 +56,14 @@ struct Args {
     /// Bytes of the `v` cell of each row.
     #[arg(long, value_name = "BYTES", default_value_t = 100)]
     value_size: usize,
+
+    /// Speak TLS with this certificate chain (PEM), for the proxy's TLS to the clusters.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 /// The keyspace and table named in canned metadata.
@@ -414,9 +425,25 @@ fn answer(request: &Envelope, conn: &mut Conn, answers: &Answers) -> (Opcode, By
     decoded.unwrap_or_else(|e| protocol_error(format!("malformed {opcode} body: {e}")))
 }
 
-/// Serves one client until it closes the connection or breaks the protocol.
-fn serve(mut socket: TcpStream, answers: &Answers) -> io::Result<()> {
+/// Serves one client, with TLS when `tls` is given, until it closes the connection or
+/// breaks the protocol.
+fn serve(socket: TcpStream, answers: &Answers, tls: Option<Arc<ServerConfig>>) -> io::Result<()> {
     socket.set_nodelay(true)?;
+    let result = match tls {
+        None => serve_on(&mut &socket, answers),
+        Some(config) => {
+            let tls = ServerConnection::new(config).map_err(io::Error::other)?;
+            serve_on(&mut StreamOwned::new(tls, &socket), answers)
+        }
+    };
+    if matches!(result, Ok(true)) {
+        let _ = socket.shutdown(Shutdown::Both);
+    }
+    result.map(|_| ())
+}
+
+/// The protocol over a byte stream; `Ok(true)` when the client broke it (close at once).
+fn serve_on(socket: &mut (impl Read + Write), answers: &Answers) -> io::Result<bool> {
     let mut inbox = Inbox::default();
     let mut decoder =
         FrameDecoder::new(EnvelopeDecoder::new(MAX_FRAME).expecting(Direction::Request));
@@ -425,8 +452,8 @@ fn serve(mut socket: TcpStream, answers: &Answers) -> io::Result<()> {
     let mut replies: Vec<Envelope> = Vec::new();
     let mut out = BytesMut::new();
     loop {
-        match inbox.fill(&mut socket) {
-            Ok(0) => return Ok(()),
+        match inbox.fill(socket) {
+            Ok(0) => return Ok(false),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -486,8 +513,8 @@ fn serve(mut socket: TcpStream, answers: &Answers) -> io::Result<()> {
             out.clear();
         }
         if fatal {
-            let _ = socket.shutdown(Shutdown::Both);
-            return Ok(());
+            socket.flush()?;
+            return Ok(true);
         }
     }
 }
@@ -502,6 +529,20 @@ fn main() -> ExitCode {
         }
     };
     let answers = Arc::new(Answers::new(&args));
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match ClientTls::new(&ClientTlsOptions {
+            cert: Some(cert.clone()),
+            key: Some(key.clone()),
+            ..Default::default()
+        }) {
+            Ok(tls) => tls.map(|t| t.config()),
+            Err(e) => {
+                eprintln!("cqlmirror-null: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     eprintln!(
         "cqlmirror-null: listening on {} ({} row(s) of {} bytes per read)",
         args.listen, args.rows, args.value_size
@@ -515,13 +556,13 @@ fn main() -> ExitCode {
                 continue;
             }
         };
-        let answers = Arc::clone(&answers);
+        let (answers, tls) = (Arc::clone(&answers), tls.clone());
         // Small stacks: idle connections are counted in thousands in the memory bench.
         let spawned = thread::Builder::new()
             .name("null-conn".into())
             .stack_size(256 * 1024)
             .spawn(move || {
-                if let Err(e) = serve(socket, &answers) {
+                if let Err(e) = serve(socket, &answers, tls) {
                     if e.kind() != io::ErrorKind::ConnectionReset {
                         eprintln!("cqlmirror-null: connection ended: {e}");
                     }

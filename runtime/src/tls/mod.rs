@@ -248,6 +248,12 @@ impl ClientTls {
         }))
     }
 
+    /// The rustls configuration, for a server that drives rustls itself (the benches' null
+    /// backend).
+    pub fn config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.config)
+    }
+
     /// Completes the server side of the handshake with a client on `socket`.
     pub async fn accept<S: Stream>(&self, socket: S) -> io::Result<TlsStream<S>> {
         let tls =
