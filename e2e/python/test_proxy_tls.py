@@ -1,6 +1,8 @@
 """TLS everywhere: clients to the proxy, the proxy to each cluster, against the `tls` bed
 whose two clusters accept TLS only (the bed's own CA; its node certificate is valid for every
-bed address, 127.0.0.1 included, so the proxy uses it as its own too)."""
+bed address, 127.0.0.1 included, so the proxy uses it as its own too). The bed's source
+requires a login and its target none: the proxy relays the client's login to the source
+only."""
 
 import shutil
 import signal
@@ -10,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster, NoHostAvailable
 
 import bed
@@ -38,11 +41,21 @@ def tls_options(the_bed, *, clients=True, client_ca=False):
     return options
 
 
-def tls_session(proxy, ca, client_cert=None):
+def login_cluster(the_bed, hosts, **kwargs):
+    """A driver cluster for the proxy with the login of the bed's source, which requires one
+    (the proxy relays it; the target requires none)."""
+    source = the_bed.source
+    assert source.username, "the tls bed must have auth on the source"
+    return Cluster(hosts, auth_provider=PlainTextAuthProvider(source.username, source.password),
+                   **kwargs)
+
+
+def tls_session(the_bed, proxy, ca, client_cert=None):
     context = ssl.create_default_context(cafile=str(ca))
     if client_cert:
         context.load_cert_chain(*client_cert)
-    cluster = Cluster([proxy.host], port=proxy.port, ssl_context=context, connect_timeout=15)
+    cluster = login_cluster(the_bed, [proxy.host], port=proxy.port, ssl_context=context,
+                            connect_timeout=15)
     return cluster, cluster.connect()
 
 
@@ -86,7 +99,7 @@ def test_tls_everywhere(tls_bed, start_proxy, driver_commands, keyspace):  # noq
     Node.js driver write through it, and both clusters hold the same rows."""
     proxy = start_proxy(tls_bed, *tls_options(tls_bed), *DC_MAP)
     ca, _, _ = material(tls_bed)
-    cluster, session = tls_session(proxy, ca)
+    cluster, session = tls_session(tls_bed, proxy, ca)
     try:
         write_through(session, keyspace)
     finally:
@@ -94,7 +107,8 @@ def test_tls_everywhere(tls_bed, start_proxy, driver_commands, keyspace):  # noq
     assert count_on(tls_bed.source, keyspace) == 50
     assert count_on(tls_bed.target, keyspace) == 50
 
-    endpoint = bed.Endpoint(host=proxy.host, port=proxy.port, dc="", tls_ca=str(ca))
+    endpoint = bed.Endpoint(host=proxy.host, port=proxy.port, dc="", tls_ca=str(ca),
+                            username=tls_bed.source.username, password=tls_bed.source.password)
     run = endpoint.cqlsh("-e", f"INSERT INTO {keyspace}.t (k, v) VALUES (1000, 'cqlsh'); "
                                f"SELECT v FROM {keyspace}.t WHERE k = 1000;")
     assert run.returncode == 0 and "cqlsh" in run.stdout, run.stderr + run.stdout
@@ -102,7 +116,9 @@ def test_tls_everywhere(tls_bed, start_proxy, driver_commands, keyspace):  # noq
 
     node_ks = keyspace + "_node"
     result, _ = run_workload(driver_commands["node"], [proxy.address], node_ks, rows=ROWS,
-                             env={"CQLMIRROR_TLS_CA": str(ca)})
+                             env={"CQLMIRROR_TLS_CA": str(ca),
+                                  "CQLMIRROR_USERNAME": tls_bed.source.username,
+                                  "CQLMIRROR_PASSWORD": tls_bed.source.password})
     assert result["errors"] == [], result
     assert result["written"] == ROWS + 100, result
     source = workload_rows(tls_bed.source, node_ks)
@@ -116,16 +132,16 @@ def test_client_certificates(tls_bed, start_proxy, keyspace):
     certificate the CA signed is served (mutual TLS); a plaintext client is refused too."""
     proxy = start_proxy(tls_bed, *tls_options(tls_bed, client_ca=True))
     ca, cert, key = material(tls_bed)
-    cluster = Cluster([proxy.host], port=proxy.port, connect_timeout=10,
+    cluster = login_cluster(tls_bed, [proxy.host], port=proxy.port, connect_timeout=10,
                       ssl_context=ssl.create_default_context(cafile=str(ca)))
     with pytest.raises(NoHostAvailable):
         cluster.connect()
     cluster.shutdown()
-    plain = Cluster([proxy.host], port=proxy.port, connect_timeout=10)
+    plain = login_cluster(tls_bed, [proxy.host], port=proxy.port, connect_timeout=10)
     with pytest.raises(NoHostAvailable):
         plain.connect()
     plain.shutdown()
-    cluster, session = tls_session(proxy, ca, client_cert=(str(cert), str(key)))
+    cluster, session = tls_session(tls_bed, proxy, ca, client_cert=(str(cert), str(key)))
     try:
         write_through(session, keyspace, rows=5)
     finally:
@@ -148,7 +164,7 @@ def test_target_certificate_refused(tls_bed, start_proxy, keyspace, tmp_path, pr
         options += ["--target-tls-ca", str(ca), "--target-tls-server-name", "cassandra.example"]
         why = "not valid for the name"
     proxy = start_proxy(tls_bed, *options)
-    cluster = Cluster([proxy.host], port=proxy.port, connect_timeout=15)
+    cluster = login_cluster(tls_bed, [proxy.host], port=proxy.port, connect_timeout=15)
     try:
         write_through(cluster.connect(), keyspace, rows=10)
     finally:
@@ -161,7 +177,7 @@ def test_target_certificate_refused(tls_bed, start_proxy, keyspace, tmp_path, pr
     assert len([line for line in lines if "WARN" in line]) <= 2, lines
 
     insecure = start_proxy(tls_bed, *options, "--target-tls-insecure")
-    cluster = Cluster([insecure.host], port=insecure.port, connect_timeout=15)
+    cluster = login_cluster(tls_bed, [insecure.host], port=insecure.port, connect_timeout=15)
     try:
         write_through(cluster.connect(), keyspace + "_insecure", rows=10)
     finally:
@@ -189,7 +205,7 @@ def test_certificates_reload_on_sighup(tls_bed, start_proxy, tmp_path):
     ca_options = ["--source-tls-ca", str(ca), "--target-tls-ca", str(ca)]
     proxy = start_proxy(tls_bed, *ca_options, "--proxy-pem-certfile", str(served_cert),
                         "--proxy-pem-keyfile", str(served_key))
-    before, session = tls_session(proxy, ca)
+    before, session = tls_session(tls_bed, proxy, ca)
     try:
         assert session.execute("SELECT release_version FROM system.local").one()
         # The runtime's test certificate, from another CA, is valid for 127.0.0.1 too.
@@ -197,10 +213,10 @@ def test_certificates_reload_on_sighup(tls_bed, start_proxy, tmp_path):
         shutil.copy(RUNTIME_TLS / "server.key", served_key)
         proxy.proc.send_signal(signal.SIGHUP)
         wait_for_log(proxy, "certificates and keys read again")
-        after, fresh = tls_session(proxy, RUNTIME_TLS / "ca.pem")
+        after, fresh = tls_session(tls_bed, proxy, RUNTIME_TLS / "ca.pem")
         assert fresh.execute("SELECT release_version FROM system.local").one()
         after.shutdown()
-        stale = Cluster([proxy.host], port=proxy.port, connect_timeout=10,
+        stale = login_cluster(tls_bed, [proxy.host], port=proxy.port, connect_timeout=10,
                         ssl_context=ssl.create_default_context(cafile=str(ca)))
         with pytest.raises(NoHostAvailable):
             stale.connect()
@@ -211,7 +227,7 @@ def test_certificates_reload_on_sighup(tls_bed, start_proxy, tmp_path):
         served_key.write_text("not a key\n")
         proxy.proc.send_signal(signal.SIGHUP)
         wait_for_log(proxy, "cannot reload the TLS files")
-        again, fresh = tls_session(proxy, RUNTIME_TLS / "ca.pem")
+        again, fresh = tls_session(tls_bed, proxy, RUNTIME_TLS / "ca.pem")
         assert fresh.execute("SELECT release_version FROM system.local").one()
         again.shutdown()
     finally:
@@ -225,18 +241,18 @@ def test_plaintext_listener_beside_tls(tls_bed, start_proxy, keyspace):
     plain_port = free_port()
     proxy = start_proxy(tls_bed, *tls_options(tls_bed), "--proxy-plain-port", str(plain_port))
     ca, _, _ = material(tls_bed)
-    plain = Cluster([proxy.host], port=plain_port, connect_timeout=15)
+    plain = login_cluster(tls_bed, [proxy.host], port=plain_port, connect_timeout=15)
     try:
         write_through(plain.connect(), keyspace, rows=5)
     finally:
         plain.shutdown()
-    cluster, session = tls_session(proxy, ca)
+    cluster, session = tls_session(tls_bed, proxy, ca)
     try:
         assert session.execute(f"SELECT COUNT(*) FROM {keyspace}.t").one()[0] == 5
     finally:
         cluster.shutdown()
     # A plaintext client on the TLS port is refused.
-    wrong = Cluster([proxy.host], port=proxy.port, connect_timeout=10)
+    wrong = login_cluster(tls_bed, [proxy.host], port=proxy.port, connect_timeout=10)
     with pytest.raises(NoHostAvailable):
         wrong.connect()
     wrong.shutdown()

@@ -7,7 +7,8 @@
 // node workload.js <host:port[,host:port...]> <local-dc> <keyspace> <rows>
 //
 // With CQLMIRROR_TLS_CA set (a PEM file), it connects with TLS and checks the proxy's
-// certificate against that CA and the address connected to.
+// certificate against that CA and the address connected to; with CQLMIRROR_USERNAME and
+// CQLMIRROR_PASSWORD, it logs in.
 'use strict';
 const fs = require('fs');
 const cassandra = require('cassandra-driver');
@@ -20,6 +21,9 @@ async function main() {
     contactPoints: contacts.split(','),
     localDataCenter: dc,
     ...(ca ? { sslOptions: { ca: [fs.readFileSync(ca)], rejectUnauthorized: true } } : {}),
+    ...(process.env.CQLMIRROR_USERNAME
+      ? { authProvider: new cassandra.auth.PlainTextAuthProvider(process.env.CQLMIRROR_USERNAME, process.env.CQLMIRROR_PASSWORD) }
+      : {}),
   });
   const errors = [];
   let written = 0;
