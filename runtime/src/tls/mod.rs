@@ -461,9 +461,13 @@ mod tests {
     }
 
     fn server(client_ca: bool) -> ClientTls {
+        server_with("server", client_ca)
+    }
+
+    fn server_with(name: &str, client_ca: bool) -> ClientTls {
         ClientTls::new(&ClientTlsOptions {
-            cert: Some(file("server.pem")),
-            key: Some(file("server.key")),
+            cert: Some(file(&format!("{name}.pem"))),
+            key: Some(file(&format!("{name}.key"))),
             client_ca: client_ca.then(|| file("ca.pem")),
             client_cert_optional: false,
         })
@@ -574,6 +578,21 @@ mod tests {
         let (client, _) = handshake_pair(&backend(options), "127.0.0.1", &server(false));
         let e = client.expect_err("refused").to_string();
         assert!(e.contains("signed by a CA this side does not trust"), "{e}");
+    }
+
+    #[test]
+    fn an_expired_certificate_is_refused() {
+        let options = BackendTlsOptions {
+            ca: Some(file("expired-ca.pem")),
+            ..Default::default()
+        };
+        let (client, _) = handshake_pair(
+            &backend(options),
+            "127.0.0.1",
+            &server_with("expired", false),
+        );
+        let e = client.expect_err("refused").to_string();
+        assert!(e.contains("its certificate has expired"), "{e}");
     }
 
     #[test]
