@@ -257,3 +257,26 @@ def test_plaintext_listener_beside_tls(tls_bed, start_proxy, keyspace):
         wrong.connect()
     wrong.shutdown()
     assert count_on(tls_bed.target, keyspace) == 5
+
+
+def test_certificates_reload_when_files_change(tls_bed, start_proxy, tmp_path):
+    """Without a signal: replacing the proxy's certificate and key files is noticed within a
+    few seconds, and new clients get the new certificate."""
+    ca, cert, key = material(tls_bed)
+    served_cert, served_key = tmp_path / "proxy.pem", tmp_path / "proxy.key"
+    shutil.copy(cert, served_cert)
+    shutil.copy(key, served_key)
+    proxy = start_proxy(tls_bed, "--source-tls-ca", str(ca), "--target-tls-ca", str(ca),
+                        "--proxy-pem-certfile", str(served_cert),
+                        "--proxy-pem-keyfile", str(served_key))
+    # Written to the side and renamed into place, as secret stores do: never half a file.
+    for source, served in ((RUNTIME_TLS / "server.key", served_key),
+                           (RUNTIME_TLS / "server.pem", served_cert)):
+        shutil.copy(source, tmp_path / "next")
+        (tmp_path / "next").replace(served)
+    wait_for_log(proxy, "TLS files changed: certificates and keys read again", timeout=20)
+    cluster, session = tls_session(tls_bed, proxy, RUNTIME_TLS / "ca.pem")
+    try:
+        assert session.execute("SELECT release_version FROM system.local").one()
+    finally:
+        cluster.shutdown()

@@ -35,6 +35,9 @@ pub use runtime::{Listener, Runtime, Stream, Timer};
 pub use serve::DRAIN_TIMEOUT;
 pub use shutdown::Shutdown;
 
+/// How often the TLS files are checked for changes.
+const TLS_FILES_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The whole program of the binary named `bin`: parses the command line, starts the runtime
 /// and serves until SIGTERM or Ctrl-C. Exit status 2 for a usage error, 1 when the proxy
 /// cannot start (e.g. its port is taken).
@@ -102,6 +105,9 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
         let tls = tls::TlsHolder::new(settings.tls.clone());
         if let Err(e) = tls.reload_on_sighup(settings.tls_options.clone()) {
             log::warn!("cannot reload TLS files on SIGHUP: {e}");
+        }
+        if let Err(e) = tls.reload_on_change(settings.tls_options.clone(), TLS_FILES_CHECK) {
+            log::warn!("cannot watch the TLS files for changes: {e}");
         }
         serve::serve(runtime, listeners, proxy, tls, shutdown).await
     });

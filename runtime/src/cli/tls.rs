@@ -144,6 +144,25 @@ fn cluster_options(
 }
 
 impl TlsArgs {
+    /// Every certificate and key file named, to watch for changes.
+    pub fn files(&self) -> Vec<PathBuf> {
+        [
+            &self.proxy_pem_certfile,
+            &self.proxy_pem_keyfile,
+            &self.proxy_client_ca,
+            &self.source_tls_ca,
+            &self.source_tls_cert,
+            &self.source_tls_key,
+            &self.target_tls_ca,
+            &self.target_tls_cert,
+            &self.target_tls_key,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
+    }
+
     /// Reads the certificates and keys and builds the TLS settings; errors name the option
     /// and the file.
     pub fn settings(&self) -> Result<TlsSettings, String> {

@@ -1,10 +1,13 @@
-//! Certificates and keys are read again on SIGHUP, for rotation during a migration of weeks:
-//! connections open keep the TLS session they have, new ones use the new files. A reload that
-//! fails (a missing file, a key that does not match) is logged and changes nothing.
+//! Certificates and keys are read again on SIGHUP, and when one of the files changes, for
+//! rotation during a migration of weeks: connections open keep the TLS session they have, new
+//! ones use the new files. A reload that fails (a missing file, a key that does not match) is
+//! logged and changes nothing.
 
 use std::io;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, SystemTime};
 
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
@@ -42,6 +45,44 @@ impl TlsHolder {
         Ok(described)
     }
 
+    /// Reloads when one of the files `options` names changes (its modification time, its
+    /// size, or whether it exists), checked every `period` on a thread of its own. A file
+    /// being rewritten may be caught half-written: that reload fails, changes nothing, and
+    /// the next check, which sees the file changed again, reads it whole.
+    pub fn reload_on_change(
+        self: &Arc<Self>,
+        options: TlsArgs,
+        period: Duration,
+    ) -> io::Result<()> {
+        let files = options.files();
+        if files.is_empty() {
+            return Ok(());
+        }
+        let holder = Arc::clone(self);
+        thread::Builder::new()
+            .name("tls-files".into())
+            .spawn(move || {
+                let mut seen = stamps(&files);
+                loop {
+                    thread::sleep(period);
+                    let now = stamps(&files);
+                    if now == seen {
+                        continue;
+                    }
+                    seen = now;
+                    match holder.reload(&options) {
+                        Ok(described) => log::info!(
+                            "TLS files changed: certificates and keys read again; new connections use them ({described}); open connections keep theirs"
+                        ),
+                        Err(e) => log::error!(
+                            "TLS files changed, but cannot be used: {e}; the ones in use stay"
+                        ),
+                    }
+                }
+            })?;
+        Ok(())
+    }
+
     /// Reloads on every SIGHUP (which would otherwise end the process), on a thread of its
     /// own.
     pub fn reload_on_sighup(self: &Arc<Self>, options: TlsArgs) -> io::Result<()> {
@@ -63,4 +104,15 @@ impl TlsHolder {
             })?;
         Ok(())
     }
+}
+
+/// What tells a file changed: its modification time and size, or its absence.
+fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    files
+        .iter()
+        .map(|f| {
+            let meta = std::fs::metadata(f).ok()?;
+            Some((meta.modified().ok()?, meta.len()))
+        })
+        .collect()
 }
