@@ -50,12 +50,15 @@ pub(crate) async fn run<R: Runtime>(
     runtime: R,
     proxy: Arc<Proxy>,
     client: Link<R::Stream>,
+    accepted_at: Instant,
     tls: Arc<TlsSettings>,
     shutdown: Shutdown,
 ) {
+    // The session's clock starts at the accept: the client's handshake deadline covers its
+    // TLS handshake too.
     let session = match client.local_addr() {
-        Ok(local) => Session::accepted(proxy, local, Instant::now()),
-        Err(_) => Session::new(proxy, Instant::now()),
+        Ok(local) => Session::accepted(proxy, local, accepted_at),
+        Err(_) => Session::new(proxy, accepted_at),
     };
     let mut driver = Driver::new(session);
     let id = driver.session().id();

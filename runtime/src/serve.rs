@@ -51,12 +51,15 @@ pub(crate) async fn serve<R: Runtime>(
     }
     let active = Arc::new(AtomicUsize::new(0));
     let mut stopping = shutdown.waiter();
+    // The listener polled first takes turns, so that a flood on one cannot starve the other.
+    let mut first = 0;
     loop {
         let accepted = poll_fn(|cx| {
             if stopping.poll_requested(cx).is_ready() {
                 return Poll::Ready(None);
             }
-            for listening in &listeners {
+            for turn in 0..listeners.len() {
+                let listening = &listeners[(first + turn) % listeners.len()];
                 if let Poll::Ready(result) = listening.listener.poll_accept(cx) {
                     return Poll::Ready(Some(result.map(|a| (a, listening.plaintext))));
                 }
@@ -64,9 +67,11 @@ pub(crate) async fn serve<R: Runtime>(
             Poll::Pending
         })
         .await;
+        first = first.wrapping_add(1);
         match accepted {
             Some(Ok(((client, address), plaintext))) => {
-                let admitted = match proxy.admission().admit(Instant::now()) {
+                let accepted_at = Instant::now();
+                let admitted = match proxy.admission().admit(accepted_at) {
                     Ok(admitted) => admitted,
                     Err(refused) => {
                         // Closed at once: the driver tries another proxy instance or later.
@@ -93,10 +98,10 @@ pub(crate) async fn serve<R: Runtime>(
                         let secured = if plaintext {
                             Some(Link::Plain(client))
                         } else {
-                            secure::<R>(&runtime, &proxy, &tls, client).await
+                            secure::<R>(&runtime, &proxy, &tls, client, address).await
                         };
                         if let Some(link) = secured {
-                            connection::run(runtime, proxy, link, tls, shutdown).await;
+                            connection::run(runtime, proxy, link, accepted_at, tls, shutdown).await;
                         }
                         active.fetch_sub(1, Ordering::Relaxed);
                         drop(admitted);
@@ -143,18 +148,16 @@ async fn secure<R: Runtime>(
     proxy: &Proxy,
     tls: &TlsSettings,
     client: R::Stream,
+    address: std::net::SocketAddr,
 ) -> Option<Link<R::Stream>> {
     let Some(server) = &tls.clients else {
         return Some(Link::Plain(client));
     };
-    let peer = client
-        .local_addr()
-        .map_or_else(|_| "a client".to_owned(), |a| format!("a client of {a}"));
     let timeout = proxy.config().handshake_timeout;
     match within(runtime, timeout, server.accept(client)).await {
         Ok(stream) => Some(Link::Tls(Box::new(stream))),
         Err(e) => {
-            let line = format!("{peer}: TLS handshake failed: {e}");
+            let line = format!("client {address}: TLS handshake failed: {e}");
             if proxy.note_client_error(Instant::now()) {
                 log::info!("{line}");
             } else {

@@ -166,15 +166,19 @@ impl BackendTls {
                 )
             })?,
         };
-        let tls = ClientConnection::new(Arc::clone(&self.config), name)
-            .map_err(|e| stream::tls_error(&e))?;
-        // The advice names this cluster's options.
-        handshake(TlsStream::new(socket, tls)).await.map_err(|e| {
-            let text = e
-                .to_string()
-                .replace("--*-", &format!("--{}-", self.cluster));
-            io::Error::new(e.kind(), text)
-        })
+        let tls =
+            ClientConnection::new(Arc::clone(&self.config), name).map_err(stream::tls_error)?;
+        handshake(TlsStream::new(socket, tls))
+            .await
+            .map_err(|e| self.fix().explain(e))
+    }
+
+    /// The options that fix this cluster's certificate failures.
+    fn fix(&self) -> Fix {
+        Fix {
+            ca: format!("--{}-tls-ca", self.cluster),
+            name: Some(format!("--{}-tls-server-name", self.cluster)),
+        }
     }
 }
 
@@ -256,12 +260,18 @@ impl ClientTls {
 
     /// Completes the server side of the handshake with a client on `socket`.
     pub async fn accept<S: Stream>(&self, socket: S) -> io::Result<TlsStream<S>> {
-        let tls =
-            ServerConnection::new(Arc::clone(&self.config)).map_err(|e| stream::tls_error(&e))?;
-        handshake(TlsStream::new(socket, tls)).await.map_err(|e| {
-            let text = e.to_string().replace("--*-tls-ca", "--proxy-client-ca");
-            io::Error::new(e.kind(), text)
-        })
+        let tls = ServerConnection::new(Arc::clone(&self.config)).map_err(stream::tls_error)?;
+        handshake(TlsStream::new(socket, tls))
+            .await
+            .map_err(|e| Self::fix().explain(e))
+    }
+
+    /// The option that fixes clients' certificate failures.
+    fn fix() -> Fix {
+        Fix {
+            ca: "--proxy-client-ca".into(),
+            name: None,
+        }
     }
 }
 
@@ -325,15 +335,38 @@ async fn handshake<S: Stream>(mut tls: TlsStream<S>) -> io::Result<TlsStream<S>>
     Ok(tls)
 }
 
+/// The options that fix a handshake's failures, for the words that say what to do.
+#[derive(Debug)]
+struct Fix {
+    /// Where the CA certificates that check the other side come from.
+    ca: String,
+    /// Where the name its certificate must be valid for comes from (clusters only).
+    name: Option<String>,
+}
+
+impl Fix {
+    /// A handshake's error in words that say what to do (other errors as they are).
+    fn explain(&self, error: io::Error) -> io::Error {
+        let tls = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        match tls {
+            Some(tls) => io::Error::new(error.kind(), describe(tls, self)),
+            None => error,
+        }
+    }
+}
+
 /// What went wrong in TLS, in words that say what to do.
-pub fn describe(error: &rustls::Error) -> String {
+fn describe(error: &rustls::Error, fix: &Fix) -> String {
     use rustls::Error;
     match error {
         Error::InvalidCertificate(cert) => {
             let why = match cert {
-                CertificateError::UnknownIssuer => {
-                    "its certificate is signed by a CA this side does not trust (give the right CA certificate with --*-tls-ca)".to_owned()
-                }
+                CertificateError::UnknownIssuer => format!(
+                    "its certificate is signed by a CA this side does not trust (give the right CA certificate with {})",
+                    fix.ca
+                ),
                 CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                     "its certificate has expired".to_owned()
                 }
@@ -341,9 +374,12 @@ pub fn describe(error: &rustls::Error) -> String {
                     "its certificate is not valid yet (check the clocks)".to_owned()
                 }
                 CertificateError::NotValidForName
-                | CertificateError::NotValidForNameContext { .. } => {
-                    "its certificate is not valid for the name or address connected to (give the name it has with --*-tls-server-name)".to_owned()
-                }
+                | CertificateError::NotValidForNameContext { .. } => match &fix.name {
+                    Some(option) => format!(
+                        "its certificate is not valid for the name or address connected to (give the name it has with {option})"
+                    ),
+                    None => "its certificate is not valid for its name".to_owned(),
+                },
                 CertificateError::Revoked => "its certificate is revoked".to_owned(),
                 other => format!("its certificate is not acceptable: {other:?}"),
             };
@@ -521,9 +557,14 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_micros(100));
         }
+        // Explained as `BackendTls::connect` and `ClientTls::accept` do.
         (
-            client_done.expect("the client's handshake did not end"),
-            server_done.expect("the server's handshake did not end"),
+            client_done
+                .expect("the client's handshake did not end")
+                .map_err(|e| backend.fix().explain(e)),
+            server_done
+                .expect("the server's handshake did not end")
+                .map_err(|e| ClientTls::fix().explain(e)),
         )
     }
 
@@ -578,6 +619,7 @@ mod tests {
         let (client, _) = handshake_pair(&backend(options), "127.0.0.1", &server(false));
         let e = client.expect_err("refused").to_string();
         assert!(e.contains("signed by a CA this side does not trust"), "{e}");
+        assert!(e.contains("with --target-tls-ca"), "the hint names the option: {e}");
     }
 
     #[test]
@@ -602,6 +644,7 @@ mod tests {
         let (client, _) = handshake_pair(&backend(options), "127.0.0.1", &server(false));
         let e = client.expect_err("refused").to_string();
         assert!(e.contains("not valid for the name"), "{e}");
+        assert!(e.contains("--target-tls-server-name"), "the hint names the option: {e}");
         // The insecure switch accepts it.
         let mut options = trusting();
         options.server_name = Some("cassandra.example".into());

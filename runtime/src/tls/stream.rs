@@ -77,9 +77,10 @@ impl<S: Stream> Write for SocketWriter<'_, S> {
     }
 }
 
-/// A TLS failure as an I/O error whose text says what went wrong (see `describe`).
-pub(crate) fn tls_error(error: &rustls::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, super::describe(error))
+/// A TLS failure as an I/O error that keeps the rustls error, for a handshake to explain (see
+/// `Fix::explain`).
+pub(crate) fn tls_error(error: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
 }
 
 impl<S: Stream> TlsStream<S> {
@@ -125,7 +126,7 @@ impl<S: Stream> TlsStream<S> {
             Err(e) => {
                 // The alert rustls queued tells the peer why; then the connection ends.
                 let _ = self.try_flush();
-                return Err(tls_error(&e));
+                return Err(tls_error(e));
             }
         };
         self.buffered = state.plaintext_bytes_to_read();
