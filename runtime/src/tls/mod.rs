@@ -619,7 +619,10 @@ mod tests {
         let (client, _) = handshake_pair(&backend(options), "127.0.0.1", &server(false));
         let e = client.expect_err("refused").to_string();
         assert!(e.contains("signed by a CA this side does not trust"), "{e}");
-        assert!(e.contains("with --target-tls-ca"), "the hint names the option: {e}");
+        assert!(
+            e.contains("with --target-tls-ca"),
+            "the hint names the option: {e}"
+        );
     }
 
     #[test]
@@ -644,7 +647,10 @@ mod tests {
         let (client, _) = handshake_pair(&backend(options), "127.0.0.1", &server(false));
         let e = client.expect_err("refused").to_string();
         assert!(e.contains("not valid for the name"), "{e}");
-        assert!(e.contains("--target-tls-server-name"), "the hint names the option: {e}");
+        assert!(
+            e.contains("--target-tls-server-name"),
+            "the hint names the option: {e}"
+        );
         // The insecure switch accepts it.
         let mut options = trusting();
         options.server_name = Some("cassandra.example".into());
