@@ -130,7 +130,7 @@ pub struct Cli {
     )]
     pub proxy_port: u16,
 
-    /// With TLS to clients (--proxy-pem-certfile): a second port on which the proxy takes
+    /// With TLS to clients (--proxy-pem-certfile or --proxy-pkcs12): a second port on which the proxy takes
     /// plaintext clients too, for a gradual move of the applications to TLS.
     #[arg(long, value_name = "PORT", env = "CQLMIRROR_PROXY_PLAIN_PORT")]
     pub proxy_plain_port: Option<u16>,
@@ -414,7 +414,7 @@ pub struct Settings {
 
 /// The first line of a password file, without its line ending. The error names the file,
 /// never its contents.
-fn read_password(path: &std::path::Path) -> Result<String, String> {
+pub(crate) fn read_password(path: &std::path::Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
     let password = text.lines().next().unwrap_or_default().to_owned();
@@ -524,7 +524,7 @@ impl Cli {
         let tls = self.tls.settings()?;
         let plain_port = match self.proxy_plain_port {
             Some(_) if tls.clients.is_none() => {
-                return Err("--proxy-plain-port is a plaintext listener beside the TLS one: give --proxy-pem-certfile and --proxy-pem-keyfile too (without them every client is plaintext already)".into());
+                return Err("--proxy-plain-port is a plaintext listener beside the TLS one: give --proxy-pem-certfile and --proxy-pem-keyfile (or --proxy-pkcs12) too (without them every client is plaintext already)".into());
             }
             Some(port) if port == self.proxy_port => {
                 return Err(format!(
@@ -757,6 +757,27 @@ mod tests {
                 .backend(cqlmirror_core::config::Upstream::Source)
                 .is_none()
         );
+        // PKCS#12 instead of PEM: password from a file, or the option; never both formats.
+        let p12 = format!("{dir}/server.p12");
+        let password_file = std::env::temp_dir().join(format!("p12-{}", std::process::id()));
+        std::fs::write(&password_file, "test-only\n").unwrap();
+        let password_file = password_file.to_str().unwrap();
+        let with_file = ["--proxy-pkcs12", &p12, "--proxy-pkcs12-password-file", password_file];
+        let s = parse(&[&["a", "b"][..], &with_file].concat())
+            .unwrap()
+            .settings(1)
+            .unwrap();
+        assert!(s.tls.clients.is_some());
+        let e = parse(&["a", "b", "--proxy-pkcs12", &p12, "--proxy-pkcs12-password", "nope"])
+            .unwrap()
+            .settings(1)
+            .unwrap_err();
+        assert!(e.contains("wrong password") && !e.contains("nope"), "{e}");
+        let e = parse(&[&["a", "b", "--proxy-pkcs12", &p12][..], &tls].concat())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot be used with"), "{e}");
+        let _ = std::fs::remove_file(password_file);
         let e = parse(&["a", "b", "--write-buffer-size", "1T"])
             .unwrap_err()
             .to_string();

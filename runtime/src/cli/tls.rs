@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 use clap::builder::BoolishValueParser;
 
+use cqlmirror_core::config::Secret;
+
+use super::read_password;
 use crate::tls::{BackendTls, BackendTlsOptions, ClientTls, ClientTlsOptions, TlsSettings};
 
 /// TLS to clients and to the clusters.
@@ -18,6 +21,25 @@ pub struct TlsArgs {
     /// The private key of --proxy-pem-certfile (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "FILE", env = "CQLMIRROR_PROXY_PEM_KEYFILE")]
     pub proxy_pem_keyfile: Option<PathBuf>,
+
+    /// The proxy's certificate chain and private key for clients in one PKCS#12 file (.p12,
+    /// .pfx, as `keytool` or `openssl pkcs12 -export` write it), instead of
+    /// --proxy-pem-certfile and --proxy-pem-keyfile.
+    #[arg(long, value_name = "FILE", env = "CQLMIRROR_PROXY_PKCS12",
+          conflicts_with_all = ["proxy_pem_certfile", "proxy_pem_keyfile"])]
+    pub proxy_pkcs12: Option<PathBuf>,
+
+    /// The password of --proxy-pkcs12 [default: empty]. Prefer the environment variable or
+    /// --proxy-pkcs12-password-file: command lines are visible to other users of the machine.
+    #[arg(long, value_name = "PASSWORD", env = "CQLMIRROR_PROXY_PKCS12_PASSWORD",
+          hide_env_values = true, value_parser = parse_secret, requires = "proxy_pkcs12",
+          conflicts_with = "proxy_pkcs12_password_file")]
+    pub proxy_pkcs12_password: Option<Secret>,
+
+    /// A file holding the password of --proxy-pkcs12 (its first line).
+    #[arg(long, value_name = "FILE", env = "CQLMIRROR_PROXY_PKCS12_PASSWORD_FILE",
+          requires = "proxy_pkcs12")]
+    pub proxy_pkcs12_password_file: Option<PathBuf>,
 
     /// CA certificates (PEM) that clients' certificates must be signed by: clients must
     /// present one (mutual TLS), unless --proxy-client-auth optional.
@@ -127,6 +149,10 @@ pub struct TlsArgs {
     pub target_tls_insecure: bool,
 }
 
+fn parse_secret(value: &str) -> Result<Secret, String> {
+    Ok(Secret::new(value))
+}
+
 /// One cluster's TLS options, gathered: `None` when TLS to it is off.
 fn cluster_options(
     cluster: &str,
@@ -149,6 +175,8 @@ impl TlsArgs {
         [
             &self.proxy_pem_certfile,
             &self.proxy_pem_keyfile,
+            &self.proxy_pkcs12,
+            &self.proxy_pkcs12_password_file,
             &self.proxy_client_ca,
             &self.source_tls_ca,
             &self.source_tls_cert,
@@ -166,9 +194,22 @@ impl TlsArgs {
     /// Reads the certificates and keys and builds the TLS settings; errors name the option
     /// and the file.
     pub fn settings(&self) -> Result<TlsSettings, String> {
+        let pkcs12 = match &self.proxy_pkcs12 {
+            None => None,
+            Some(file) => {
+                let password = match (&self.proxy_pkcs12_password, &self.proxy_pkcs12_password_file)
+                {
+                    (Some(password), _) => password.clone(),
+                    (None, Some(path)) => Secret::new(read_password(path)?),
+                    (None, None) => Secret::new(""),
+                };
+                Some((file.clone(), password))
+            }
+        };
         let clients = ClientTls::new(&ClientTlsOptions {
             cert: self.proxy_pem_certfile.clone(),
             key: self.proxy_pem_keyfile.clone(),
+            pkcs12,
             client_ca: self.proxy_client_ca.clone(),
             client_cert_optional: self.proxy_client_auth == "optional",
         })?;

@@ -8,6 +8,7 @@
 //! - Here: building the rustls configurations from the options, the handshakes, and turning
 //!   certificate failures into a line an operator can act on.
 
+mod pkcs12;
 mod reload;
 mod stream;
 
@@ -31,7 +32,7 @@ pub use reload::TlsHolder;
 pub use stream::{Link, TlsStream};
 
 use crate::runtime::Stream;
-use cqlmirror_core::config::Upstream;
+use cqlmirror_core::config::{Secret, Upstream};
 
 /// The ring provider: maintained and built without extra tools (aws-lc-rs, the one with
 /// post-quantum key exchange, needs CMake and a long C build), whose deprecation note is about
@@ -187,6 +188,8 @@ impl BackendTls {
 pub struct ClientTlsOptions {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// The certificate chain and key in one PKCS#12 file, instead of `cert` and `key`.
+    pub pkcs12: Option<(PathBuf, Secret)>,
     /// Clients must present a certificate signed by one of these.
     pub client_ca: Option<PathBuf>,
     /// With `client_ca`: clients without a certificate are let in too.
@@ -204,11 +207,21 @@ pub struct ClientTls {
 impl ClientTls {
     /// `None` when no certificate is given (plaintext clients).
     pub fn new(options: &ClientTlsOptions) -> Result<Option<Self>, String> {
-        let (cert, key) = match (&options.cert, &options.key) {
-            (Some(cert), Some(key)) => (cert, key),
-            (None, None) if options.client_ca.is_none() => return Ok(None),
-            (None, None) => {
-                return Err("--proxy-client-ca needs the proxy's own certificate: give --proxy-pem-certfile and --proxy-pem-keyfile".into());
+        let identity = match (&options.cert, &options.key, &options.pkcs12) {
+            (Some(cert), Some(key), None) => pkcs12::Identity {
+                certs: read_certs(cert, "--proxy-pem-certfile")?,
+                key: read_key(key, "--proxy-pem-keyfile")?,
+                elliptic: false,
+            },
+            (None, None, Some((file, password))) => {
+                pkcs12::read_identity(file, password, "--proxy-pkcs12")?
+            }
+            (None, None, None) if options.client_ca.is_none() => return Ok(None),
+            (None, None, None) => {
+                return Err("--proxy-client-ca needs the proxy's own certificate: give --proxy-pem-certfile and --proxy-pem-keyfile, or --proxy-pkcs12".into());
+            }
+            (_, _, Some(_)) => {
+                return Err("--proxy-pkcs12 replaces --proxy-pem-certfile and --proxy-pem-keyfile: give one or the other".into());
             }
             _ => {
                 return Err("--proxy-pem-certfile and --proxy-pem-keyfile go together: give both or neither".into());
@@ -240,12 +253,17 @@ impl ClientTls {
             }
             None => builder.with_no_client_auth(),
         };
+        let (identity_options, hint) = match &options.pkcs12 {
+            Some(_) if identity.elliptic => ("--proxy-pkcs12", Some(pkcs12::EC_KEY_HINT)),
+            Some(_) => ("--proxy-pkcs12", None),
+            None => ("--proxy-pem-certfile/--proxy-pem-keyfile", None),
+        };
         let config = builder
-            .with_single_cert(
-                read_certs(cert, "--proxy-pem-certfile")?,
-                read_key(key, "--proxy-pem-keyfile")?,
-            )
-            .map_err(|e| format!("--proxy-pem-certfile/--proxy-pem-keyfile: {e}"))?;
+            .with_single_cert(identity.certs, identity.key)
+            .map_err(|e| match hint {
+                Some(hint) => format!("{identity_options}: {e} ({hint})"),
+                None => format!("{identity_options}: {e}"),
+            })?;
         Ok(Some(Self {
             config: Arc::new(config),
             checks_clients: options.client_ca.is_some(),
@@ -505,10 +523,17 @@ mod tests {
             cert: Some(file(&format!("{name}.pem"))),
             key: Some(file(&format!("{name}.key"))),
             client_ca: client_ca.then(|| file("ca.pem")),
-            client_cert_optional: false,
+            ..Default::default()
         })
         .unwrap()
         .unwrap()
+    }
+
+    fn pkcs12(name: &str, password: &str) -> Result<Option<ClientTls>, String> {
+        ClientTls::new(&ClientTlsOptions {
+            pkcs12: Some((file(name), Secret::new(password))),
+            ..Default::default()
+        })
     }
 
     fn backend(options: BackendTlsOptions) -> BackendTls {
@@ -699,5 +724,48 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.starts_with("--proxy-pem-keyfile "), "{e}");
+    }
+
+    #[test]
+    fn pkcs12_files_of_every_usual_scheme_serve_clients() {
+        for name in ["server.p12", "server-legacy.p12", "server-keytool.p12"] {
+            let server = pkcs12(name, "test-only").unwrap().unwrap();
+            let (client, server) = handshake_pair(&backend(trusting()), "127.0.0.1", &server);
+            let (mut client, mut server) = (client.unwrap(), server.unwrap());
+            transfer(&mut client, &mut server, name.as_bytes());
+        }
+        // keytool's own key pair (self-signed, so the client side takes it unchecked).
+        let server = pkcs12("keytool-rsa.p12", "test-only").unwrap().unwrap();
+        let unchecked = BackendTlsOptions {
+            insecure: true,
+            ..Default::default()
+        };
+        let (client, server) = handshake_pair(&backend(unchecked), "127.0.0.1", &server);
+        let (mut client, mut server) = (client.unwrap(), server.unwrap());
+        transfer(&mut client, &mut server, b"keytool");
+        // keytool's EC keys lack their public half: refused, with the way to convert them.
+        let e = pkcs12("keytool-ec.p12", "test-only").err().unwrap();
+        assert!(e.starts_with("--proxy-pkcs12: ") && e.contains("openssl ec"), "{e}");
+    }
+
+    #[test]
+    fn pkcs12_errors_name_the_option_and_never_the_password() {
+        let e = pkcs12("server.p12", "not-the-password").err().unwrap();
+        assert!(e.starts_with("--proxy-pkcs12 ") && e.contains("server.p12"), "{e}");
+        assert!(e.contains("wrong password"), "{e}");
+        assert!(!e.contains("not-the-password"), "{e}");
+        let e = pkcs12("server.pem", "test-only").err().unwrap();
+        assert!(e.contains("not a PKCS#12 file"), "{e}");
+        let e = pkcs12("missing.p12", "test-only").err().unwrap();
+        assert!(e.contains("cannot read the file"), "{e}");
+        let e = ClientTls::new(&ClientTlsOptions {
+            cert: Some(file("server.pem")),
+            key: Some(file("server.key")),
+            pkcs12: Some((file("server.p12"), Secret::new("test-only"))),
+            ..Default::default()
+        })
+        .err()
+        .unwrap();
+        assert!(e.contains("give one or the other"), "{e}");
     }
 }
