@@ -2,7 +2,7 @@
 """The cqlmirror test bed: real Apache Cassandra 5.0 clusters on loopback.
 
     testbed [--name BED] up [--subnet N] [--source-nodes N] [--target-nodes N] [--auth SIDE]
-                            [--tls SIDE] [--owner-pid PID]
+                            [--tls SIDE] [--tls-client-certs SIDE] [--owner-pid PID]
     testbed [--name BED] down          # or: testbed down --all
     testbed [--name BED] stop SIDE     # stop one cluster (e.g. to test an outage)
     testbed [--name BED] stop-node ADDRESS / start-node ADDRESS   # one node down, then back
@@ -208,9 +208,11 @@ def node_dir(side, index):
 
 
 def ensure_tls_material():
-    """A CA and one server certificate valid for every bed address, made once with openssl."""
+    """A CA and one server certificate valid for every bed address, made once with openssl,
+    and a truststore holding the CA for nodes that check clients' certificates. The node
+    certificate serves as a client certificate too (it has no extended key usage)."""
     tls = STATE_DIR / "tls"
-    if (tls / "node.p12").exists():
+    if (tls / "node.p12").exists() and (tls / "truststore.p12").exists():
         return tls
     tls.mkdir(parents=True, exist_ok=True)
     sans = ",".join([f"IP:127.0.{n}.{i}" for n in range(0, 8) for i in range(1, 2 * MAX_NODES + 1)]
@@ -228,6 +230,11 @@ def ensure_tls_material():
             "-CAcreateserial", "-days", "3650", "-extfile", "san.ext", "-out", "node.pem")
     openssl("pkcs12", "-export", "-in", "node.pem", "-inkey", "node.key", "-certfile", "ca.pem",
             "-passout", f"pass:{TLS_PASSWORD}", "-out", "node.p12")
+    # A Java truststore needs trusted-certificate entries, which only keytool writes here.
+    keytool = str(Path(java17()).parent / "keytool")
+    subprocess.run([keytool, "-importcert", "-noprompt", "-alias", "ca", "-file", "ca.pem",
+                    "-storetype", "PKCS12", "-keystore", "truststore.p12",
+                    "-storepass", TLS_PASSWORD], check=True, capture_output=True, cwd=tls)
     return tls
 
 
@@ -282,7 +289,9 @@ dynamic_snitch: false
   optional: false
   keystore: {tls_dir / "node.p12"}
   keystore_password: {TLS_PASSWORD}
-  require_client_auth: false
+  require_client_auth: {"true" if side in opts.get("client_cert_sides", []) else "false"}
+  truststore: {tls_dir / "truststore.p12"}
+  truststore_password: {TLS_PASSWORD}
 """
     (directory / "cassandra.yaml").write_text(yaml)
     (directory / "cassandra-rackdc.properties").write_text(f"dc={dc}\nrack=rack1\n")
@@ -411,11 +420,20 @@ def stop_pids(pids, grace=10.0):
 # Readiness
 
 
+def client_certificate(side, opts):
+    """The certificate and key clients must present to this side, if it requires one."""
+    if side not in opts.get("client_cert_sides", []):
+        return None
+    return STATE_DIR / "tls" / "node.pem", STATE_DIR / "tls" / "node.key"
+
+
 def probe(address, side, opts):
     """Runs one query on the node; returns its (cluster_name, data_center, peers count)."""
     user, password = SUPERUSER if side in opts["auth_sides"] else (None, None)
     ca = str(STATE_DIR / "tls" / "ca.pem") if side in opts["tls_sides"] else None
-    with cqlprobe.Connection(address, NATIVE_PORT, user, password, ca) as conn:
+    cert = client_certificate(side, opts)
+    with cqlprobe.Connection(address, NATIVE_PORT, user, password, ca,
+                             client_cert=cert and tuple(map(str, cert))) as conn:
         row = conn.query("SELECT cluster_name, data_center FROM system.local WHERE key = 'local'")[0]
         peers = conn.query("SELECT peer FROM system.peers")
         return row[0].decode(), row[1].decode(), len(peers)
@@ -471,9 +489,12 @@ def cmd_up(args):
         "target_nodes": args.target_nodes,
         "auth_sides": parse_sides(args.auth),
         "tls_sides": parse_sides(args.tls),
+        "client_cert_sides": parse_sides(args.tls_client_certs),
         "heap": args.heap,
         "subnet": args.subnet,
     }
+    if not set(opts["client_cert_sides"]) <= set(opts["tls_sides"]):
+        fail("--tls-client-certs needs TLS on the same sides: add --tls for them")
     state = read_state()
     if state and any(ours(n["pid"]) for n in state["nodes"]):
         alive = all(ours(n["pid"]) for n in state["nodes"])
@@ -710,7 +731,8 @@ def cmd_start_node(args):
 
 def describe(opts):
     return (f"source nodes {opts['source_nodes']}, target nodes {opts['target_nodes']}, "
-            f"auth {'+'.join(opts['auth_sides']) or 'none'}, tls {'+'.join(opts['tls_sides']) or 'none'}")
+            f"auth {'+'.join(opts['auth_sides']) or 'none'}, tls {'+'.join(opts['tls_sides']) or 'none'}"
+            f"{', client certificates ' + '+'.join(opts['client_cert_sides']) if opts.get('client_cert_sides') else ''}")
 
 
 def env_lines(state):
@@ -731,6 +753,9 @@ def env_lines(state):
             f"CQLMIRROR_BED_{up}_PASSWORD={SUPERUSER[1] if auth else ''}",
             f"CQLMIRROR_BED_{up}_TLS_CA={STATE_DIR / 'tls' / 'ca.pem' if tls else ''}",
         ]
+        cert = client_certificate(side, opts)
+        lines += [f"CQLMIRROR_BED_{up}_TLS_CERT={cert[0] if cert else ''}",
+                  f"CQLMIRROR_BED_{up}_TLS_KEY={cert[1] if cert else ''}"]
     return lines
 
 
@@ -791,6 +816,10 @@ def main():
                     help="PasswordAuthenticator (login cassandra/cassandra) on these sides")
     up.add_argument("--tls", choices=["none", "source", "target", "both"], default="none",
                     help="client TLS on these sides (CA in <state>/tls/ca.pem)")
+    up.add_argument("--tls-client-certs", choices=["none", "source", "target", "both"],
+                    default="none",
+                    help="these sides' nodes require a client certificate signed by the bed's "
+                         "CA (with --tls; <state>/tls/node.pem and node.key are one)")
     up.add_argument("--heap", default="512m", help="JVM heap per node (default 512m)")
     up.add_argument("--subnet", type=int, default=0, choices=range(0, 8),
                     help="third octet of the bed's loopback addresses (default 0: 127.0.0.x)")

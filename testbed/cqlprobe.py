@@ -80,10 +80,13 @@ class _Reader:
 class Connection:
     """One blocking connection; `query` returns rows as lists of raw cell bytes."""
 
-    def __init__(self, host, port, user=None, password=None, ca_file=None, timeout=5.0):
+    def __init__(self, host, port, user=None, password=None, ca_file=None, timeout=5.0,
+                 client_cert=None):
         raw = socket.create_connection((host, port), timeout=timeout)
         if ca_file:
             ctx = ssl.create_default_context(cafile=ca_file)
+            if client_cert:
+                ctx.load_cert_chain(*client_cert)
             raw = ctx.wrap_socket(raw, server_hostname=host)
         self.sock = raw
         self.stream = 0

@@ -169,9 +169,10 @@ impl BackendTls {
         };
         let tls =
             ClientConnection::new(Arc::clone(&self.config), name).map_err(stream::tls_error)?;
-        handshake(TlsStream::new(socket, tls))
+        let tls = handshake(TlsStream::new(socket, tls))
             .await
-            .map_err(|e| self.fix().explain(e))
+            .map_err(|e| self.fix().explain(e))?;
+        Ok(tls.explained_by(self.fix()))
     }
 
     /// The options that fix this cluster's certificate failures.
@@ -179,6 +180,10 @@ impl BackendTls {
         Fix {
             ca: format!("--{}-tls-ca", self.cluster),
             name: Some(format!("--{}-tls-server-name", self.cluster)),
+            own_cert: Some(format!(
+                "--{0}-tls-cert and --{0}-tls-key",
+                self.cluster
+            )),
         }
     }
 }
@@ -279,9 +284,10 @@ impl ClientTls {
     /// Completes the server side of the handshake with a client on `socket`.
     pub async fn accept<S: Stream>(&self, socket: S) -> io::Result<TlsStream<S>> {
         let tls = ServerConnection::new(Arc::clone(&self.config)).map_err(stream::tls_error)?;
-        handshake(TlsStream::new(socket, tls))
+        let tls = handshake(TlsStream::new(socket, tls))
             .await
-            .map_err(|e| Self::fix().explain(e))
+            .map_err(|e| Self::fix().explain(e))?;
+        Ok(tls.explained_by(Self::fix()))
     }
 
     /// The option that fixes clients' certificate failures.
@@ -289,6 +295,7 @@ impl ClientTls {
         Fix {
             ca: "--proxy-client-ca".into(),
             name: None,
+            own_cert: None,
         }
     }
 }
@@ -360,6 +367,8 @@ struct Fix {
     ca: String,
     /// Where the name its certificate must be valid for comes from (clusters only).
     name: Option<String>,
+    /// Where this side's own certificate for the other side comes from (clusters only).
+    own_cert: Option<String>,
 }
 
 impl Fix {
@@ -405,6 +414,14 @@ fn describe(error: &rustls::Error, fix: &Fix) -> String {
         }
         Error::NoCertificatesPresented => {
             "TLS: no certificate was presented, and one is required".to_owned()
+        }
+        Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
+            match &fix.own_cert {
+                Some(options) => format!(
+                    "TLS: it requires a client certificate (mutual TLS): give the proxy one with {options}"
+                ),
+                None => "TLS: the other side requires a certificate this side did not send".into(),
+            }
         }
         Error::AlertReceived(alert) => format!(
             "TLS: the other side refused the handshake ({alert:?}): it may not trust this side's certificate, or require one"
@@ -586,9 +603,11 @@ mod tests {
         (
             client_done
                 .expect("the client's handshake did not end")
+                .map(|tls| tls.explained_by(backend.fix()))
                 .map_err(|e| backend.fix().explain(e)),
             server_done
                 .expect("the server's handshake did not end")
+                .map(|tls| tls.explained_by(ClientTls::fix()))
                 .map_err(|e| ClientTls::fix().explain(e)),
         )
     }
@@ -689,6 +708,32 @@ mod tests {
         let (_, server) = handshake_pair(&backend(trusting()), "127.0.0.1", &server(true));
         let e = server.expect_err("refused").to_string();
         assert!(e.contains("no certificate was presented"), "{e}");
+    }
+
+    #[test]
+    fn a_cluster_requiring_a_client_certificate_names_the_options_that_give_one() {
+        // In TLS 1.3 the client's handshake ends before the server checks its certificate:
+        // the refusal arrives as an alert on the first read.
+        let (client, server) = handshake_pair(&backend(trusting()), "127.0.0.1", &server(true));
+        assert!(server.is_err());
+        let mut client = client.expect("the client's side of the handshake completes");
+        let mut buf = [0u8; 64];
+        let e = (0..10_000)
+            .find_map(|_| match client.try_read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                    None
+                }
+                other => Some(other),
+            })
+            .expect("the alert arrives")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("requires a client certificate")
+                && e.contains("--target-tls-cert and --target-tls-key"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -10,10 +10,12 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use rustls::Connection;
 
+use super::Fix;
 use crate::runtime::Stream;
 
 /// A connection to a client or a cluster: plain, or TLS over the runtime's socket.
@@ -30,6 +32,9 @@ pub struct TlsStream<S> {
     buffered: usize,
     /// The socket ended (no more TLS records will come).
     eof: bool,
+    /// Explains failures that come after the handshake (in TLS 1.3 a server refuses a missing
+    /// client certificate only once the client thinks the handshake is done).
+    fix: Option<Arc<Fix>>,
 }
 
 impl<S> std::fmt::Debug for Link<S> {
@@ -90,7 +95,14 @@ impl<S: Stream> TlsStream<S> {
             tls: tls.into(),
             buffered: 0,
             eof: false,
+            fix: None,
         }
+    }
+
+    /// From now on, TLS failures are explained with the options that fix them.
+    pub(super) fn explained_by(mut self, fix: Fix) -> Self {
+        self.fix = Some(Arc::new(fix));
+        self
     }
 
     pub fn is_handshaking(&self) -> bool {
@@ -126,7 +138,10 @@ impl<S: Stream> TlsStream<S> {
             Err(e) => {
                 // The alert rustls queued tells the peer why; then the connection ends.
                 let _ = self.try_flush();
-                return Err(tls_error(e));
+                return Err(match &self.fix {
+                    Some(fix) => fix.explain(tls_error(e)),
+                    None => tls_error(e),
+                });
             }
         };
         self.buffered = state.plaintext_bytes_to_read();
