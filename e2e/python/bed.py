@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class Endpoint:
     username: str = ""
     password: str = ""
     tls_ca: str = ""
+    # A client certificate and key, for a cluster that requires one (mutual TLS).
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def cluster(self, **kwargs):
         # A proxy endpoint has no data center of its own: plain round robin over the one host.
@@ -46,6 +50,8 @@ class Endpoint:
             kwargs["auth_provider"] = PlainTextAuthProvider(self.username, self.password)
         if self.tls_ca:
             ctx = ssl.create_default_context(cafile=self.tls_ca)
+            if self.tls_cert:
+                ctx.load_cert_chain(self.tls_cert, self.tls_key)
             kwargs["ssl_context"] = ctx
         return Cluster(
             contact_points=[self.host],
@@ -67,6 +73,11 @@ class Endpoint:
             cmd += ["--ssl"]
             env["SSL_CERTFILE"] = self.tls_ca
             env["SSL_VALIDATE"] = "true"
+        if self.tls_cert:
+            # cqlsh takes a client certificate from its cqlshrc only.
+            rc = Path(tempfile.mkdtemp()) / "cqlshrc"
+            rc.write_text(f"[ssl]\nusercert = {self.tls_cert}\nuserkey = {self.tls_key}\n")
+            cmd += ["--cqlshrc", str(rc)]
         if input_file:
             cmd += ["-f", str(input_file)]
         cmd += list(args)
@@ -95,6 +106,8 @@ def side(name, env=None):
         username=env.get(f"{prefix}_USERNAME", ""),
         password=env.get(f"{prefix}_PASSWORD", ""),
         tls_ca=env.get(f"{prefix}_TLS_CA", ""),
+        tls_cert=env.get(f"{prefix}_TLS_CERT", ""),
+        tls_key=env.get(f"{prefix}_TLS_KEY", ""),
     )
 
 

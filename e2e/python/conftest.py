@@ -17,8 +17,8 @@ EXTRA_BEDS = {
     # Multi-node clusters for the topology tests; a larger heap for their sustained writes.
     "topo": ("--subnet", "3", "--source-nodes", "3", "--target-nodes", "2", "--heap", "768m"),
     # Both clusters speak TLS only (the bed's CA and node certificate, in <bed>/tls/); the
-    # source requires a login, the target none.
-    "tls": ("--subnet", "4", "--tls", "both", "--auth", "source"),
+    # source requires a login, the target none but a client certificate (mutual TLS).
+    "tls": ("--subnet", "4", "--tls", "both", "--auth", "source", "--tls-client-certs", "target"),
 }
 
 

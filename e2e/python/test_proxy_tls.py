@@ -2,7 +2,8 @@
 whose two clusters accept TLS only (the bed's own CA; its node certificate is valid for every
 bed address, 127.0.0.1 included, so the proxy uses it as its own too). The bed's source
 requires a login and its target none: the proxy relays the client's login to the source
-only."""
+only. The bed's target requires a client certificate signed by its CA (mutual TLS): the proxy
+presents the node certificate. Logins that differ on each side use the `auth` bed's target."""
 
 import shutil
 import signal
@@ -31,9 +32,19 @@ def material(the_bed):
     return ca, ca.parent / "node.pem", ca.parent / "node.key"
 
 
+def cluster_tls(the_bed):
+    """TLS to both clusters, checked against the bed's CA, with the client certificate the
+    bed's target requires."""
+    ca = material(the_bed)[0]
+    target = the_bed.target
+    assert target.tls_cert, "the tls bed's target must require client certificates"
+    return ["--source-tls-ca", str(ca), "--target-tls-ca", str(ca),
+            "--target-tls-cert", target.tls_cert, "--target-tls-key", target.tls_key]
+
+
 def tls_options(the_bed, *, clients=True, client_ca=False):
     ca, cert, key = material(the_bed)
-    options = ["--source-tls-ca", str(ca), "--target-tls-ca", str(ca)]
+    options = cluster_tls(the_bed)
     if clients:
         options += ["--proxy-pem-certfile", str(cert), "--proxy-pem-keyfile", str(key)]
     if client_ca:
@@ -156,7 +167,9 @@ def test_target_certificate_refused(tls_bed, start_proxy, keyspace, tmp_path, pr
     the name asked for) is not used: clients still work against the source, and the proxy
     says once which cluster, which address and why. --target-tls-insecure connects anyway."""
     ca, _, _ = material(tls_bed)
-    options = ["--source-tls-ca", str(ca)]
+    options = ["--source-tls-ca", str(ca),
+               "--target-tls-cert", tls_bed.target.tls_cert,
+               "--target-tls-key", tls_bed.target.tls_key]
     if problem == "unknown-ca":
         options += ["--target-tls-ca", str(another_ca(tmp_path))]
         why = "signed by a CA this side does not trust"
@@ -202,8 +215,7 @@ def test_certificates_reload_on_sighup(tls_bed, start_proxy, tmp_path):
     served_cert, served_key = tmp_path / "proxy.pem", tmp_path / "proxy.key"
     shutil.copy(cert, served_cert)
     shutil.copy(key, served_key)
-    ca_options = ["--source-tls-ca", str(ca), "--target-tls-ca", str(ca)]
-    proxy = start_proxy(tls_bed, *ca_options, "--proxy-pem-certfile", str(served_cert),
+    proxy = start_proxy(tls_bed, *cluster_tls(tls_bed), "--proxy-pem-certfile", str(served_cert),
                         "--proxy-pem-keyfile", str(served_key))
     before, session = tls_session(tls_bed, proxy, ca)
     try:
@@ -266,7 +278,7 @@ def test_certificates_reload_when_files_change(tls_bed, start_proxy, tmp_path):
     served_cert, served_key = tmp_path / "proxy.pem", tmp_path / "proxy.key"
     shutil.copy(cert, served_cert)
     shutil.copy(key, served_key)
-    proxy = start_proxy(tls_bed, "--source-tls-ca", str(ca), "--target-tls-ca", str(ca),
+    proxy = start_proxy(tls_bed, *cluster_tls(tls_bed),
                         "--proxy-pem-certfile", str(served_cert),
                         "--proxy-pem-keyfile", str(served_key))
     # Written to the side and renamed into place, as secret stores do: never half a file.
@@ -280,3 +292,108 @@ def test_certificates_reload_when_files_change(tls_bed, start_proxy, tmp_path):
         assert session.execute("SELECT release_version FROM system.local").one()
     finally:
         cluster.shutdown()
+
+
+def test_cluster_requiring_a_client_certificate(tls_bed, start_proxy, keyspace):
+    """The bed's target requires a client certificate: without --target-tls-cert the proxy
+    says so (naming the options that give one) and clients keep working on the source; with
+    it, the target gets the writes (test_tls_everywhere)."""
+    ca, _, _ = material(tls_bed)
+    proxy = start_proxy(tls_bed, "--source-tls-ca", str(ca), "--target-tls-ca", str(ca))
+    cluster = login_cluster(tls_bed, [proxy.host], port=proxy.port, connect_timeout=15)
+    try:
+        write_through(cluster.connect(), keyspace, rows=10)
+    finally:
+        cluster.shutdown()
+    assert count_on(tls_bed.source, keyspace) == 10
+    wait_for_log(proxy, "--target-tls-cert and --target-tls-key", timeout=20)
+    line = next(line for line in proxy.log_text().splitlines()
+                if "--target-tls-cert and --target-tls-key" in line)
+    assert "target cluster" in line and "requires a client certificate" in line, line
+
+
+def test_pkcs12_identity(tls_bed, start_proxy, proxy_binary, keyspace, tmp_path):
+    """--proxy-pkcs12: the proxy's certificate and key from the PKCS#12 file the bed's nodes
+    use (written by openssl), its password from a file; a wrong password stops the proxy at
+    start-up with an error that names the option and not the password."""
+    ca, _, _ = material(tls_bed)
+    p12 = ca.parent / "node.p12"
+    password_file = tmp_path / "p12-password"
+    password_file.write_text("cqlmirror\n")  # the bed's keystore password (testbed/bed.py)
+    proxy = start_proxy(tls_bed, *cluster_tls(tls_bed), "--proxy-pkcs12", str(p12),
+                        "--proxy-pkcs12-password-file", str(password_file))
+    cluster, session = tls_session(tls_bed, proxy, ca)
+    try:
+        write_through(session, keyspace, rows=5)
+    finally:
+        cluster.shutdown()
+    assert count_on(tls_bed.target, keyspace) == 5
+
+    wrong = "wrong-p12-password-4711"
+    run = subprocess.run([str(proxy_binary), tls_bed.source.address, tls_bed.target.address,
+                          "--proxy-port", str(free_port()), "--proxy-pkcs12", str(p12),
+                          "--proxy-pkcs12-password", wrong],
+                         capture_output=True, text=True, timeout=30)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    assert "--proxy-pkcs12" in output and "wrong password" in output, output
+    assert wrong not in output, output
+
+
+def create_role(endpoint, role, password):
+    cluster = endpoint.cluster()
+    try:
+        cluster.connect().execute(
+            f"CREATE ROLE IF NOT EXISTS {role} WITH PASSWORD = '{password}' AND LOGIN = true")
+    finally:
+        cluster.shutdown()
+
+
+def logged_in_users(endpoint):
+    """The users of the client connections a node has open (its system_views.clients)."""
+    cluster = endpoint.cluster()
+    try:
+        rows = cluster.connect().execute("SELECT username FROM system_views.clients")
+        return {r.username for r in rows}
+    finally:
+        cluster.shutdown()
+
+
+@pytest.mark.parametrize("source_login", ["relayed", "proxy"])
+def test_different_logins_on_each_side(tls_bed, auth_bed, start_proxy, keyspace, tmp_path,
+                                       source_login):
+    """Both clusters require a login, with a different user on each: the source is the tls
+    bed's (TLS, auth), the target the auth bed's (plaintext, auth). The proxy logs in to the
+    target with its own --target-username (password from a file); the source gets the
+    client's login relayed, or the proxy's own --source-username. Each cluster sees its own
+    user, and the writes reach both."""
+    suffix = keyspace[-8:]
+    source_user, target_user = f"app_src_{suffix}", f"app_tgt_{suffix}"
+    source_password, target_password = f"s-{suffix}-pw", f"t-{suffix}-pw"
+    create_role(tls_bed.source, source_user, source_password)
+    create_role(auth_bed.target, target_user, target_password)
+    (tmp_path / "target-password").write_text(target_password + "\n")
+    (tmp_path / "source-password").write_text(source_password + "\n")
+    ca, _, _ = material(tls_bed)
+    options = ["--source-tls-ca", str(ca), "--target-username", target_user,
+               "--target-password-file", str(tmp_path / "target-password")]
+    if source_login == "proxy":
+        options += ["--source-username", source_user,
+                    "--source-password-file", str(tmp_path / "source-password")]
+        client_login = {}  # the proxy logs in to both: the client sends no credentials
+    else:
+        client_login = {"auth_provider": PlainTextAuthProvider(source_user, source_password)}
+    mixed = type("Mixed", (), {"source": tls_bed.source, "target": auth_bed.target})
+    proxy = start_proxy(mixed, *options)
+    cluster = Cluster([proxy.host], port=proxy.port, connect_timeout=15, **client_login)
+    try:
+        write_through(cluster.connect(), keyspace, rows=20)
+        # While the client's connections are open, each cluster names its own user.
+        assert source_user in logged_in_users(tls_bed.source)
+        assert target_user in logged_in_users(auth_bed.target)
+    finally:
+        cluster.shutdown()
+    assert count_on(tls_bed.source, keyspace) == 20
+    assert count_on(auth_bed.target, keyspace) == 20
+    log = proxy.log_text()
+    assert source_password not in log and target_password not in log
