@@ -11,6 +11,8 @@ machine, with the load generator (cqlmirror-load) on the same machine:
     proxy-tokio       load -> proxy-tokio -> two nulls (dual write)
     ... -> 2 TLS nulls  the same proxies speaking TLS to null backends that speak TLS (the test
                       certificates of runtime/tests/tls): what TLS to the clusters costs
+    ..., TLS clients  and with TLS from the load generator to the proxy too (the same proxy
+                      process: its plaintext port serves the row above): TLS end to end
   against the two real Cassandra 5.0 clusters of a dedicated test bed:
     direct            load -> source cluster
     proxy-smol        load -> proxy-smol -> source and target clusters
@@ -152,7 +154,7 @@ def load(args, address, label, rate=None, middle=None, extra=()):
     result["cpu_us_per_request"] = (cpu * 1e6 / result["sent"]) if cpu is not None and result["sent"] else None
     lat = result["latency_us"]
     errors = result["errors"]["total"]
-    say(f"  {label:<34} {'open ' + format(rate, '.0f') + ' req/s' if rate else 'closed loop':>20}: "
+    say(f"  {label:<40} {'open ' + format(rate, '.0f') + ' req/s' if rate else 'closed loop':>20}: "
         f"{result['throughput']:>9.0f} req/s  p50 {lat['p50']:>8.1f} µs  p99 {lat['p99']:>8.1f} µs"
         + (f"  cpu {result['cpu_us_per_request']:.2f} µs/req" if result["cpu_us_per_request"] else "")
         + (f"   !!! {errors} ERRORS !!!" if errors else ""))
@@ -165,13 +167,14 @@ def measure(args, rows, rates):
     """Closed loop on every row, then for each `(key, rate_of)` of `rates` open loop at
     `rate_of(closed results)` on every row, stored under `key`."""
     results = {}
-    for name, address, middle in rows:
-        results[name] = {"closed": load(args, address, name, middle=middle)}
+    for name, address, middle, *extra in rows:
+        results[name] = {"closed": load(args, address, name, middle=middle, extra=sum(extra, []))}
     chosen = {}
     for key, rate_of in rates:
         chosen[key] = rate_of(results)
-        for name, address, middle in rows:
-            results[name][key] = load(args, address, name, rate=chosen[key], middle=middle)
+        for name, address, middle, *extra in rows:
+            results[name][key] = load(args, address, name, rate=chosen[key], middle=middle,
+                                      extra=sum(extra, []))
     return results, chosen
 
 
@@ -368,17 +371,24 @@ def main():
     for binary, port in (("proxy-smol", smol_port), ("proxy-tokio", tokio_port)):
         proxies[binary] = start(binary, [str(BIN / binary), f"127.0.0.1:{null_src}", f"127.0.0.1:{null_tgt}",
                                          "--listen-address", "127.0.0.1", "--proxy-port", str(port)])
+    # Each TLS proxy serves TLS clients on its port and plaintext clients on a second one.
+    tls_clients = ["--proxy-pem-certfile", str(certs / "server.pem"),
+                   "--proxy-pem-keyfile", str(certs / "server.key")]
     tls_proxies = {}
     for binary in ("proxy-smol", "proxy-tokio"):
-        port = free_port()
+        port, tls_port = free_port(), free_port()
         tls_proxies[binary] = (start(f"{binary}-tls", [str(BIN / binary), f"127.0.0.1:{tls_src_port}",
                                                        f"127.0.0.1:{tls_tgt_port}", "--listen-address",
-                                                       "127.0.0.1", "--proxy-port", str(port), *tls_ca]),
-                               port)
+                                                       "127.0.0.1", "--proxy-port", str(tls_port),
+                                                       "--proxy-plain-port", str(port), *tls_ca,
+                                                       *tls_clients]),
+                               port, tls_port)
     for proc, port, name in ((tls_src, tls_src_port, "null-source-tls"),
                              (tls_tgt, tls_tgt_port, "null-target-tls"),
-                             *((p, port, f"{b}-tls") for b, (p, port) in tls_proxies.items())):
+                             *((p, port, f"{b}-tls") for b, (p, port, _) in tls_proxies.items()),
+                             *((p, port, f"{b}-tls") for b, (p, _, port) in tls_proxies.items())):
         wait_port(proc, port, name)
+    load_tls = ["--tls-ca", str(certs / "ca.pem")]
     for proc, port, name in ((src, null_src, "null-source"), (tgt, null_tgt, "null-target"),
                              (relay, relay_port, "relay"), (proxies["proxy-smol"], smol_port, "proxy-smol"),
                              (proxies["proxy-tokio"], tokio_port, "proxy-tokio")):
@@ -395,6 +405,10 @@ def main():
          tls_proxies["proxy-smol"][0]),
         ("proxy-tokio -> 2 TLS nulls", f"127.0.0.1:{tls_proxies['proxy-tokio'][1]}",
          tls_proxies["proxy-tokio"][0]),
+        ("proxy-smol, TLS clients -> 2 TLS nulls", f"127.0.0.1:{tls_proxies['proxy-smol'][2]}",
+         tls_proxies["proxy-smol"][0], load_tls),
+        ("proxy-tokio, TLS clients -> 2 TLS nulls", f"127.0.0.1:{tls_proxies['proxy-tokio'][2]}",
+         tls_proxies["proxy-tokio"][0], load_tls),
     ]
     null_results, null_rates = measure(args, null_rows, [
         ("open", lambda r: r["raw relay -> null"]["closed"]["throughput"] / 2),
@@ -404,7 +418,7 @@ def main():
     report["null"] = {"rates": null_rates, "results": null_results, "load": loadavg()}
     for name in ("relay", "proxy-smol", "proxy-tokio"):
         stop(relay if name == "relay" else proxies[name])
-    for proc in (*(p for p, _ in tls_proxies.values()), tls_src, tls_tgt):
+    for proc in (*(p for p, _, _ in tls_proxies.values()), tls_src, tls_tgt):
         stop(proc)
 
     if not args.skip_memory:
@@ -480,11 +494,13 @@ def main():
     for binary in ("proxy-smol", "proxy-tokio"):
         plain = null_results[f"{binary} -> 2 nulls"]["closed"]
         tls = null_results[f"{binary} -> 2 TLS nulls"]["closed"]
-        goals.append(
-            f"- {binary} with TLS to both clusters keeps {100 * tls['throughput'] / plain['throughput']:.0f}% "
-            f"of its plaintext throughput"
-            + (f", {tls['cpu_us_per_request']:.2f} against {plain['cpu_us_per_request']:.2f} µs CPU per request"
-               if tls.get("cpu_us_per_request") and plain.get("cpu_us_per_request") else ""))
+        everywhere = null_results[f"{binary}, TLS clients -> 2 TLS nulls"]["closed"]
+        for what, row in (("to both clusters", tls), ("from clients and to both clusters", everywhere)):
+            goals.append(
+                f"- {binary} with TLS {what} keeps {100 * row['throughput'] / plain['throughput']:.0f}% "
+                f"of its plaintext throughput"
+                + (f", {row['cpu_us_per_request']:.2f} against {plain['cpu_us_per_request']:.2f} µs CPU per request"
+                   if row.get("cpu_us_per_request") and plain.get("cpu_us_per_request") else ""))
     if "memory" in report:
         goals.append(f"- proxy-smol uses {report['memory']['proxy-smol']['per_connection_bytes'] / 1024:.1f} KiB "
                      f"per idle client connection (goal: under 64 KiB)")

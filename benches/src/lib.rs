@@ -9,6 +9,8 @@
 //!
 //! `scripts/bench` runs them against each other, the proxies and the test bed's clusters.
 
+pub mod wire;
+
 use std::io::{self, Read};
 
 use bytes::{Bytes, BytesMut};

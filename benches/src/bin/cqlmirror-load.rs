@@ -26,8 +26,8 @@
 //! max) come from HDR histograms of the successful answers after the warm-up.
 
 use std::fmt::Write as _;
-use std::io::{self, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use clap::{Parser, value_parser};
+use cqlmirror_benches::wire::{self, WireReader, WireWriter};
 use cqlmirror_benches::{Inbox, MAX_FRAME, envelope, parse_duration};
 use cqlmirror_core::frame::{
     Direction, Envelope, EnvelopeDecoder, FrameDecoder, FrameEncoder, Opcode, Prefix,
@@ -46,6 +47,9 @@ use cqlmirror_core::message::{
 };
 use cqlmirror_core::wire::{Consistency, Value};
 use hdrhistogram::Histogram;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
 
 /// A CQL load generator: pipelined EXECUTEs of prepared statements, every answer checked.
 #[derive(Debug, Parser)]
@@ -99,6 +103,15 @@ struct Args {
     /// Create the keyspace and table first (CREATE ... IF NOT EXISTS, replication factor 1).
     #[arg(long)]
     setup: bool,
+
+    /// Connect with TLS, checking the server's certificate against these CA certificates (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+
+    /// With --tls-ca: the name the server's certificate must be valid for [default: the host
+    /// of HOST:PORT].
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    tls_server_name: Option<String>,
 
     /// Keyspace of the table.
     #[arg(long, value_name = "NAME", default_value = "cqlmirror_bench")]
@@ -186,10 +199,54 @@ struct PreparedIds {
     result_metadata_id: Option<Bytes>,
 }
 
+/// TLS to the server, checked against a CA.
+struct Tls {
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+}
+
+impl Tls {
+    fn new(ca: &std::path::Path, args: &Args) -> Result<Self, String> {
+        let mut roots = RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(ca)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+        }
+        // ring, as the proxy: its deprecation note is about post-quantum key exchange only.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let host = match &args.tls_server_name {
+            Some(name) => name.clone(),
+            None => args
+                .address
+                .rsplit_once(':')
+                .map_or(args.address.as_str(), |(host, _)| host)
+                .trim_matches(['[', ']'])
+                .to_owned(),
+        };
+        let server_name = ServerName::try_from(host.clone())
+            .map_err(|_| format!("'{host}' is not a name a certificate can be checked for: give one with --tls-server-name"))?;
+        Ok(Self {
+            config: Arc::new(config),
+            server_name,
+        })
+    }
+}
+
 /// A connection before the run: one request at a time on stream 0.
 #[derive(Debug)]
 struct Client {
-    socket: TcpStream,
+    reader: WireReader,
+    writer: WireWriter,
     version: ProtocolVersion,
     inbox: Inbox,
     decoder: FrameDecoder,
@@ -226,6 +283,7 @@ impl Client {
         address: &str,
         version: ProtocolVersion,
         login: Option<(&str, &str)>,
+        tls: Option<&Tls>,
     ) -> Result<Self, String> {
         let addresses: Vec<_> = address
             .to_socket_addrs()
@@ -239,8 +297,14 @@ impl Client {
             .set_nodelay(true)
             .and_then(|()| socket.set_read_timeout(Some(SETUP_TIMEOUT)))
             .map_err(|e| format!("{address}: {e}"))?;
-        let mut client = Self {
+        let (reader, writer) = wire::split(
             socket,
+            tls.map(|t| (Arc::clone(&t.config), t.server_name.clone())),
+        )
+        .map_err(|e| format!("{address}: TLS: {e}"))?;
+        let mut client = Self {
+            reader,
+            writer,
             version,
             inbox: Inbox::default(),
             decoder: FrameDecoder::new(
@@ -293,7 +357,7 @@ impl Client {
         let request = envelope(self.version, Direction::Request, 0, opcode, body);
         let mut out = BytesMut::new();
         self.encoder.encode(&request, &mut out);
-        self.socket
+        self.writer
             .write_all(&out)
             .map_err(|e| format!("sending {opcode}: {e}"))?;
         loop {
@@ -308,7 +372,7 @@ impl Client {
                 Ok(None) => {}
                 Err(e) => return Err(format!("malformed answer to {opcode}: {e}")),
             }
-            match self.inbox.fill(&mut self.socket) {
+            match self.inbox.fill(&mut self.reader) {
                 Ok(0) => return Err(format!("the server closed the connection after {opcode}")),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -461,7 +525,7 @@ struct Sender {
 }
 
 /// Sends requests until the run ends; returns how many it sent.
-fn writer(mut socket: TcpStream, line: &Line, plan: &Plan, sender: &Sender) -> u64 {
+fn writer(mut socket: WireWriter, line: &Line, plan: &Plan, sender: &Sender) -> u64 {
     let mut rng = Rng::new(plan.seed ^ (sender.index << 32));
     let mut encoder = FrameEncoder::new();
     if plan.version.uses_segments() {
@@ -738,7 +802,7 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// Reads and checks answers until every request is answered or given up on.
-fn reader(mut socket: TcpStream, line: &Line, plan: &Plan) -> Tally {
+fn reader(mut socket: WireReader, line: &Line, plan: &Plan) -> Tally {
     let mut tally = Tally::new();
     if let Err(e) = socket.set_read_timeout(Some(POLL)) {
         tally.broken = Some(format!("cannot set a read timeout: {e}"));
@@ -852,7 +916,7 @@ fn reader(mut socket: TcpStream, line: &Line, plan: &Plan) -> Tally {
             }
         }
     }
-    let _ = socket.shutdown(Shutdown::Both);
+    socket.shutdown();
     tally
 }
 
@@ -1088,9 +1152,14 @@ fn run(args: &Args) -> Result<Report<'_>, String> {
     let table = &args.table;
     let insert = format!("INSERT INTO {ks}.{table} (k, v) VALUES (?, ?)");
     let select = format!("SELECT k, v FROM {ks}.{table} WHERE k = ?");
+    let tls = args
+        .tls_ca
+        .as_deref()
+        .map(|ca| Tls::new(ca, args))
+        .transpose()?;
     let mut clients = Vec::new();
     for index in 0..args.connections {
-        let mut client = Client::connect(&args.address, version, login)
+        let mut client = Client::connect(&args.address, version, login, tls.as_ref())
             .map_err(|e| format!("connection {}: {e}", index + 1))?;
         if index == 0 && args.setup {
             client.query(&format!(
@@ -1150,10 +1219,7 @@ fn run(args: &Args) -> Result<Report<'_>, String> {
                 i.mul_f64(index as f64 / args.connections as f64)
             }),
         };
-        let socket = client.socket;
-        let read_half = socket
-            .try_clone()
-            .map_err(|e| format!("cannot share a socket between two threads: {e}"))?;
+        let (read_half, socket) = (client.reader, client.writer);
         let line = Arc::new(Line::new(in_flight, start));
         let (line2, plan2) = (Arc::clone(&line), Arc::clone(&plan));
         let reading = thread::Builder::new()

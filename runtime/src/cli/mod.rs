@@ -762,16 +762,28 @@ mod tests {
         let password_file = std::env::temp_dir().join(format!("p12-{}", std::process::id()));
         std::fs::write(&password_file, "test-only\n").unwrap();
         let password_file = password_file.to_str().unwrap();
-        let with_file = ["--proxy-pkcs12", &p12, "--proxy-pkcs12-password-file", password_file];
+        let with_file = [
+            "--proxy-pkcs12",
+            &p12,
+            "--proxy-pkcs12-password-file",
+            password_file,
+        ];
         let s = parse(&[&["a", "b"][..], &with_file].concat())
             .unwrap()
             .settings(1)
             .unwrap();
         assert!(s.tls.clients.is_some());
-        let e = parse(&["a", "b", "--proxy-pkcs12", &p12, "--proxy-pkcs12-password", "nope"])
-            .unwrap()
-            .settings(1)
-            .unwrap_err();
+        let e = parse(&[
+            "a",
+            "b",
+            "--proxy-pkcs12",
+            &p12,
+            "--proxy-pkcs12-password",
+            "nope",
+        ])
+        .unwrap()
+        .settings(1)
+        .unwrap_err();
         assert!(e.contains("wrong password") && !e.contains("nope"), "{e}");
         let e = parse(&[&["a", "b", "--proxy-pkcs12", &p12][..], &tls].concat())
             .unwrap_err()

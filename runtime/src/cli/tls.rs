@@ -37,8 +37,12 @@ pub struct TlsArgs {
     pub proxy_pkcs12_password: Option<Secret>,
 
     /// A file holding the password of --proxy-pkcs12 (its first line).
-    #[arg(long, value_name = "FILE", env = "CQLMIRROR_PROXY_PKCS12_PASSWORD_FILE",
-          requires = "proxy_pkcs12")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CQLMIRROR_PROXY_PKCS12_PASSWORD_FILE",
+        requires = "proxy_pkcs12"
+    )]
     pub proxy_pkcs12_password_file: Option<PathBuf>,
 
     /// CA certificates (PEM) that clients' certificates must be signed by: clients must
@@ -197,8 +201,10 @@ impl TlsArgs {
         let pkcs12 = match &self.proxy_pkcs12 {
             None => None,
             Some(file) => {
-                let password = match (&self.proxy_pkcs12_password, &self.proxy_pkcs12_password_file)
-                {
+                let password = match (
+                    &self.proxy_pkcs12_password,
+                    &self.proxy_pkcs12_password_file,
+                ) {
                     (Some(password), _) => password.clone(),
                     (None, Some(path)) => Secret::new(read_password(path)?),
                     (None, None) => Secret::new(""),

@@ -154,6 +154,12 @@ impl BackendTls {
         })
     }
 
+    /// The rustls configuration, for a client that drives rustls itself (the bench's load
+    /// generator).
+    pub fn config(&self) -> Arc<ClientConfig> {
+        Arc::clone(&self.config)
+    }
+
     /// Opens TLS over `socket`, connected to `host` (the name or address the proxy connected
     /// to, which the certificate must be valid for unless a server name is configured), and
     /// completes the handshake.
@@ -180,10 +186,7 @@ impl BackendTls {
         Fix {
             ca: format!("--{}-tls-ca", self.cluster),
             name: Some(format!("--{}-tls-server-name", self.cluster)),
-            own_cert: Some(format!(
-                "--{0}-tls-cert and --{0}-tls-key",
-                self.cluster
-            )),
+            own_cert: Some(format!("--{0}-tls-cert and --{0}-tls-key", self.cluster)),
         }
     }
 }
@@ -790,13 +793,19 @@ mod tests {
         transfer(&mut client, &mut server, b"keytool");
         // keytool's EC keys lack their public half: refused, with the way to convert them.
         let e = pkcs12("keytool-ec.p12", "test-only").err().unwrap();
-        assert!(e.starts_with("--proxy-pkcs12: ") && e.contains("openssl ec"), "{e}");
+        assert!(
+            e.starts_with("--proxy-pkcs12: ") && e.contains("openssl ec"),
+            "{e}"
+        );
     }
 
     #[test]
     fn pkcs12_errors_name_the_option_and_never_the_password() {
         let e = pkcs12("server.p12", "not-the-password").err().unwrap();
-        assert!(e.starts_with("--proxy-pkcs12 ") && e.contains("server.p12"), "{e}");
+        assert!(
+            e.starts_with("--proxy-pkcs12 ") && e.contains("server.p12"),
+            "{e}"
+        );
         assert!(e.contains("wrong password"), "{e}");
         assert!(!e.contains("not-the-password"), "{e}");
         let e = pkcs12("server.pem", "test-only").err().unwrap();
