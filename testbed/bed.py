@@ -21,6 +21,7 @@ Standard library only, so that it runs before any client tooling is installed.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -427,13 +428,14 @@ def client_certificate(side, opts):
     return STATE_DIR / "tls" / "node.pem", STATE_DIR / "tls" / "node.key"
 
 
-def probe(address, side, opts):
-    """Runs one query on the node; returns its (cluster_name, data_center, peers count)."""
+def probe(address, side, opts, verify=True):
+    """Runs one query on the node; returns its (cluster_name, data_center, peers count).
+    `verify=False` does not check the node's certificate."""
     user, password = SUPERUSER if side in opts["auth_sides"] else (None, None)
     ca = str(STATE_DIR / "tls" / "ca.pem") if side in opts["tls_sides"] else None
     cert = client_certificate(side, opts)
     with cqlprobe.Connection(address, NATIVE_PORT, user, password, ca,
-                             client_cert=cert and tuple(map(str, cert))) as conn:
+                             client_cert=cert and tuple(map(str, cert)), verify=verify) as conn:
         row = conn.query("SELECT cluster_name, data_center FROM system.local WHERE key = 'local'")[0]
         peers = conn.query("SELECT peer FROM system.peers")
         return row[0].decode(), row[1].decode(), len(peers)
@@ -706,6 +708,14 @@ def cmd_start_node(args):
         return
     version, lib = classpath()
     directory = Path(node["dir"])
+    if node["side"] in state["options"]["tls_sides"]:
+        # The node's TLS certificate: the one given (until the next start-node), else the bed's.
+        keystore = Path(args.keystore).resolve() if args.keystore else STATE_DIR / "tls" / "node.p12"
+        config = directory / "cassandra.yaml"
+        config.write_text(re.sub(r"(?m)^  keystore: .*$", f"  keystore: {keystore}",
+                                 config.read_text()))
+    elif args.keystore:
+        fail(f"--keystore: node {args.address} does not speak TLS (its bed has no --tls for it)")
     out = open(directory / "cassandra.log", "ab")
     proc = subprocess.Popen(node_command(java17(), lib, directory, state["options"]["heap"], seed=is_seed(state, node)),
                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -720,7 +730,7 @@ def cmd_start_node(args):
         if proc.poll() is not None:
             fail(f"node {args.address} exited with status {proc.returncode}; see {directory / 'cassandra.log'}")
         try:
-            probe(args.address, node["side"], state["options"])
+            probe(args.address, node["side"], state["options"], verify=not args.keystore)
             log(f"node {args.address} answered CQL after {time.monotonic() - started:.1f}s")
             return
         except (OSError, cqlprobe.ProbeError) as e:
@@ -836,6 +846,10 @@ def main():
     stop_node.add_argument("--kill", action="store_true", help="SIGKILL instead of a clean stop")
     start_node = sub.add_parser("start-node", help="start a stopped node again, with its data")
     start_node.add_argument("address", help="the node's address, e.g. 127.0.0.3")
+    start_node.add_argument("--keystore", metavar="FILE",
+                            help="serve this PKCS#12 keystore (password cqlmirror) instead of the "
+                                 "bed's certificate until the next start-node, e.g. an expired "
+                                 "one; its certificate is not checked while waiting")
     start_node.add_argument("--timeout", type=float, default=180.0,
                             help="seconds to wait for it to answer CQL (default 180)")
     sub.add_parser("status", help="show the nodes and whether they answer CQL")

@@ -397,3 +397,74 @@ def test_different_logins_on_each_side(tls_bed, auth_bed, start_proxy, keyspace,
     assert count_on(auth_bed.target, keyspace) == 20
     log = proxy.log_text()
     assert source_password not in log and target_password not in log
+
+
+# Last in this module: the fixture below gives the tls bed's target an expired certificate
+# until the end of the module.
+
+@pytest.fixture(scope="module")
+def expired_target(tls_bed, tmp_path_factory):
+    """The tls bed's target node restarted serving a certificate that expired in January 2020
+    (runtime/tests/tls/expired.pem, signed by expired-ca.pem); restarted with the bed's own
+    certificate at the end of the module."""
+    keystore = tmp_path_factory.mktemp("expired") / "expired.p12"
+    subprocess.run(["openssl", "pkcs12", "-export", "-in", str(RUNTIME_TLS / "expired.pem"),
+                    "-inkey", str(RUNTIME_TLS / "expired.key"), "-passout", "pass:cqlmirror",
+                    "-out", str(keystore)], check=True, capture_output=True)
+    node = tls_bed.target.host
+
+    def restart(*options):
+        for command in (("stop-node", node), ("start-node", node, *options)):
+            run = bed.testbed("--name", "tls", *command)
+            assert run.returncode == 0, f"testbed {' '.join(command)}: {run.stderr[-2000:]}"
+
+    restart("--keystore", str(keystore))
+    try:
+        yield tls_bed
+    finally:
+        restart()
+
+
+def test_target_certificate_expired(expired_target, start_proxy, keyspace):
+    """A real target node serving an expired certificate is refused (clients keep working on
+    the source, one line says the certificate expired, with the node's address);
+    --target-tls-insecure connects anyway."""
+    tls_bed = expired_target
+    ca, _, _ = material(tls_bed)
+    options = ["--source-tls-ca", str(ca), "--target-tls-ca", str(RUNTIME_TLS / "expired-ca.pem"),
+               "--target-tls-cert", tls_bed.target.tls_cert,
+               "--target-tls-key", tls_bed.target.tls_key]
+    proxy = start_proxy(tls_bed, *options)
+    cluster = login_cluster(tls_bed, [proxy.host], port=proxy.port, connect_timeout=15)
+    try:
+        write_through(cluster.connect(), keyspace, rows=10)
+    finally:
+        cluster.shutdown()
+    assert count_on(tls_bed.source, keyspace) == 10
+    wait_for_log(proxy, "its certificate has expired", timeout=20)
+    lines = [line for line in proxy.log_text().splitlines()
+             if "target cluster" in line and "its certificate has expired" in line]
+    assert tls_bed.target.host in lines[0], lines[0]
+
+    insecure = start_proxy(tls_bed, *options, "--target-tls-insecure")
+    cluster = login_cluster(tls_bed, [insecure.host], port=insecure.port, connect_timeout=15)
+    try:
+        write_through(cluster.connect(), keyspace + "_insecure", rows=10)
+    finally:
+        cluster.shutdown()
+    assert count_on_unchecked(tls_bed.target, keyspace + "_insecure") == 10
+
+
+def count_on_unchecked(endpoint, keyspace):
+    """Rows on a node whose certificate does not check out (read without checking it)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if endpoint.tls_cert:
+        context.load_cert_chain(endpoint.tls_cert, endpoint.tls_key)
+    cluster = Cluster([endpoint.host], port=endpoint.port, ssl_context=context,
+                      connect_timeout=15)
+    try:
+        return cluster.connect().execute(f"SELECT COUNT(*) FROM {keyspace}.t").one()[0]
+    finally:
+        cluster.shutdown()
