@@ -218,7 +218,7 @@ def memory_profile(binary, source_port, target_port):
     port = free_port()
     name = f"{binary}-memory"
     proc = start(name, [str(BIN / binary), f"127.0.0.1:{source_port}", f"127.0.0.1:{target_port}",
-                        "--listen-address", "127.0.0.1", "--proxy-port", str(port)])
+                        "--listen-address", "127.0.0.1", "--metrics-port", "0", "--proxy-port", str(port)])
     wait_port(proc, port, name)
     time.sleep(0.5)
     points = {0: memory(proc.pid)}
@@ -370,7 +370,7 @@ def main():
     proxies = {}
     for binary, port in (("proxy-smol", smol_port), ("proxy-tokio", tokio_port)):
         proxies[binary] = start(binary, [str(BIN / binary), f"127.0.0.1:{null_src}", f"127.0.0.1:{null_tgt}",
-                                         "--listen-address", "127.0.0.1", "--proxy-port", str(port)])
+                                         "--listen-address", "127.0.0.1", "--metrics-port", "0", "--proxy-port", str(port)])
     # Each TLS proxy serves TLS clients on its port and plaintext clients on a second one.
     tls_clients = ["--proxy-pem-certfile", str(certs / "server.pem"),
                    "--proxy-pem-keyfile", str(certs / "server.key")]
@@ -379,7 +379,8 @@ def main():
         port, tls_port = free_port(), free_port()
         tls_proxies[binary] = (start(f"{binary}-tls", [str(BIN / binary), f"127.0.0.1:{tls_src_port}",
                                                        f"127.0.0.1:{tls_tgt_port}", "--listen-address",
-                                                       "127.0.0.1", "--proxy-port", str(tls_port),
+                                                       "127.0.0.1", "--metrics-port", "0",
+                                                       "--proxy-port", str(tls_port),
                                                        "--proxy-plain-port", str(port), *tls_ca,
                                                        *tls_clients]),
                                port, tls_port)
@@ -447,7 +448,7 @@ def main():
         source, target = env["CQLMIRROR_BED_SOURCE"], env["CQLMIRROR_BED_TARGET"]
         port = free_port()
         proxy = start("proxy-smol-cassandra", [str(BIN / "proxy-smol"), source, target,
-                                               "--listen-address", "127.0.0.1", "--proxy-port", str(port)])
+                                               "--listen-address", "127.0.0.1", "--metrics-port", "0", "--proxy-port", str(port)])
         wait_port(proxy, port, "proxy-smol-cassandra")
         say(f"   source {source}, target {target}; creating the table on both through the proxy, "
             f"then {args.cassandra_warmup:g}s of load through it to warm up both JVMs")

@@ -100,7 +100,7 @@ def percentile(values, p):
 def run(binary, args, src, tgt):
     port = free_port()
     proc = start(binary, [str(BIN / binary), f"127.0.0.1:{src}", f"127.0.0.1:{tgt}",
-                          "--listen-address", "127.0.0.1", "--proxy-port", str(port),
+                          "--listen-address", "127.0.0.1", "--metrics-port", "0", "--proxy-port", str(port),
                           "--write-buffer-size", args.write_buffer_size])
     wait_port(proc, port, binary)
     baseline = []

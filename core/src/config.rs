@@ -231,6 +231,8 @@ pub struct Config {
     /// Data-center names of the source and the target that stand for each other in keyspace
     /// replication (`--dc-map source_dc=target_dc`).
     pub dc_map: Vec<(String, String)>,
+    /// Report ready while the secondary is unreachable (see [`crate::health`]).
+    pub ready_without_secondary: bool,
 }
 
 /// Default maximum frame size: 64 MiB, a quarter of the protocol's 256 MB cap.
@@ -267,6 +269,7 @@ impl Config {
             topology: TopologyMode::default(),
             schema_agreement_timeout: Duration::from_secs(10),
             dc_map: Vec::new(),
+            ready_without_secondary: false,
         }
     }
 

@@ -30,6 +30,7 @@ use crate::frame::{
     Direction, Envelope, EnvelopeDecoder, Flags, FrameDecoder, FrameEncoder, Header, Opcode,
     ProtocolVersion, StreamId,
 };
+use crate::health::ClusterState;
 use crate::message::{
     AuthResponse, Body, ErrorCode, ErrorMessage, Event as EventMessage, Query, QueryParams,
     Register, Startup,
@@ -557,6 +558,8 @@ impl ControlConnection {
         let default_port = self.endpoint.as_ref().map_or(9042, |e| e.port);
         let nodes = view.nodes(default_port).len();
         self.proxy.handle_cluster_view(self.upstream, view);
+        self.proxy
+            .note_cluster_state(self.upstream, ClusterState::Reachable);
         self.failures = 0;
         self.reported = None;
         self.events.push_back(ControlEvent::Refreshed {
@@ -637,6 +640,8 @@ impl ControlConnection {
         if first {
             self.reported = Some((detail.clone(), now));
         }
+        self.proxy
+            .note_cluster_state(self.upstream, ClusterState::Unreachable(detail.clone()));
         self.events.push_back(ControlEvent::Failed {
             upstream: self.upstream,
             detail,

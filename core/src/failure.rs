@@ -41,6 +41,19 @@ impl FailureKind {
             Self::Protocol => "protocol violation",
         }
     }
+
+    /// One word for metrics labels.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::Closed => "closed",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+            Self::Overloaded => "overloaded",
+            Self::Refused => "refused",
+            Self::Protocol => "protocol",
+        }
+    }
 }
 
 impl fmt::Display for FailureKind {

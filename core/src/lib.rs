@@ -107,6 +107,7 @@ pub mod driver;
 pub mod error;
 pub mod failure;
 pub mod frame;
+pub mod health;
 pub mod message;
 mod nonblocking;
 pub mod prepared;

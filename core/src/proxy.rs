@@ -14,9 +14,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::admission::Admission;
-use crate::config::{Config, Endpoint, Upstream};
+use crate::config::{Config, Endpoint, Upstream, WaitPolicy};
 use crate::failure::FailureKind;
 use crate::frame::ProtocolVersion;
+use crate::health::{ClusterState, Reachability, Readiness};
 use crate::message::Secret as Token;
 use crate::prepared::PreparedCache;
 use crate::report::Reporter;
@@ -84,6 +85,11 @@ pub struct Proxy {
     last_timestamp: AtomicI64,
     /// The cluster whose answers clients get, by [`Upstream::index`]; the other is secondary.
     primary: AtomicU8,
+    /// When clients get their answer ([`WaitPolicy`] as 0: both, 1: primary); starts as
+    /// configured, changed at run time through the admin API.
+    wait: AtomicU8,
+    /// What each cluster's control connection last found.
+    reachability: Reachability,
     prepared: Mutex<PreparedCache>,
     next_session: AtomicU64,
     /// Highest protocol version each cluster accepted so far (starts at the highest we speak).
@@ -141,6 +147,7 @@ impl Proxy {
             .iter()
             .max()
             .map_or(5, |v| v.number());
+        let wait = u8::from(config.wait == WaitPolicy::Primary);
         Ok(Arc::new(Self {
             prepared: Mutex::new(PreparedCache::new(config.prepared_cache_size)),
             admission: Admission::new(config.max_connections),
@@ -150,6 +157,8 @@ impl Proxy {
             wall_at_base: AtomicI64::new(clock.unix_micros),
             last_timestamp: AtomicI64::new(i64::MIN),
             primary: AtomicU8::new(Upstream::Source.index() as u8),
+            wait: AtomicU8::new(wait),
+            reachability: Reachability::default(),
             next_session: AtomicU64::new(1),
             max_version: [AtomicU8::new(highest), AtomicU8::new(highest)],
             reported: Default::default(),
@@ -213,6 +222,38 @@ impl Proxy {
     pub fn set_primary(&self, upstream: Upstream) {
         self.primary
             .store(upstream.index() as u8, Ordering::Relaxed);
+    }
+
+    /// When clients get their answer now.
+    pub fn wait_policy(&self) -> WaitPolicy {
+        if self.wait.load(Ordering::Relaxed) == 1 {
+            WaitPolicy::Primary
+        } else {
+            WaitPolicy::Both
+        }
+    }
+
+    /// Changes when clients get their answer, for every answer given from now on.
+    pub fn set_wait_policy(&self, wait: WaitPolicy) {
+        self.wait
+            .store(u8::from(wait == WaitPolicy::Primary), Ordering::Relaxed);
+    }
+
+    /// What the control connection of `upstream` found: it answers, or why not.
+    pub fn note_cluster_state(&self, upstream: Upstream, state: ClusterState) {
+        self.reachability.note(upstream, state);
+    }
+
+    /// Whether the proxy can serve clients now, with the reasons (see [`crate::health`]).
+    pub fn readiness(&self) -> Readiness {
+        Readiness::assess(
+            self.primary(),
+            [
+                self.reachability.get(Upstream::Source),
+                self.reachability.get(Upstream::Target),
+            ],
+            self.config.ready_without_secondary,
+        )
     }
 
     /// The system clock read `system` at `now`: write timestamps follow it from here on. The
@@ -463,7 +504,7 @@ impl Proxy {
     }
 
     /// Whether `upstream` is known not to answer promptly: clients do not wait for it.
-    pub(crate) fn is_stalled(&self, upstream: Upstream) -> bool {
+    pub fn is_stalled(&self, upstream: Upstream) -> bool {
         self.stalled[upstream.index()].load(Ordering::Relaxed)
     }
 

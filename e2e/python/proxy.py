@@ -96,14 +96,25 @@ class Proxy:
         return f"{self.host}:{self.port}"
 
     def command(self, port):
+        # Metrics on any free port unless the test picks one: tests run several proxies at once.
+        metrics = [] if "--metrics-port" in self.args else ["--metrics-port", "0"]
         return [
             str(self.binary),
             self.source.address,
             self.target.address,
             "--listen-address", self.host,
             "--proxy-port", str(port),
+            *metrics,
             *self.args,
         ]
+
+    @property
+    def ops_url(self):
+        """The base URL of the metrics, health and admin endpoint, from the start-up line."""
+        match = re.search(r"metrics on (http://[^ ]+)/metrics", self.log_text())
+        if not match:
+            raise ProxyError(f"{self.name} did not log its metrics address; log {self.log_path}")
+        return match.group(1)
 
     def start(self, timeout=20.0):
         if not self.binary.exists():

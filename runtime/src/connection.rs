@@ -100,6 +100,7 @@ pub(crate) async fn run<R: Runtime>(
             }
         }
         while let Some(event) = driver.poll_event() {
+            crate::ops::metrics::observe(&event);
             log_event(id, &event);
         }
         if driver.is_finished() {

@@ -13,6 +13,7 @@
 //! - `serve`: the accept loop, the drain at shutdown, the wall clock.
 //! - [`shutdown`]: SIGTERM and Ctrl-C.
 //! - [`logging`]: log set-up and the log line of each session event.
+//! - [`ops`]: the metrics, health and admin endpoint.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -20,12 +21,14 @@ mod connection;
 mod control;
 pub mod descriptors;
 pub mod logging;
+pub mod ops;
 pub mod runtime;
 mod serve;
 pub mod shutdown;
 pub mod tls;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use cqlmirror_core::proxy::{Proxy, WallClock};
@@ -62,6 +65,25 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = ops::metrics::install() {
+        eprintln!("{bin}: {e}");
+        return ExitCode::from(1);
+    }
+    let endpoint = match ops::Endpoint::start(ops::Ops {
+        proxy: Arc::clone(&proxy),
+        binary: bin,
+        settings: settings.ops.clone(),
+        effective: settings.effective.clone(),
+    }) {
+        Ok(endpoint) => endpoint,
+        Err(e) => {
+            eprintln!(
+                "{bin}: cannot serve metrics on {}: {e}; pick another --metrics-port (0: any free port) or --metrics-address",
+                settings.ops.listen
+            );
+            return ExitCode::from(1);
+        }
+    };
     let shutdown = Shutdown::new();
     if let Err(e) = shutdown.on_signals() {
         eprintln!("{bin}: cannot install signal handlers: {e}");
@@ -95,6 +117,21 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
             settings.tls.describe(),
             descriptors.describe()
         );
+        log::info!(
+            "metrics on http://{0}/metrics, health on http://{0}/health/readiness, admin API on http://{0}/admin/status{1}",
+            endpoint.address,
+            if settings.ops.admin_token.is_some() {
+                " (token required)"
+            } else {
+                ""
+            }
+        );
+        if !endpoint.address.ip().is_loopback() && settings.ops.admin_token.is_none() {
+            log::warn!(
+                "the admin API on {} can switch the primary and is open to the network without a token: set --admin-token, or --metrics-address 127.0.0.1",
+                endpoint.address
+            );
+        }
         for upstream in cqlmirror_core::config::Upstream::BOTH {
             if settings.tls.backend(upstream).is_some_and(|b| b.insecure) {
                 log::warn!(
@@ -109,7 +146,9 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
         if let Err(e) = tls.reload_on_change(settings.tls_options.clone(), TLS_FILES_CHECK) {
             log::warn!("cannot watch the TLS files for changes: {e}");
         }
-        serve::serve(runtime, listeners, proxy, tls, shutdown).await
+        let served = serve::serve(runtime, listeners, proxy, tls, shutdown).await;
+        endpoint.stop();
+        served
     });
     served.unwrap_or_else(|e| {
         eprintln!("{bin}: cannot start the runtime: {e}");

@@ -19,6 +19,15 @@ impl ProtocolVersion {
     /// All supported versions, lowest first.
     pub const ALL: [Self; 3] = [Self::V3, Self::V4, Self::V5];
 
+    /// `v3`, `v4` or `v5`, for metrics labels.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::V3 => "v3",
+            Self::V4 => "v4",
+            Self::V5 => "v5",
+        }
+    }
+
     /// The version number as on the wire (without the response bit).
     pub const fn number(self) -> u8 {
         match self {

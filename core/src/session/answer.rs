@@ -19,7 +19,7 @@ use crate::session::intake::join;
 use crate::session::leg::{Link, Purpose};
 use crate::session::request::{Digest, Kind, Leg, Outcome, Outgoing, RequestId};
 use crate::session::streams::MAX_STREAM;
-use crate::session::{Action, Event, Peer, Phase, Session};
+use crate::session::{Action, ClusterResult, Event, Peer, Phase, Session};
 use crate::statement::Statement;
 use crate::topology::SystemQuery;
 
@@ -131,6 +131,21 @@ impl Session {
         let keep = request.kind.keeps_answers()
             || (upstream == request.route.primary && !request.answered);
         let version = request.version;
+        let result = match &outcome {
+            Outcome::Answer(envelope) => match self.error_code(envelope, version) {
+                Some(code) => ClusterResult::Error(code),
+                None => ClusterResult::Ok,
+            },
+            Outcome::Digest(_) => ClusterResult::Ok,
+            Outcome::Failed(kind) => ClusterResult::Failed(*kind),
+        };
+        self.events.push_back(Event::ClusterDone {
+            upstream,
+            opcode: request.opcode,
+            write: request.write,
+            latency: now.saturating_duration_since(request.started),
+            result,
+        });
         let finished = if request.leg(upstream).is_pending() {
             request.answer_seq
         } else {
@@ -233,7 +248,7 @@ impl Session {
             // The handshake always waits for the secondary (a little, below); requests do
             // with `--wait true`.
             let wait =
-                !request.impatient && (handshake || self.proxy.config().wait == WaitPolicy::Both);
+                !request.impatient && (handshake || self.proxy.wait_policy() == WaitPolicy::Both);
             let primary = request.leg(request.route.primary);
             let primary_done = !primary.is_pending();
             // A primary that failed has nothing for the secondary's answer to wait with.
@@ -645,6 +660,15 @@ impl Session {
             && self
                 .response_message(envelope)
                 .is_ok_and(|m| m.get(..4) == Some(&ErrorCode::UNPREPARED.0.to_be_bytes()))
+    }
+
+    /// The code of an ERROR answer; `None` for any other answer (or an undecodable ERROR).
+    fn error_code(&self, envelope: &Envelope, version: ProtocolVersion) -> Option<ErrorCode> {
+        if envelope.opcode() != Opcode::ERROR {
+            return None;
+        }
+        let message = self.response_message(envelope).ok()?;
+        ErrorMessage::decode(&message, version).ok().map(|e| e.code)
     }
 
     fn describe_error(&self, envelope: &Envelope, version: ProtocolVersion) -> String {

@@ -135,6 +135,15 @@ pub enum Event {
     /// such events are debug detail, and their count is reported instead (see
     /// [`crate::proxy::Proxy::client_errors_report`]).
     ClientError { detail: String, quiet: bool },
+    /// One cluster is done with a request: it answered (`result` says whether with an ERROR)
+    /// or failed, `latency` after the request arrived. For per-cluster latency and errors.
+    ClusterDone {
+        upstream: Upstream,
+        opcode: Opcode,
+        write: bool,
+        latency: Duration,
+        result: ClusterResult,
+    },
     /// A request was answered with the answer (or the failure) of `primary`.
     Answered {
         opcode: Opcode,
@@ -155,6 +164,17 @@ pub enum Event {
         reached: bool,
         waited: Duration,
     },
+}
+
+/// How one cluster finished its part of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterResult {
+    /// An answer other than ERROR.
+    Ok,
+    /// An ERROR answer with this code.
+    Error(crate::message::ErrorCode),
+    /// No answer: the connection failed or the request timed out.
+    Failed(FailureKind),
 }
 
 /// How much a log reader cares about an [`Event`].
@@ -181,6 +201,7 @@ impl Event {
             Self::SchemaAgreement { reached: true, .. } => Level::Debug,
             Self::Ready { .. }
             | Self::MissedWrite { .. }
+            | Self::ClusterDone { .. }
             | Self::Answered { .. }
             | Self::Draining { .. } => Level::Debug,
         }
@@ -223,6 +244,25 @@ impl fmt::Display for Event {
                 write!(f, "a {opcode} write did not reach the {upstream} cluster")
             }
             Self::ClientError { detail, .. } => write!(f, "client: {detail}"),
+            Self::ClusterDone {
+                upstream,
+                opcode,
+                latency,
+                result,
+                ..
+            } => write!(
+                f,
+                "the {upstream} cluster finished {opcode} in {latency:?}: {}",
+                match result {
+                    ClusterResult::Ok => "answered".to_owned(),
+                    ClusterResult::Error(code) => format!(
+                        "ERROR {} (0x{:04x})",
+                        code.name().unwrap_or("unknown"),
+                        code.0
+                    ),
+                    ClusterResult::Failed(kind) => kind.name().to_owned(),
+                }
+            ),
             Self::Answered {
                 opcode,
                 write,

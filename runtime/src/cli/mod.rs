@@ -14,6 +14,8 @@ use cqlmirror_core::config::{Config, Credentials, Endpoint, Secret, WaitPolicy};
 use cqlmirror_core::frame::ProtocolVersion;
 use cqlmirror_core::topology::{TopologyMode, VirtualTopology};
 
+pub mod effective;
+pub mod ops;
 mod parse;
 mod tls;
 
@@ -301,6 +303,13 @@ pub struct Cli {
     #[command(flatten)]
     pub tls: tls::TlsArgs,
 
+    #[command(flatten)]
+    pub ops: ops::OpsArgs,
+
+    /// Every option as given, filled in by [`Cli::parse_for`] (for the admin API).
+    #[arg(skip)]
+    pub effective: effective::EffectiveOptions,
+
     /// Close the client connection when the connection to the target is lost.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false",
           default_missing_value = "true", value_parser = BoolishValueParser::new(),
@@ -410,6 +419,10 @@ pub struct Settings {
     /// `--max-connections` as given; without it, the runtime derives the limit from the
     /// descriptor limit (see [`crate::descriptors`]).
     pub max_connections: Option<usize>,
+    /// The metrics, health and admin endpoint.
+    pub ops: ops::OpsSettings,
+    /// Every option as in force, secrets masked.
+    pub effective: effective::EffectiveOptions,
 }
 
 /// The first line of a password file, without its line ending. The error names the file,
@@ -433,8 +446,11 @@ impl Cli {
     ///
     /// On a usage error this prints clap's message naming the option and exits with status 2.
     pub fn parse_for(bin: &'static str) -> Self {
-        let matches = Self::command().name(bin).bin_name(bin).get_matches();
-        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+        let command = Self::command().name(bin).bin_name(bin);
+        let matches = command.clone().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        cli.effective = effective::EffectiveOptions::from_matches(&command, &matches);
+        cli
     }
 
     /// Turns the options into settings; the error names the option and the fix.
@@ -457,6 +473,7 @@ impl Cli {
         config.connect_timeout = self.connect_timeout;
         config.handshake_timeout = self.handshake_timeout;
         config.max_in_flight = self.max_in_flight;
+        config.ready_without_secondary = self.ops.ready_without_secondary;
         if self.max_connections == Some(0) {
             return Err("--max-connections must be at least 1".into());
         }
@@ -542,6 +559,8 @@ impl Cli {
             debug: self.debug,
             tls,
             tls_options: self.tls.clone(),
+            ops: self.ops.settings()?,
+            effective: self.effective.clone(),
             max_connections: self.max_connections,
         })
     }

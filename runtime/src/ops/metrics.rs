@@ -1,0 +1,289 @@
+//! Prometheus metrics through the `metrics` facade, rendered by
+//! `metrics-exporter-prometheus` (without its HTTP listener, which needs tokio: the endpoint
+//! is [`super::serve`]'s).
+//!
+//! Two sources:
+//! - **events** of the sessions ([`observe`]), for what happens per request: latency
+//!   histograms, per-cluster answers and errors, missed writes, failures;
+//! - **the proxy's state** read at each scrape ([`refresh`]): connections, the primary, the
+//!   wait policy, reachability, the prepared-statement cache, readiness.
+//!
+//! Labels are small closed sets (opcodes, clusters, error codes, failure kinds): no client
+//! addresses, so the number of series stays bounded whatever the traffic.
+
+use std::sync::OnceLock;
+
+use cqlmirror_core::config::{Upstream, WaitPolicy};
+use cqlmirror_core::frame::Opcode;
+use cqlmirror_core::proxy::Proxy;
+use cqlmirror_core::session::{ClusterResult, Event};
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Histogram buckets for durations, in seconds: 100 µs to 10 s, about three per decade.
+const SECONDS_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process's recorder (once; later calls return the same handle).
+pub fn install() -> Result<&'static PrometheusHandle, String> {
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle);
+    }
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+        .map_err(|e| format!("metrics: {e}"))?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| format!("metrics: cannot install the recorder: {e}"))?;
+    describe();
+    Ok(HANDLE.get_or_init(|| handle))
+}
+
+/// The exposition text, with the proxy's state read now.
+pub fn render(proxy: &Proxy, binary: &'static str) -> String {
+    refresh(proxy, binary);
+    match HANDLE.get() {
+        Some(handle) => {
+            handle.run_upkeep();
+            handle.render()
+        }
+        None => String::new(),
+    }
+}
+
+/// "read" or "write", the request kind label.
+fn kind(write: bool) -> &'static str {
+    if write { "write" } else { "read" }
+}
+
+fn opcode(opcode: Opcode) -> &'static str {
+    opcode.name().unwrap_or("UNKNOWN")
+}
+
+/// Records what a session event says.
+pub fn observe(event: &Event) {
+    match event {
+        Event::Answered {
+            opcode: op,
+            write,
+            latency,
+            ..
+        } => {
+            let (op, kind) = (opcode(*op), kind(*write));
+            let seconds = latency.as_secs_f64();
+            counter!("cqlmirror_requests_total", "opcode" => op, "kind" => kind).increment(1);
+            histogram!("cqlmirror_request_duration_seconds", "opcode" => op, "kind" => kind)
+                .record(seconds);
+            histogram!("cassandraProxy_cqlOperation_timer_seconds", "opcode" => op, "kind" => kind)
+                .record(seconds);
+        }
+        Event::ClusterDone {
+            upstream,
+            opcode: op,
+            write,
+            latency,
+            result,
+        } => {
+            let (cluster, op, kind) = (upstream.name(), opcode(*op), kind(*write));
+            let seconds = latency.as_secs_f64();
+            let outcome = match result {
+                ClusterResult::Ok => "ok",
+                ClusterResult::Error(_) => "error",
+                ClusterResult::Failed(_) => "failed",
+            };
+            counter!("cqlmirror_cluster_requests_total", "cluster" => cluster, "opcode" => op,
+                     "kind" => kind, "outcome" => outcome)
+            .increment(1);
+            match result {
+                ClusterResult::Failed(failure) => {
+                    if *failure == cqlmirror_core::failure::FailureKind::Timeout {
+                        counter!("cqlmirror_timeouts_total", "cluster" => cluster, "opcode" => op,
+                                 "kind" => kind)
+                        .increment(1);
+                    }
+                    return;
+                }
+                ClusterResult::Error(code) => {
+                    let code = code.name().unwrap_or("UNKNOWN");
+                    counter!("cqlmirror_cluster_errors_total", "cluster" => cluster, "code" => code)
+                        .increment(1);
+                    counter!("cassandraProxy_cqlServerErrorCount_total", "cluster" => cluster,
+                             "opcode" => op, "kind" => kind)
+                    .increment(1);
+                }
+                ClusterResult::Ok => {}
+            }
+            histogram!("cqlmirror_cluster_request_duration_seconds", "cluster" => cluster,
+                       "opcode" => op, "kind" => kind)
+            .record(seconds);
+            let older = match upstream {
+                Upstream::Source => "cassandraProxy_cqlOperationSourceCassandra_timer_seconds",
+                Upstream::Target => "cassandraProxy_cqlOperationTargetCassandra_timer_seconds",
+            };
+            histogram!(older, "opcode" => op, "kind" => kind).record(seconds);
+        }
+        Event::Failure { upstream, kind, .. } => {
+            counter!("cqlmirror_cluster_failures_total", "cluster" => upstream.name(),
+                     "kind" => kind.label())
+            .increment(1);
+        }
+        Event::MissedWrite {
+            upstream,
+            opcode: op,
+        } => {
+            counter!("cqlmirror_missed_writes_total", "cluster" => upstream.name(),
+                     "opcode" => opcode(*op))
+            .increment(1);
+        }
+        Event::ClientError { .. } => counter!("cqlmirror_client_errors_total").increment(1),
+        Event::Ready { version, .. } => {
+            counter!("cqlmirror_client_handshakes_total", "protocol_version" => version.label())
+                .increment(1);
+        }
+        _ => {}
+    }
+}
+
+/// Sets the gauges and counters that mirror the proxy's state.
+fn refresh(proxy: &Proxy, binary: &'static str) {
+    let admission = proxy.admission();
+    gauge!("cqlmirror_client_connections").set(admission.open() as f64);
+    gauge!("cqlmirror_client_connections_limit").set(admission.limit() as f64);
+    counter!("cqlmirror_refused_connections_total").absolute(admission.refused());
+    let stats = proxy.stats();
+    let load = |v: &std::sync::atomic::AtomicU64| v.load(std::sync::atomic::Ordering::Relaxed);
+    counter!("cqlmirror_client_connections_total").absolute(load(&stats.sessions_opened));
+    counter!("cqlmirror_topology_reads_total").absolute(load(&stats.topology_reads));
+    gauge!("cqlmirror_prepared_statements").set(proxy.prepared_len() as f64);
+    let primary = proxy.primary();
+    let readiness = proxy.readiness();
+    for upstream in Upstream::BOTH {
+        let cluster = upstream.name();
+        gauge!("cqlmirror_primary", "cluster" => cluster).set(f64::from(upstream == primary));
+        gauge!("cqlmirror_cluster_reachable", "cluster" => cluster).set(f64::from(
+            readiness.clusters[upstream.index()].is_reachable(),
+        ));
+        gauge!("cqlmirror_cluster_stalled", "cluster" => cluster)
+            .set(f64::from(proxy.is_stalled(upstream)));
+    }
+    let wait = proxy.wait_policy();
+    for (policy, name) in [(WaitPolicy::Both, "both"), (WaitPolicy::Primary, "primary")] {
+        gauge!("cqlmirror_wait_policy", "policy" => name).set(f64::from(wait == policy));
+    }
+    gauge!("cqlmirror_ready").set(f64::from(readiness.ready));
+    gauge!("cqlmirror_build_info", "version" => cqlmirror_core::VERSION, "binary" => binary)
+        .set(1.0);
+}
+
+/// The help text of each family.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "cqlmirror_requests_total",
+        "Requests answered to clients, by opcode and kind (read or write)"
+    );
+    describe_histogram!(
+        "cqlmirror_request_duration_seconds",
+        Unit::Seconds,
+        "Time from a request's arrival to its answer to the client"
+    );
+    describe_histogram!(
+        "cassandraProxy_cqlOperation_timer_seconds",
+        Unit::Seconds,
+        "The older proxy's name: time from a request's arrival to its answer to the client"
+    );
+    describe_counter!(
+        "cqlmirror_cluster_requests_total",
+        "Requests each cluster finished, by outcome: ok, error (an ERROR answer) or failed (no answer)"
+    );
+    describe_histogram!(
+        "cqlmirror_cluster_request_duration_seconds",
+        Unit::Seconds,
+        "Time from a request's arrival to each cluster's answer"
+    );
+    describe_histogram!(
+        "cassandraProxy_cqlOperationSourceCassandra_timer_seconds",
+        Unit::Seconds,
+        "The older proxy's name: time to the source cluster's answer"
+    );
+    describe_histogram!(
+        "cassandraProxy_cqlOperationTargetCassandra_timer_seconds",
+        Unit::Seconds,
+        "The older proxy's name: time to the target cluster's answer"
+    );
+    describe_counter!(
+        "cqlmirror_cluster_errors_total",
+        "ERROR answers of each cluster, by error code"
+    );
+    describe_counter!(
+        "cassandraProxy_cqlServerErrorCount_total",
+        "The older proxy's name: ERROR answers of each cluster, by opcode and kind"
+    );
+    describe_counter!(
+        "cqlmirror_timeouts_total",
+        "Requests a cluster did not answer within --request-timeout"
+    );
+    describe_counter!(
+        "cqlmirror_cluster_failures_total",
+        "Failures of each cluster by kind (unreachable, connection lost, timeout, error, ...)"
+    );
+    describe_counter!(
+        "cqlmirror_missed_writes_total",
+        "Writes the client was told succeeded (the primary applied them) that the secondary missed"
+    );
+    describe_counter!(
+        "cqlmirror_client_errors_total",
+        "Client connections refused or closed for bad input or stalling"
+    );
+    describe_counter!(
+        "cqlmirror_client_handshakes_total",
+        "Client handshakes completed, by protocol version"
+    );
+    describe_gauge!(
+        "cqlmirror_client_connections",
+        "Client connections open now"
+    );
+    describe_gauge!(
+        "cqlmirror_client_connections_limit",
+        "--max-connections: more client connections are refused"
+    );
+    describe_counter!(
+        "cqlmirror_client_connections_total",
+        "Client connections accepted since the start"
+    );
+    describe_counter!(
+        "cqlmirror_refused_connections_total",
+        "Client connections refused at --max-connections"
+    );
+    describe_counter!(
+        "cqlmirror_topology_reads_total",
+        "Reads of system.local and system.peers* the proxy answered itself"
+    );
+    describe_gauge!(
+        "cqlmirror_prepared_statements",
+        "Prepared statements the proxy remembers (--prepared-cache-size at most)"
+    );
+    describe_gauge!(
+        "cqlmirror_primary",
+        "1 for the cluster whose answers clients get"
+    );
+    describe_gauge!(
+        "cqlmirror_cluster_reachable",
+        "1 when the cluster's control connection last read its topology"
+    );
+    describe_gauge!(
+        "cqlmirror_cluster_stalled",
+        "1 while clients do not wait for the cluster (it let --wait-timeout pass)"
+    );
+    describe_gauge!(
+        "cqlmirror_wait_policy",
+        "1 for the wait policy in force: both (--wait true) or primary (--wait false)"
+    );
+    describe_gauge!("cqlmirror_ready", "1 when /health/readiness says ready");
+    describe_gauge!("cqlmirror_build_info", "Version and binary of this proxy");
+}
