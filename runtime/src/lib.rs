@@ -45,6 +45,10 @@ const TLS_FILES_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 /// and serves until SIGTERM or Ctrl-C. Exit status 2 for a usage error, 1 when the proxy
 /// cannot start (e.g. its port is taken).
 pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("admin") {
+        return ops::client::main(bin, args.into_iter().skip(1).collect());
+    }
     let mut settings = match Cli::parse_for(bin).settings(cli::default_threads()) {
         Ok(settings) => settings,
         Err(e) => {

@@ -446,7 +446,9 @@ impl Cli {
     ///
     /// On a usage error this prints clap's message naming the option and exits with status 2.
     pub fn parse_for(bin: &'static str) -> Self {
-        let command = Self::command().name(bin).bin_name(bin);
+        let command = Self::command().name(bin).bin_name(bin).after_help(format!(
+            "A running proxy is steered through its admin API: `{bin} admin --help` (e.g. `{bin} admin set-primary target`)."
+        ));
         let matches = command.clone().get_matches();
         let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         cli.effective = effective::EffectiveOptions::from_matches(&command, &matches);

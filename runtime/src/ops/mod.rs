@@ -12,6 +12,7 @@
 //!   `POST /admin/primary`, `POST /admin/wait`.
 
 pub mod admin;
+pub mod client;
 pub mod metrics;
 
 use std::io::{self, Read};
