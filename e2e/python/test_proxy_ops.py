@@ -2,7 +2,10 @@
 admin API (and its command-line client) steering a proxy while a workload runs."""
 
 import json
+import os
+import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -231,3 +234,58 @@ def test_admin_token_and_masked_configuration(main_bed, start_proxy, proxy_binar
     # The log's first line is the test's own record of the command line, not the proxy's.
     log = proxy.log_text().split("\n", 1)[1]
     assert secret not in log and token not in log
+
+
+def test_config_file(main_bed, start_proxy, proxy_binary, tmp_path):
+    """--config cqlmirror.toml: its options apply below the command line and the environment;
+    a typo is refused at start-up naming the key; SIGHUP applies a new wait policy, logs the
+    rest as needing a restart, and a broken file changes nothing."""
+    config = tmp_path / "cqlmirror.toml"
+    config.write_text(f'source = "{main_bed.source.address}"\ntarget = "{main_bed.target.address}"\n'
+                      'wait-timout = "800ms"\n')
+    run = subprocess.run([str(proxy_binary), "--config", str(config), "--metrics-port", "0"],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2, run.stderr
+    assert "unknown key 'wait-timout' (did you mean 'wait-timeout'?)" in run.stderr, run.stderr
+
+    config.write_text('wait = true\nwait-timeout = "800ms"\nrequest-timeout = "9s"\n'
+                      'schema-agreement-timeout = "4s"\n')
+    proxy = start_proxy(main_bed, "--config", str(config), "--schema-agreement-timeout", "3s")
+    options = json.loads(get(f"{proxy.ops_url}/admin/config")[1])
+    assert options["wait-timeout"] == {"value": "800ms", "source": "config file"}
+    assert options["schema-agreement-timeout"] == {"value": "3s", "source": "command line"}
+    assert "target at most 800ms" in proxy.log_text()
+
+    config.write_text('wait = false\nwait-timeout = "800ms"\nrequest-timeout = "5s"\n'
+                      'schema-agreement-timeout = "4s"\n')
+    proxy.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "wait true -> false: applied to new requests" in proxy.log_text(),
+               "the wait policy applied from the file")
+    assert json.loads(get(f"{proxy.ops_url}/admin/status")[1])["wait"] == "primary"
+    assert "request-timeout changed (9s -> 5s): takes effect after a restart" in proxy.log_text()
+
+    config.write_text("wait = true\nrequest-timout = 1\n")
+    proxy.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "nothing changed" in proxy.log_text(), "the broken file refused")
+    assert json.loads(get(f"{proxy.ops_url}/admin/status")[1])["wait"] == "primary"
+    assert proxy.alive()
+
+    # The environment is above the file.
+    config.write_text('request-timeout = "9s"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CQLMIRROR_")}
+    env["CQLMIRROR_REQUEST_TIMEOUT"] = "7s"
+    log_path = tmp_path / "env-proxy.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(proxy_binary), main_bed.source.address, main_bed.target.address,
+                                 "--listen-address", "127.0.0.1", "--proxy-port", str(free_port()),
+                                 "--metrics-port", "0", "--config", str(config)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        url = wait_until(lambda: (lambda m: m and m.group(1))(
+            re.search(r"metrics on (http://[^ ]+)/metrics", log_path.read_text())),
+            "the proxy's endpoint")
+        options = json.loads(get(f"{url}/admin/config")[1])
+        assert options["request-timeout"] == {"value": "7s", "source": "environment"}
+    finally:
+        proc.terminate()
+        proc.wait(20)

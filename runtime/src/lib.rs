@@ -143,6 +143,13 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
                 );
             }
         }
+        if let Some(path) = &settings.config_file {
+            if let Err(e) =
+                ops::reload::on_sighup(path.clone(), settings.effective.clone(), Arc::clone(&proxy))
+            {
+                log::warn!("cannot read the config file again on SIGHUP: {e}");
+            }
+        }
         let tls = tls::TlsHolder::new(settings.tls.clone());
         if let Err(e) = tls.reload_on_sighup(settings.tls_options.clone()) {
             log::warn!("cannot reload TLS files on SIGHUP: {e}");

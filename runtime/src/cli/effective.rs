@@ -11,7 +11,7 @@ pub struct EffectiveOption {
     pub name: String,
     /// The values as given (several for repeated options); `***` for secrets.
     pub values: Vec<String>,
-    /// `command line`, `environment` or `default`.
+    /// `command line`, `environment`, `config file` or `default`.
     pub source: &'static str,
 }
 
@@ -20,12 +20,17 @@ pub struct EffectiveOption {
 pub struct EffectiveOptions(pub Vec<EffectiveOption>);
 
 /// Options whose values are secrets (their files are not).
-fn is_secret(name: &str) -> bool {
+pub(crate) fn is_secret(name: &str) -> bool {
     (name.contains("password") || name.contains("token")) && !name.ends_with("-file")
 }
 
 impl EffectiveOptions {
-    pub fn from_matches(command: &clap::Command, matches: &ArgMatches) -> Self {
+    /// `from_file`: the ids the config file set (clap saw them on the command line).
+    pub fn from_matches(
+        command: &clap::Command,
+        matches: &ArgMatches,
+        from_file: &[String],
+    ) -> Self {
         let mut options = Vec::new();
         for arg in command.get_arguments() {
             let id = arg.get_id().as_str();
@@ -41,6 +46,7 @@ impl EffectiveOptions {
                 raw.map(|v| v.to_string_lossy().into_owned()).collect()
             };
             let source = match matches.value_source(id) {
+                _ if from_file.iter().any(|f| f == id) => "config file",
                 Some(ValueSource::CommandLine) => "command line",
                 Some(ValueSource::EnvVariable) => "environment",
                 _ => "default",

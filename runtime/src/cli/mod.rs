@@ -15,6 +15,7 @@ use cqlmirror_core::frame::ProtocolVersion;
 use cqlmirror_core::topology::{TopologyMode, VirtualTopology};
 
 pub mod effective;
+pub mod file;
 pub mod ops;
 mod parse;
 mod tls;
@@ -306,6 +307,13 @@ pub struct Cli {
     #[command(flatten)]
     pub ops: ops::OpsArgs,
 
+    /// A TOML file setting any option (keys: the long option names without dashes, e.g.
+    /// `wait-timeout = "2s"`); the command line and the environment take precedence over it.
+    /// SIGHUP reads it again: what can change at run time (--wait) is applied, the rest is
+    /// logged as needing a restart.
+    #[arg(long, value_name = "FILE", env = "CQLMIRROR_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+
     /// Every option as given, filled in by [`Cli::parse_for`] (for the admin API).
     #[arg(skip)]
     pub effective: effective::EffectiveOptions,
@@ -423,6 +431,17 @@ pub struct Settings {
     pub ops: ops::OpsSettings,
     /// Every option as in force, secrets masked.
     pub effective: effective::EffectiveOptions,
+    /// `--config`: read again on SIGHUP.
+    pub config_file: Option<std::path::PathBuf>,
+}
+
+/// Why the command line could not be parsed.
+#[derive(Debug)]
+pub enum ParseError {
+    /// A usage error, as clap reports it (also `--help` and `--version`).
+    Usage(clap::Error),
+    /// The config file could not be read or has an unknown key.
+    File(String),
 }
 
 /// The first line of a password file, without its line ending. The error names the file,
@@ -446,13 +465,53 @@ impl Cli {
     ///
     /// On a usage error this prints clap's message naming the option and exits with status 2.
     pub fn parse_for(bin: &'static str) -> Self {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        match Self::parse_with_file(bin, &args) {
+            Ok(cli) => cli,
+            Err(ParseError::Usage(e)) => e.exit(),
+            Err(ParseError::File(e)) => {
+                eprintln!("{bin}: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    /// Parses `args` (the binary's name first) with the config file they name, if any.
+    pub fn parse_with_file(
+        bin: &'static str,
+        args: &[std::ffi::OsString],
+    ) -> Result<Self, ParseError> {
         let command = Self::command().name(bin).bin_name(bin).after_help(format!(
             "A running proxy is steered through its admin API: `{bin} admin --help` (e.g. `{bin} admin set-primary target`)."
         ));
-        let matches = command.clone().get_matches();
-        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-        cli.effective = effective::EffectiveOptions::from_matches(&command, &matches);
-        cli
+        let (args, from_file) = match file::path_from(&command, args) {
+            None => (args.to_vec(), Vec::new()),
+            Some(path) => {
+                let options = file::read(&path, &command).map_err(ParseError::File)?;
+                // Which options the command line or the environment set: those win.
+                let given = command
+                    .clone()
+                    .mut_args(|a| a.required(false))
+                    .try_get_matches_from(args)
+                    .map_err(ParseError::Usage)?;
+                file::merge(args, &options, |id| {
+                    matches!(
+                        given.value_source(id),
+                        Some(
+                            clap::parser::ValueSource::CommandLine
+                                | clap::parser::ValueSource::EnvVariable
+                        )
+                    )
+                })
+            }
+        };
+        let matches = command
+            .clone()
+            .try_get_matches_from(&args)
+            .map_err(ParseError::Usage)?;
+        let mut cli = Self::from_arg_matches(&matches).map_err(ParseError::Usage)?;
+        cli.effective = effective::EffectiveOptions::from_matches(&command, &matches, &from_file);
+        Ok(cli)
     }
 
     /// Turns the options into settings; the error names the option and the fix.
@@ -563,6 +622,7 @@ impl Cli {
             tls_options: self.tls.clone(),
             ops: self.ops.settings()?,
             effective: self.effective.clone(),
+            config_file: self.config.clone(),
             max_connections: self.max_connections,
         })
     }

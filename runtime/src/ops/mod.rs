@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod client;
 pub mod metrics;
+pub mod reload;
 
 use std::io::{self, Read};
 use std::net::SocketAddr;

@@ -1,0 +1,123 @@
+//! SIGHUP reads the config file again: what can change while the proxy runs is applied (the
+//! wait policy), every other change is logged as needing a restart, and a file that does not
+//! read (bad TOML, an unknown key) changes nothing.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+
+use clap::CommandFactory;
+use cqlmirror_core::config::WaitPolicy;
+use cqlmirror_core::proxy::Proxy;
+use signal_hook::consts::SIGHUP;
+use signal_hook::iterator::Signals;
+
+use crate::cli::Cli;
+use crate::cli::effective::{EffectiveOptions, is_secret};
+use crate::cli::file::{self, FileOption};
+
+/// The file's options by key.
+type Snapshot = BTreeMap<String, Vec<String>>;
+
+fn snapshot(options: Vec<FileOption>) -> Snapshot {
+    options.into_iter().map(|o| (o.key, o.values)).collect()
+}
+
+/// Watches for SIGHUP on a thread of its own.
+pub fn on_sighup(path: PathBuf, effective: EffectiveOptions, proxy: Arc<Proxy>) -> io::Result<()> {
+    let command = Cli::command();
+    let mut last = snapshot(file::read(&path, &command).unwrap_or_default());
+    let mut signals = Signals::new([SIGHUP])?;
+    thread::Builder::new()
+        .name("config-reload".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match file::read(&path, &command) {
+                    Ok(options) => {
+                        let now = snapshot(options);
+                        apply(&path, &last, &now, &effective, &proxy);
+                        last = now;
+                    }
+                    Err(e) => log::error!("SIGHUP: {e}; nothing changed"),
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn shown(key: &str, values: Option<&Vec<String>>) -> String {
+    match values {
+        None => "(not set)".into(),
+        Some(_) if is_secret(key) => "***".into(),
+        Some(v) => v.join(","),
+    }
+}
+
+/// Applies the differences between two readings of the file.
+fn apply(
+    path: &std::path::Path,
+    before: &Snapshot,
+    after: &Snapshot,
+    effective: &EffectiveOptions,
+    proxy: &Proxy,
+) {
+    let file = path.display();
+    let mut changed = 0;
+    for key in before
+        .keys()
+        .chain(after.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let (old, new) = (before.get(key), after.get(key));
+        if old == new {
+            continue;
+        }
+        changed += 1;
+        let overridden = effective
+            .0
+            .iter()
+            .find(|o| &o.name == key)
+            .is_some_and(|o| matches!(o.source, "command line" | "environment"));
+        let (old_text, new_text) = (shown(key, old), shown(key, new));
+        if overridden {
+            log::info!(
+                "config file {file}: {key} changed ({old_text} -> {new_text}), but the command line or the environment sets it: ignored"
+            );
+        } else if key == "wait" {
+            match new.and_then(|v| v.first()).map(|v| parse_bool(v)) {
+                Some(Some(wait)) => {
+                    let policy = if wait {
+                        WaitPolicy::Both
+                    } else {
+                        WaitPolicy::Primary
+                    };
+                    proxy.set_wait_policy(policy);
+                    log::info!(
+                        "config file {file}: wait {old_text} -> {new_text}: applied to new requests"
+                    );
+                }
+                _ => log::warn!(
+                    "config file {file}: wait {old_text} -> {new_text}: not a boolean (or removed); the wait policy stays as it is"
+                ),
+            }
+        } else {
+            log::warn!(
+                "config file {file}: {key} changed ({old_text} -> {new_text}): takes effect after a restart"
+            );
+        }
+    }
+    if changed == 0 {
+        log::info!("SIGHUP: config file {file} read again: nothing changed");
+    }
+}
+
+/// The command line's boolean words.
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "y" | "on" | "1" => Some(true),
+        "false" | "no" | "n" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
