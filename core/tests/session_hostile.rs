@@ -64,6 +64,8 @@ struct Bench {
     reachable: [bool; 2],
     /// Clusters that keep the QUERYs they get unanswered.
     silent: [bool; 2],
+    /// Clusters that answer every QUERY with an ERROR of this code.
+    failing: [Option<ErrorCode>; 2],
     closed: Vec<Peer>,
     /// Backend connections the session asked for.
     connects: Vec<Upstream>,
@@ -97,6 +99,7 @@ impl Bench {
             cluster_out: Default::default(),
             reachable: [true, true],
             silent: [false, false],
+            failing: [None, None],
             closed: Vec::new(),
             connects: Vec::new(),
             queries: [0, 0],
@@ -179,7 +182,13 @@ impl Bench {
                     if self.silent[upstream.index()] && request.opcode() == Opcode::QUERY {
                         continue;
                     }
-                    let (opcode, body) = Self::answer(&request);
+                    let (opcode, body) = match self.failing[upstream.index()] {
+                        Some(code) if request.opcode() == Opcode::QUERY => (
+                            Opcode::ERROR,
+                            ErrorMessage::new(code, "refused by the test").to_bytes(VERSION),
+                        ),
+                        _ => Self::answer(&request),
+                    };
                     let answer = envelope(
                         request.version(),
                         Direction::Response,
@@ -569,4 +578,59 @@ fn a_client_has_at_most_max_in_flight_requests_with_the_clusters() {
     assert_eq!(source, target);
     assert!(!bench.session.wants_read(Peer::Client));
     assert!(!bench.client_in.is_empty());
+}
+
+/// Each cluster's part of a request is reported (for per-cluster metrics): an answer, an
+/// ERROR with its code, or a failure such as a timeout.
+#[test]
+fn each_cluster_reports_how_it_finished_a_request() {
+    use cqlmirror_core::failure::FailureKind;
+    use cqlmirror_core::session::ClusterResult;
+
+    let mut bench = Bench::ready(|c| c.request_timeout = Duration::from_secs(2));
+    bench.failing[Upstream::Target.index()] = Some(ErrorCode::WRITE_TIMEOUT);
+    bench.client_in = query(5, "INSERT INTO ks.t (k) VALUES (1)");
+    bench.settle();
+    let finished = |bench: &Bench| -> Vec<(Upstream, ClusterResult)> {
+        bench
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ClusterDone {
+                    upstream,
+                    opcode: Opcode::QUERY,
+                    write: true,
+                    result,
+                    ..
+                } => Some((*upstream, *result)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        finished(&bench),
+        [
+            (Upstream::Source, ClusterResult::Ok),
+            (
+                Upstream::Target,
+                ClusterResult::Error(ErrorCode::WRITE_TIMEOUT)
+            ),
+        ]
+    );
+    bench.events.clear();
+    bench.failing[Upstream::Target.index()] = None;
+    bench.silent[Upstream::Target.index()] = true;
+    bench.client_in = query(6, "INSERT INTO ks.t (k) VALUES (2)");
+    bench.settle();
+    bench.advance(Duration::from_secs(3));
+    assert_eq!(
+        finished(&bench),
+        [
+            (Upstream::Source, ClusterResult::Ok),
+            (
+                Upstream::Target,
+                ClusterResult::Failed(FailureKind::Timeout)
+            ),
+        ]
+    );
 }

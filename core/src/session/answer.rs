@@ -662,13 +662,23 @@ impl Session {
                 .is_ok_and(|m| m.get(..4) == Some(&ErrorCode::UNPREPARED.0.to_be_bytes()))
     }
 
-    /// The code of an ERROR answer; `None` for any other answer (or an undecodable ERROR).
+    /// The code of an ERROR answer; `None` for any other answer. An ERROR whose details do
+    /// not decode still has its code (the body's first field); one whose body cannot be read
+    /// at all gets -1 (no such code: reported as unknown).
     fn error_code(&self, envelope: &Envelope, version: ProtocolVersion) -> Option<ErrorCode> {
         if envelope.opcode() != Opcode::ERROR {
             return None;
         }
-        let message = self.response_message(envelope).ok()?;
-        ErrorMessage::decode(&message, version).ok().map(|e| e.code)
+        let Ok(message) = self.response_message(envelope) else {
+            return Some(ErrorCode(-1));
+        };
+        Some(match ErrorMessage::decode(&message, version) {
+            Ok(e) => e.code,
+            Err(_) => match message.get(..4) {
+                Some(&[a, b, c, d]) => ErrorCode(i32::from_be_bytes([a, b, c, d])),
+                _ => ErrorCode(-1),
+            },
+        })
     }
 
     fn describe_error(&self, envelope: &Envelope, version: ProtocolVersion) -> String {

@@ -28,15 +28,20 @@ const SECONDS_BUCKETS: [f64; 16] = [
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// A recorder with the proxy's histogram buckets.
+fn recorder() -> Result<metrics_exporter_prometheus::PrometheusRecorder, String> {
+    Ok(PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+        .map_err(|e| format!("metrics: {e}"))?
+        .build_recorder())
+}
+
 /// Installs the process's recorder (once; later calls return the same handle).
 pub fn install() -> Result<&'static PrometheusHandle, String> {
     if let Some(handle) = HANDLE.get() {
         return Ok(handle);
     }
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
-        .map_err(|e| format!("metrics: {e}"))?
-        .build_recorder();
+    let recorder = recorder()?;
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)
         .map_err(|e| format!("metrics: cannot install the recorder: {e}"))?;
@@ -286,4 +291,155 @@ fn describe() {
     );
     describe_gauge!("cqlmirror_ready", "1 when /health/readiness says ready");
     describe_gauge!("cqlmirror_build_info", "Version and binary of this proxy");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use cqlmirror_core::config::Upstream;
+    use cqlmirror_core::failure::FailureKind;
+    use cqlmirror_core::frame::Opcode;
+    use cqlmirror_core::message::ErrorCode;
+    use cqlmirror_core::session::{ClusterResult, Event};
+
+    use super::{observe, recorder};
+
+    /// The exposition after `events`, recorded by a recorder of their own.
+    fn exposition(events: &[Event]) -> String {
+        let recorder = recorder().unwrap();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            super::describe();
+            for event in events {
+                observe(event);
+            }
+        });
+        handle.render()
+    }
+
+    fn value<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+    }
+
+    #[test]
+    fn an_answered_write_moves_the_request_counters_and_histograms() {
+        let answered = Event::Answered {
+            opcode: Opcode::EXECUTE,
+            write: true,
+            latency: Duration::from_micros(1500),
+            primary: Upstream::Source,
+        };
+        let text = exposition(&[answered.clone(), answered]);
+        assert_eq!(
+            value(
+                &text,
+                r#"cqlmirror_requests_total{opcode="EXECUTE",kind="write"}"#
+            ),
+            Some("2"),
+            "{text}"
+        );
+        // 1.5 ms lands in the 2.5 ms bucket, not in the 1 ms one.
+        assert_eq!(
+            value(
+                &text,
+                r#"cqlmirror_request_duration_seconds_bucket{opcode="EXECUTE",kind="write",le="0.001"}"#
+            ),
+            Some("0")
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"cqlmirror_request_duration_seconds_bucket{opcode="EXECUTE",kind="write",le="0.0025"}"#
+            ),
+            Some("2")
+        );
+        assert!(text.contains(r#"cassandraProxy_cqlOperation_timer_seconds_count{opcode="EXECUTE",kind="write"} 2"#), "{text}");
+        assert!(text.contains("# HELP cqlmirror_requests_total Requests answered to clients"));
+    }
+
+    #[test]
+    fn cluster_outcomes_are_counted_per_cluster_and_error_code() {
+        let done = |upstream, result| Event::ClusterDone {
+            upstream,
+            opcode: Opcode::QUERY,
+            write: true,
+            latency: Duration::from_millis(3),
+            result,
+        };
+        let text = exposition(&[
+            done(Upstream::Source, ClusterResult::Ok),
+            done(
+                Upstream::Target,
+                ClusterResult::Error(ErrorCode::WRITE_TIMEOUT),
+            ),
+            done(
+                Upstream::Target,
+                ClusterResult::Failed(FailureKind::Timeout),
+            ),
+            Event::MissedWrite {
+                upstream: Upstream::Target,
+                opcode: Opcode::QUERY,
+            },
+            Event::Failure {
+                upstream: Upstream::Target,
+                kind: FailureKind::Closed,
+                detail: "gone".into(),
+                first: true,
+            },
+        ]);
+        for (series, expected) in [
+            (
+                r#"cqlmirror_cluster_requests_total{cluster="source",opcode="QUERY",kind="write",outcome="ok"}"#,
+                "1",
+            ),
+            (
+                r#"cqlmirror_cluster_requests_total{cluster="target",opcode="QUERY",kind="write",outcome="error"}"#,
+                "1",
+            ),
+            (
+                r#"cqlmirror_cluster_requests_total{cluster="target",opcode="QUERY",kind="write",outcome="failed"}"#,
+                "1",
+            ),
+            (
+                r#"cqlmirror_cluster_errors_total{cluster="target",code="WRITE_TIMEOUT"}"#,
+                "1",
+            ),
+            (
+                r#"cassandraProxy_cqlServerErrorCount_total{cluster="target",opcode="QUERY",kind="write"}"#,
+                "1",
+            ),
+            (
+                r#"cqlmirror_timeouts_total{cluster="target",opcode="QUERY",kind="write"}"#,
+                "1",
+            ),
+            (
+                r#"cqlmirror_missed_writes_total{cluster="target",opcode="QUERY"}"#,
+                "1",
+            ),
+            (
+                r#"cqlmirror_cluster_failures_total{cluster="target",kind="closed"}"#,
+                "1",
+            ),
+            (
+                r#"cassandraProxy_cqlOperationSourceCassandra_timer_seconds_count{opcode="QUERY",kind="write"}"#,
+                "1",
+            ),
+            // The failed request has no latency of an answer: one answer (the ERROR) is timed.
+            (
+                r#"cassandraProxy_cqlOperationTargetCassandra_timer_seconds_count{opcode="QUERY",kind="write"}"#,
+                "1",
+            ),
+        ] {
+            assert_eq!(value(&text, series), Some(expected), "{series} in\n{text}");
+        }
+        assert!(
+            value(
+                &text,
+                r#"cqlmirror_cluster_errors_total{cluster="source",code="WRITE_TIMEOUT"}"#
+            )
+            .is_none()
+        );
+    }
 }
