@@ -289,3 +289,17 @@ def test_config_file(main_bed, start_proxy, proxy_binary, tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_json_logs(main_bed, start_proxy, connect):
+    """--log-format json: every line the proxy writes is one JSON object with its time, level
+    and message; the lines of a client connection carry its id as a field."""
+    proxy = start_proxy(main_bed, "--log-format", "json", "--debug")
+    session = connect(proxy.endpoint)
+    session.execute("SELECT release_version FROM system.local")
+    lines = proxy.log_text().splitlines()[1:]  # the first is the test's record of the command
+    records = [json.loads(line) for line in lines if line.strip()]
+    assert records and all({"time", "level", "message"} <= r.keys() for r in records)
+    assert any(isinstance(r.get("connection"), int) and r["message"].startswith("connection #")
+               for r in records), records[:5]
+    assert any("metrics on http://" in r["message"] for r in records)

@@ -56,7 +56,7 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(settings.debug);
+    logging::init(settings.debug, settings.log_json);
     let descriptors = descriptors::raise_limit();
     settings.config.max_connections = settings
         .max_connections

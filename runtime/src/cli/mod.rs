@@ -409,6 +409,12 @@ pub struct Cli {
           default_missing_value = "true", value_parser = BoolishValueParser::new(),
           env = "CQLMIRROR_DEBUG")]
     pub debug: bool,
+
+    /// Log lines as text, or as one JSON object per line (time, level, message, and the
+    /// connection's id where there is one) for log collectors.
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"],
+          env = "CQLMIRROR_LOG_FORMAT")]
+    pub log_format: String,
 }
 
 /// What a runtime needs beyond the core's [`Config`].
@@ -420,6 +426,8 @@ pub struct Settings {
     pub plain_listen: Option<std::net::SocketAddr>,
     pub threads: usize,
     pub debug: bool,
+    /// One JSON object per log line (`--log-format json`).
+    pub log_json: bool,
     /// TLS to clients and to each cluster.
     pub tls: crate::tls::TlsSettings,
     /// The TLS options, to read the files again on SIGHUP.
@@ -618,6 +626,7 @@ impl Cli {
                 .map(|port| std::net::SocketAddr::new(self.listen_address, port)),
             threads,
             debug: self.debug,
+            log_json: self.log_format == "json",
             tls,
             tls_options: self.tls.clone(),
             ops: self.ops.settings()?,
