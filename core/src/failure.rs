@@ -26,6 +26,17 @@ pub enum FailureKind {
 impl FailureKind {
     pub(crate) const COUNT: usize = 7;
 
+    /// Every kind, for metrics that start at zero.
+    pub const ALL: [Self; Self::COUNT] = [
+        Self::Unreachable,
+        Self::Closed,
+        Self::Timeout,
+        Self::Error,
+        Self::Overloaded,
+        Self::Refused,
+        Self::Protocol,
+    ];
+
     pub(crate) const fn index(self) -> usize {
         self as usize
     }

@@ -14,6 +14,7 @@
 use std::sync::OnceLock;
 
 use cqlmirror_core::config::{Upstream, WaitPolicy};
+use cqlmirror_core::failure::FailureKind;
 use cqlmirror_core::frame::Opcode;
 use cqlmirror_core::proxy::Proxy;
 use cqlmirror_core::session::{ClusterResult, Event};
@@ -46,6 +47,7 @@ pub fn install() -> Result<&'static PrometheusHandle, String> {
     metrics::set_global_recorder(recorder)
         .map_err(|e| format!("metrics: cannot install the recorder: {e}"))?;
     describe();
+    zero();
     Ok(HANDLE.get_or_init(|| handle))
 }
 
@@ -106,10 +108,8 @@ pub fn observe(event: &Event) {
             .increment(1);
             match result {
                 ClusterResult::Failed(failure) => {
-                    if *failure == cqlmirror_core::failure::FailureKind::Timeout {
-                        counter!("cqlmirror_timeouts_total", "cluster" => cluster, "opcode" => op,
-                                 "kind" => kind)
-                        .increment(1);
+                    if *failure == FailureKind::Timeout {
+                        counter!("cqlmirror_timeouts_total", "cluster" => cluster).increment(1);
                     }
                     return;
                 }
@@ -183,6 +183,25 @@ fn refresh(proxy: &Proxy, binary: &'static str) {
     gauge!("cqlmirror_ready").set(f64::from(readiness.ready));
     gauge!("cqlmirror_build_info", "version" => cqlmirror_core::VERSION, "binary" => binary)
         .set(1.0);
+}
+
+/// The counters an operator watches for trouble start at zero, so that dashboards and
+/// alerts see 0 rather than no data until the first failure.
+fn zero() {
+    for upstream in Upstream::BOTH {
+        let cluster = upstream.name();
+        for op in [Opcode::QUERY, Opcode::EXECUTE, Opcode::BATCH] {
+            counter!("cqlmirror_missed_writes_total", "cluster" => cluster, "opcode" => opcode(op))
+                .absolute(0);
+        }
+        for kind in FailureKind::ALL {
+            counter!("cqlmirror_cluster_failures_total", "cluster" => cluster,
+                     "kind" => kind.label())
+            .absolute(0);
+        }
+        counter!("cqlmirror_timeouts_total", "cluster" => cluster).absolute(0);
+    }
+    counter!("cqlmirror_client_errors_total").absolute(0);
 }
 
 /// The help text of each family.
@@ -410,10 +429,7 @@ mod tests {
                 r#"cassandraProxy_cqlServerErrorCount_total{cluster="target",opcode="QUERY",kind="write"}"#,
                 "1",
             ),
-            (
-                r#"cqlmirror_timeouts_total{cluster="target",opcode="QUERY",kind="write"}"#,
-                "1",
-            ),
+            (r#"cqlmirror_timeouts_total{cluster="target"}"#, "1"),
             (
                 r#"cqlmirror_missed_writes_total{cluster="target",opcode="QUERY"}"#,
                 "1",
