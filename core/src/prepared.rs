@@ -53,6 +53,8 @@ pub struct PreparedCache {
     by_cluster: [BTreeMap<Bytes, Bytes>; 2],
     /// Client ids, oldest first, for eviction.
     order: VecDeque<Bytes>,
+    /// Statements dropped to stay within the capacity, since the start.
+    evictions: u64,
 }
 
 impl PreparedCache {
@@ -62,7 +64,14 @@ impl PreparedCache {
             by_client: BTreeMap::new(),
             by_cluster: Default::default(),
             order: VecDeque::new(),
+            evictions: 0,
         }
+    }
+
+    /// Statements dropped to stay within the capacity so far: clients that execute them again
+    /// get UNPREPARED and prepare them again.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
     }
 
     pub fn len(&self) -> usize {
@@ -110,6 +119,7 @@ impl PreparedCache {
             };
             if let Some(gone) = self.by_client.remove(&oldest) {
                 self.unlink(&oldest, &gone);
+                self.evictions += 1;
             }
         }
     }

@@ -428,6 +428,11 @@ impl Proxy {
     }
 
     /// Statements in the prepared-statement map (for metrics).
+    /// Prepared statements evicted from the cache so far.
+    pub fn prepared_evictions(&self) -> u64 {
+        self.prepared().evictions()
+    }
+
     pub fn prepared_len(&self) -> usize {
         self.prepared().len()
     }

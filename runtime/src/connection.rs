@@ -18,6 +18,7 @@ use cqlmirror_core::proxy::Proxy;
 use cqlmirror_core::session::{Peer, Session};
 
 use crate::logging::log_event;
+use crate::ops::traffic::TRAFFIC;
 use crate::runtime::{Runtime, Stream, Timer};
 use crate::shutdown::Shutdown;
 use crate::tls::{BackendTls, Link, TlsSettings};
@@ -68,6 +69,7 @@ pub(crate) async fn run<R: Runtime>(
     let mut armed = None;
     // Dropped once the session was told, so that it is told once.
     let mut stopping = Some(shutdown.waiter());
+    let mut paused_since: [Option<Instant>; 3] = [None; 3];
     loop {
         while let Some((upstream, endpoint)) = driver.poll_connect() {
             let tls = tls.backend(upstream).cloned();
@@ -80,7 +82,13 @@ pub(crate) async fn run<R: Runtime>(
                 if driver.wants_write(peer) {
                     driver.on_writable(
                         peer,
-                        |bufs| socket.try_write_vectored(bufs),
+                        |bufs| {
+                            let written = socket.try_write_vectored(bufs);
+                            if let Ok(n) = written {
+                                TRAFFIC.sent(peer, n);
+                            }
+                            written
+                        },
                         Instant::now(),
                     );
                 }
@@ -105,6 +113,18 @@ pub(crate) async fn run<R: Runtime>(
         }
         if driver.is_finished() {
             break;
+        }
+        // Backpressure: how long the proxy leaves each peer unread.
+        for peer in Peer::ALL {
+            let reading = sockets[peer.index()].is_none() || driver.wants_read(peer);
+            match (&paused_since[peer.index()], reading) {
+                (None, false) => paused_since[peer.index()] = Some(Instant::now()),
+                (Some(since), true) => {
+                    TRAFFIC.paused(peer, since.elapsed());
+                    paused_since[peer.index()] = None;
+                }
+                _ => {}
+            }
         }
         // The earliest deadline moves with nearly every answered request, and re-arming a
         // runtime timer costs a timer-wheel update (async-io: a wake-up of its reactor). A
@@ -180,7 +200,17 @@ pub(crate) async fn run<R: Runtime>(
         for peer in Peer::ALL {
             if wake.readable[peer.index()] {
                 if let Some(socket) = &mut sockets[peer.index()] {
-                    driver.on_readable(peer, |buf| socket.try_read(buf), now);
+                    driver.on_readable(
+                        peer,
+                        |buf| {
+                            let read = socket.try_read(buf);
+                            if let Ok(n) = read {
+                                TRAFFIC.received(peer, n);
+                            }
+                            read
+                        },
+                        now,
+                    );
                 }
             }
         }

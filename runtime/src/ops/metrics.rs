@@ -17,9 +17,11 @@ use cqlmirror_core::config::{Upstream, WaitPolicy};
 use cqlmirror_core::failure::FailureKind;
 use cqlmirror_core::frame::Opcode;
 use cqlmirror_core::proxy::Proxy;
-use cqlmirror_core::session::{ClusterResult, Event};
+use cqlmirror_core::session::{ClusterResult, Event, Peer};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::traffic::TRAFFIC;
 
 /// Histogram buckets for durations, in seconds: 100 µs to 10 s, about three per decade.
 const SECONDS_BUCKETS: [f64; 16] = [
@@ -165,6 +167,22 @@ fn refresh(proxy: &Proxy, binary: &'static str) {
     counter!("cqlmirror_client_connections_total").absolute(load(&stats.sessions_opened));
     counter!("cqlmirror_topology_reads_total").absolute(load(&stats.topology_reads));
     gauge!("cqlmirror_prepared_statements").set(proxy.prepared_len() as f64);
+    counter!("cqlmirror_prepared_evictions_total").absolute(proxy.prepared_evictions());
+    for peer in Peer::ALL {
+        let name = match peer.upstream() {
+            Some(upstream) => upstream.name(),
+            None => "client",
+        };
+        let (received, sent, paused) = TRAFFIC.totals(peer);
+        counter!("cqlmirror_bytes_total", "peer" => name, "direction" => "in").absolute(received);
+        counter!("cqlmirror_bytes_total", "peer" => name, "direction" => "out").absolute(sent);
+        match peer.upstream() {
+            None => gauge!("cassandraProxy_clientSocket_paused_seconds").set(paused),
+            Some(upstream) => gauge!("cassandraProxy_serverSocket_paused_seconds",
+                                     "cluster" => upstream.name())
+            .set(paused),
+        }
+    }
     let primary = proxy.primary();
     let readiness = proxy.readiness();
     for upstream in Upstream::BOTH {
@@ -310,6 +328,25 @@ fn describe() {
     );
     describe_gauge!("cqlmirror_ready", "1 when /health/readiness says ready");
     describe_gauge!("cqlmirror_build_info", "Version and binary of this proxy");
+    describe_counter!(
+        "cqlmirror_prepared_evictions_total",
+        "Prepared statements dropped to stay within --prepared-cache-size"
+    );
+    describe_counter!(
+        "cqlmirror_bytes_total",
+        Unit::Bytes,
+        "Bytes received from (in) and sent to (out) clients and each cluster"
+    );
+    describe_gauge!(
+        "cassandraProxy_clientSocket_paused_seconds",
+        Unit::Seconds,
+        "The older proxy's name: seconds, summed over connections, during which the proxy did not read clients (backpressure)"
+    );
+    describe_gauge!(
+        "cassandraProxy_serverSocket_paused_seconds",
+        Unit::Seconds,
+        "The older proxy's name: seconds, summed over connections, during which the proxy did not read a cluster (backpressure)"
+    );
 }
 
 #[cfg(test)]
