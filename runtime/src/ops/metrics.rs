@@ -3,8 +3,9 @@
 //! is [`super::serve`]'s).
 //!
 //! Two sources:
-//! - **events** of the sessions ([`observe`]), for what happens per request: latency
-//!   histograms, per-cluster answers and errors, missed writes, failures;
+//! - **events** of the sessions ([`observe`]), for what happens per request: per-request
+//!   counters and latency histograms go to fixed tables of atomics ([`super::requests`]),
+//!   rarer events (errors, failures, missed writes) straight to the facade;
 //! - **the proxy's state** read at each scrape ([`refresh`]): connections, the primary, the
 //!   wait policy, reachability, the prepared-statement cache, readiness.
 //!
@@ -18,25 +19,17 @@ use cqlmirror_core::failure::FailureKind;
 use cqlmirror_core::frame::Opcode;
 use cqlmirror_core::proxy::Proxy;
 use cqlmirror_core::session::{ClusterResult, Event, Peer};
-use metrics::{counter, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use super::requests::{Outcome, REQUESTS};
 use super::traffic::TRAFFIC;
-
-/// Histogram buckets for durations, in seconds: 100 µs to 10 s, about three per decade.
-const SECONDS_BUCKETS: [f64; 16] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
-];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// A recorder with the proxy's histogram buckets.
+/// The recorder of the counters and gauges (latency histograms are [`REQUESTS`]').
 fn recorder() -> Result<metrics_exporter_prometheus::PrometheusRecorder, String> {
-    Ok(PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
-        .map_err(|e| format!("metrics: {e}"))?
-        .build_recorder())
+    Ok(PrometheusBuilder::new().build_recorder())
 }
 
 /// Installs the process's recorder (once; later calls return the same handle).
@@ -56,13 +49,15 @@ pub fn install() -> Result<&'static PrometheusHandle, String> {
 /// The exposition text, with the proxy's state read now.
 pub fn render(proxy: &Proxy, binary: &'static str) -> String {
     refresh(proxy, binary);
-    match HANDLE.get() {
+    let mut text = match HANDLE.get() {
         Some(handle) => {
             handle.run_upkeep();
             handle.render()
         }
         None => String::new(),
-    }
+    };
+    text.push_str(&REQUESTS.render_histograms());
+    text
 }
 
 /// "read" or "write", the request kind label.
@@ -82,58 +77,34 @@ pub fn observe(event: &Event) {
             write,
             latency,
             ..
-        } => {
-            let (op, kind) = (opcode(*op), kind(*write));
-            let seconds = latency.as_secs_f64();
-            counter!("cqlmirror_requests_total", "opcode" => op, "kind" => kind).increment(1);
-            histogram!("cqlmirror_request_duration_seconds", "opcode" => op, "kind" => kind)
-                .record(seconds);
-            histogram!("cassandraProxy_cqlOperation_timer_seconds", "opcode" => op, "kind" => kind)
-                .record(seconds);
-        }
+        } => REQUESTS.answered(*op, *write, *latency),
         Event::ClusterDone {
             upstream,
             opcode: op,
             write,
             latency,
             result,
-        } => {
-            let (cluster, op, kind) = (upstream.name(), opcode(*op), kind(*write));
-            let seconds = latency.as_secs_f64();
-            let outcome = match result {
-                ClusterResult::Ok => "ok",
-                ClusterResult::Error(_) => "error",
-                ClusterResult::Failed(_) => "failed",
-            };
-            counter!("cqlmirror_cluster_requests_total", "cluster" => cluster, "opcode" => op,
-                     "kind" => kind, "outcome" => outcome)
-            .increment(1);
-            match result {
-                ClusterResult::Failed(failure) => {
-                    if *failure == FailureKind::Timeout {
-                        counter!("cqlmirror_timeouts_total", "cluster" => cluster).increment(1);
-                    }
-                    return;
-                }
-                ClusterResult::Error(code) => {
-                    let code = code.name().unwrap_or("UNKNOWN");
-                    counter!("cqlmirror_cluster_errors_total", "cluster" => cluster, "code" => code)
-                        .increment(1);
-                    counter!("cassandraProxy_cqlServerErrorCount_total", "cluster" => cluster,
-                             "opcode" => op, "kind" => kind)
-                    .increment(1);
-                }
-                ClusterResult::Ok => {}
+        } => match result {
+            ClusterResult::Ok => {
+                REQUESTS.cluster_done(*upstream, *op, *write, Outcome::Ok, Some(*latency));
             }
-            histogram!("cqlmirror_cluster_request_duration_seconds", "cluster" => cluster,
-                       "opcode" => op, "kind" => kind)
-            .record(seconds);
-            let older = match upstream {
-                Upstream::Source => "cassandraProxy_cqlOperationSourceCassandra_timer_seconds",
-                Upstream::Target => "cassandraProxy_cqlOperationTargetCassandra_timer_seconds",
-            };
-            histogram!(older, "opcode" => op, "kind" => kind).record(seconds);
-        }
+            ClusterResult::Error(code) => {
+                REQUESTS.cluster_done(*upstream, *op, *write, Outcome::Error, Some(*latency));
+                let (cluster, op, kind) = (upstream.name(), opcode(*op), kind(*write));
+                let code = code.name().unwrap_or("UNKNOWN");
+                counter!("cqlmirror_cluster_errors_total", "cluster" => cluster, "code" => code)
+                    .increment(1);
+                counter!("cassandraProxy_cqlServerErrorCount_total", "cluster" => cluster,
+                         "opcode" => op, "kind" => kind)
+                .increment(1);
+            }
+            ClusterResult::Failed(failure) => {
+                REQUESTS.cluster_done(*upstream, *op, *write, Outcome::Failed, None);
+                if *failure == FailureKind::Timeout {
+                    counter!("cqlmirror_timeouts_total", "cluster" => upstream.name()).increment(1);
+                }
+            }
+        },
         Event::Failure { upstream, kind, .. } => {
             counter!("cqlmirror_cluster_failures_total", "cluster" => upstream.name(),
                      "kind" => kind.label())
@@ -158,6 +129,7 @@ pub fn observe(event: &Event) {
 
 /// Sets the gauges and counters that mirror the proxy's state.
 fn refresh(proxy: &Proxy, binary: &'static str) {
+    REQUESTS.publish();
     let admission = proxy.admission();
     gauge!("cqlmirror_client_connections").set(admission.open() as f64);
     gauge!("cqlmirror_client_connections_limit").set(admission.limit() as f64);
@@ -224,39 +196,14 @@ fn zero() {
 
 /// The help text of each family.
 fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    use metrics::{Unit, describe_counter, describe_gauge};
     describe_counter!(
         "cqlmirror_requests_total",
         "Requests answered to clients, by opcode and kind (read or write)"
     );
-    describe_histogram!(
-        "cqlmirror_request_duration_seconds",
-        Unit::Seconds,
-        "Time from a request's arrival to its answer to the client"
-    );
-    describe_histogram!(
-        "cassandraProxy_cqlOperation_timer_seconds",
-        Unit::Seconds,
-        "The older proxy's name: time from a request's arrival to its answer to the client"
-    );
     describe_counter!(
         "cqlmirror_cluster_requests_total",
         "Requests each cluster finished, by outcome: ok, error (an ERROR answer) or failed (no answer)"
-    );
-    describe_histogram!(
-        "cqlmirror_cluster_request_duration_seconds",
-        Unit::Seconds,
-        "Time from a request's arrival to each cluster's answer"
-    );
-    describe_histogram!(
-        "cassandraProxy_cqlOperationSourceCassandra_timer_seconds",
-        Unit::Seconds,
-        "The older proxy's name: time to the source cluster's answer"
-    );
-    describe_histogram!(
-        "cassandraProxy_cqlOperationTargetCassandra_timer_seconds",
-        Unit::Seconds,
-        "The older proxy's name: time to the target cluster's answer"
     );
     describe_counter!(
         "cqlmirror_cluster_errors_total",
@@ -359,9 +306,11 @@ mod tests {
     use cqlmirror_core::message::ErrorCode;
     use cqlmirror_core::session::{ClusterResult, Event};
 
+    use super::super::requests::REQUESTS;
     use super::{observe, recorder};
 
-    /// The exposition after `events`, recorded by a recorder of their own.
+    /// The exposition after `events`: the facade's part recorded by a recorder of its own,
+    /// then the process-wide tables (each test uses opcodes no other test does).
     fn exposition(events: &[Event]) -> String {
         let recorder = recorder().unwrap();
         let handle = recorder.handle();
@@ -370,8 +319,9 @@ mod tests {
             for event in events {
                 observe(event);
             }
+            REQUESTS.publish();
         });
-        handle.render()
+        handle.render() + &REQUESTS.render_histograms()
     }
 
     fn value<'a>(text: &'a str, series: &str) -> Option<&'a str> {
@@ -380,9 +330,9 @@ mod tests {
     }
 
     #[test]
-    fn an_answered_write_moves_the_request_counters_and_histograms() {
+    fn an_answered_request_moves_the_request_counter_and_histograms() {
         let answered = Event::Answered {
-            opcode: Opcode::EXECUTE,
+            opcode: Opcode::AUTH_CHALLENGE,
             write: true,
             latency: Duration::from_micros(1500),
             primary: Upstream::Source,
@@ -391,35 +341,30 @@ mod tests {
         assert_eq!(
             value(
                 &text,
-                r#"cqlmirror_requests_total{opcode="EXECUTE",kind="write"}"#
+                r#"cqlmirror_requests_total{opcode="AUTH_CHALLENGE",kind="write"}"#
             ),
             Some("2"),
             "{text}"
         );
         // 1.5 ms lands in the 2.5 ms bucket, not in the 1 ms one.
-        assert_eq!(
-            value(
-                &text,
-                r#"cqlmirror_request_duration_seconds_bucket{opcode="EXECUTE",kind="write",le="0.001"}"#
-            ),
-            Some("0")
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"cqlmirror_request_duration_seconds_bucket{opcode="EXECUTE",kind="write",le="0.0025"}"#
-            ),
-            Some("2")
-        );
-        assert!(text.contains(r#"cassandraProxy_cqlOperation_timer_seconds_count{opcode="EXECUTE",kind="write"} 2"#), "{text}");
+        for (family, le, expected) in [
+            ("cqlmirror_request_duration_seconds", "0.001", "0"),
+            ("cqlmirror_request_duration_seconds", "0.0025", "2"),
+            ("cassandraProxy_cqlOperation_timer_seconds", "+Inf", "2"),
+        ] {
+            let series =
+                format!(r#"{family}_bucket{{opcode="AUTH_CHALLENGE",kind="write",le="{le}"}}"#);
+            assert_eq!(value(&text, &series), Some(expected), "{series} in\n{text}");
+        }
         assert!(text.contains("# HELP cqlmirror_requests_total Requests answered to clients"));
+        assert!(text.contains("# TYPE cqlmirror_request_duration_seconds histogram"));
     }
 
     #[test]
     fn cluster_outcomes_are_counted_per_cluster_and_error_code() {
         let done = |upstream, result| Event::ClusterDone {
             upstream,
-            opcode: Opcode::QUERY,
+            opcode: Opcode::AUTH_RESPONSE,
             write: true,
             latency: Duration::from_millis(3),
             result,
@@ -445,47 +390,64 @@ mod tests {
                 first: true,
             },
         ]);
+        let op = r#"opcode="AUTH_RESPONSE",kind="write""#;
         for (series, expected) in [
             (
-                r#"cqlmirror_cluster_requests_total{cluster="source",opcode="QUERY",kind="write",outcome="ok"}"#,
+                format!(
+                    r#"cqlmirror_cluster_requests_total{{cluster="source",{op},outcome="ok"}}"#
+                ),
                 "1",
             ),
             (
-                r#"cqlmirror_cluster_requests_total{cluster="target",opcode="QUERY",kind="write",outcome="error"}"#,
+                format!(
+                    r#"cqlmirror_cluster_requests_total{{cluster="target",{op},outcome="error"}}"#
+                ),
                 "1",
             ),
             (
-                r#"cqlmirror_cluster_requests_total{cluster="target",opcode="QUERY",kind="write",outcome="failed"}"#,
+                format!(
+                    r#"cqlmirror_cluster_requests_total{{cluster="target",{op},outcome="failed"}}"#
+                ),
                 "1",
             ),
             (
-                r#"cqlmirror_cluster_errors_total{cluster="target",code="WRITE_TIMEOUT"}"#,
+                r#"cqlmirror_cluster_errors_total{cluster="target",code="WRITE_TIMEOUT"}"#.into(),
                 "1",
             ),
             (
-                r#"cassandraProxy_cqlServerErrorCount_total{cluster="target",opcode="QUERY",kind="write"}"#,
+                format!(r#"cassandraProxy_cqlServerErrorCount_total{{cluster="target",{op}}}"#),
                 "1",
             ),
-            (r#"cqlmirror_timeouts_total{cluster="target"}"#, "1"),
+            (r#"cqlmirror_timeouts_total{cluster="target"}"#.into(), "1"),
             (
-                r#"cqlmirror_missed_writes_total{cluster="target",opcode="QUERY"}"#,
-                "1",
-            ),
-            (
-                r#"cqlmirror_cluster_failures_total{cluster="target",kind="closed"}"#,
+                r#"cqlmirror_missed_writes_total{cluster="target",opcode="QUERY"}"#.into(),
                 "1",
             ),
             (
-                r#"cassandraProxy_cqlOperationSourceCassandra_timer_seconds_count{opcode="QUERY",kind="write"}"#,
+                r#"cqlmirror_cluster_failures_total{cluster="target",kind="closed"}"#.into(),
+                "1",
+            ),
+            (
+                format!(
+                    r#"cassandraProxy_cqlOperationSourceCassandra_timer_seconds_count{{{op}}}"#
+                ),
                 "1",
             ),
             // The failed request has no latency of an answer: one answer (the ERROR) is timed.
             (
-                r#"cassandraProxy_cqlOperationTargetCassandra_timer_seconds_count{opcode="QUERY",kind="write"}"#,
+                format!(
+                    r#"cassandraProxy_cqlOperationTargetCassandra_timer_seconds_count{{{op}}}"#
+                ),
+                "1",
+            ),
+            (
+                format!(
+                    r#"cqlmirror_cluster_request_duration_seconds_count{{cluster="target",{op}}}"#
+                ),
                 "1",
             ),
         ] {
-            assert_eq!(value(&text, series), Some(expected), "{series} in\n{text}");
+            assert_eq!(value(&text, &series), Some(expected), "{series} in\n{text}");
         }
         assert!(
             value(

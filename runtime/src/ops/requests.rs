@@ -1,0 +1,308 @@
+//! Per-request figures kept in fixed tables of atomics: what every request moves must cost a
+//! few relaxed atomic additions, not a registry lookup and a stored sample (the facade's
+//! histograms keep each sample until the next scrape: millions per second under load).
+//!
+//! Counters are handed to the `metrics` facade at each scrape ([`Requests::publish`]);
+//! histograms, already bucketed here, are written out in the Prometheus text format
+//! ([`Requests::render_histograms`]) after the exporter's text.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cqlmirror_core::config::Upstream;
+use cqlmirror_core::frame::Opcode;
+use metrics::counter;
+
+/// Opcodes 0x00 to 0x10 each have a slot; any other lands in 0x04, which the protocol does
+/// not use (named `UNKNOWN`).
+const OPCODES: usize = 0x11;
+const UNKNOWN_SLOT: usize = 0x04;
+
+fn slot(opcode: Opcode) -> usize {
+    match usize::from(opcode.0) {
+        n if n < OPCODES => n,
+        _ => UNKNOWN_SLOT,
+    }
+}
+
+fn opcode_name(slot: usize) -> &'static str {
+    u8::try_from(slot)
+        .ok()
+        .and_then(|n| Opcode(n).name())
+        .unwrap_or("UNKNOWN")
+}
+
+const KINDS: [&str; 2] = ["read", "write"];
+const OUTCOMES: [&str; 3] = ["ok", "error", "failed"];
+
+/// Upper bounds of the latency buckets, in seconds: 100 µs to 10 s.
+pub const BOUNDS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+const BOUNDS_NANOS: [u64; 16] = {
+    let mut out = [0u64; 16];
+    let mut i = 0;
+    while i < 16 {
+        out[i] = (BOUNDS[i] * 1e9) as u64;
+        i += 1;
+    }
+    out
+};
+
+/// A latency histogram with [`BOUNDS`].
+#[derive(Debug)]
+pub struct Histogram {
+    /// Samples per bucket (not cumulative); the last is above every bound.
+    buckets: [AtomicU64; 17],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    const fn new() -> Self {
+        Self {
+            buckets: [const { AtomicU64::new(0) }; 17],
+            sum_nanos: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn record(&self, latency: Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BOUNDS_NANOS
+            .iter()
+            .position(|&bound| nanos <= bound)
+            .unwrap_or(BOUNDS_NANOS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends this histogram's samples (`name_bucket`, `name_sum`, `name_count`) with
+    /// `labels` (`key="value",...`, possibly empty); nothing before its first sample.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let count = self.count.load(Ordering::Relaxed);
+        if count == 0 {
+            return;
+        }
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (bound, bucket) in BOUNDS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        // +Inf is the count: samples recorded between the loads above land in both.
+        let total = cumulative + self.buckets[BOUNDS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {total}");
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {total}");
+    }
+}
+
+/// What the requests of every connection moved.
+#[derive(Debug)]
+pub struct Requests {
+    /// `[opcode][kind]`: requests answered to clients.
+    answered: [[AtomicU64; 2]; OPCODES],
+    /// `[opcode][kind]`: time to the client's answer.
+    latency: [[Histogram; 2]; OPCODES],
+    /// `[cluster][opcode][kind][outcome]`: each cluster's part of a request.
+    done: [[[[AtomicU64; 3]; 2]; OPCODES]; 2],
+    /// `[cluster][opcode][kind]`: time to each cluster's answer.
+    cluster_latency: [[[Histogram; 2]; OPCODES]; 2],
+}
+
+pub static REQUESTS: Requests = Requests {
+    answered: [const { [const { AtomicU64::new(0) }; 2] }; OPCODES],
+    latency: [const { [const { Histogram::new() }; 2] }; OPCODES],
+    done: [const { [const { [const { [const { AtomicU64::new(0) }; 3] }; 2] }; OPCODES] }; 2],
+    cluster_latency: [const { [const { [const { Histogram::new() }; 2] }; OPCODES] }; 2],
+};
+
+/// An outcome's index in [`OUTCOMES`].
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome {
+    Ok = 0,
+    Error = 1,
+    Failed = 2,
+}
+
+impl Requests {
+    pub fn answered(&self, opcode: Opcode, write: bool, latency: Duration) {
+        let (op, kind) = (slot(opcode), usize::from(write));
+        self.answered[op][kind].fetch_add(1, Ordering::Relaxed);
+        self.latency[op][kind].record(latency);
+    }
+
+    /// One cluster's part of a request; `latency` only for an answer (not a failure).
+    pub fn cluster_done(
+        &self,
+        upstream: Upstream,
+        opcode: Opcode,
+        write: bool,
+        outcome: Outcome,
+        latency: Option<Duration>,
+    ) {
+        let (c, op, kind) = (upstream.index(), slot(opcode), usize::from(write));
+        self.done[c][op][kind][outcome as usize].fetch_add(1, Ordering::Relaxed);
+        if let Some(latency) = latency {
+            self.cluster_latency[c][op][kind].record(latency);
+        }
+    }
+
+    /// Hands the counters to the facade, for the exporter to render.
+    pub fn publish(&self) {
+        for (op, kinds) in self.answered.iter().enumerate() {
+            for (kind, value) in kinds.iter().enumerate() {
+                let value = value.load(Ordering::Relaxed);
+                if value > 0 {
+                    counter!("cqlmirror_requests_total", "opcode" => opcode_name(op),
+                             "kind" => KINDS[kind])
+                    .absolute(value);
+                }
+            }
+        }
+        for upstream in Upstream::BOTH {
+            for (op, kinds) in self.done[upstream.index()].iter().enumerate() {
+                for (kind, outcomes) in kinds.iter().enumerate() {
+                    for (outcome, value) in outcomes.iter().enumerate() {
+                        let value = value.load(Ordering::Relaxed);
+                        if value > 0 {
+                            counter!("cqlmirror_cluster_requests_total",
+                                     "cluster" => upstream.name(), "opcode" => opcode_name(op),
+                                     "kind" => KINDS[kind], "outcome" => OUTCOMES[outcome])
+                            .absolute(value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The histograms in the Prometheus text format, with their HELP and TYPE lines.
+    pub fn render_histograms(&self) -> String {
+        let mut out = String::new();
+        let families: [(&str, &str); 2] = [
+            (
+                "cqlmirror_request_duration_seconds",
+                "Time from a request's arrival to its answer to the client",
+            ),
+            (
+                "cassandraProxy_cqlOperation_timer_seconds",
+                "The older proxy's name: time from a request's arrival to its answer to the client",
+            ),
+        ];
+        for (name, help) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for (op, kinds) in self.latency.iter().enumerate() {
+                for (kind, histogram) in kinds.iter().enumerate() {
+                    let labels = format!("opcode=\"{}\",kind=\"{}\"", opcode_name(op), KINDS[kind]);
+                    histogram.render(&mut out, name, &labels);
+                }
+            }
+            out.push('\n');
+        }
+        let name = "cqlmirror_cluster_request_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from a request's arrival to each cluster's answer\n# TYPE {name} histogram"
+        );
+        for upstream in Upstream::BOTH {
+            for (op, kinds) in self.cluster_latency[upstream.index()].iter().enumerate() {
+                for (kind, histogram) in kinds.iter().enumerate() {
+                    let labels = format!(
+                        "cluster=\"{}\",opcode=\"{}\",kind=\"{}\"",
+                        upstream.name(),
+                        opcode_name(op),
+                        KINDS[kind]
+                    );
+                    histogram.render(&mut out, name, &labels);
+                }
+            }
+        }
+        out.push('\n');
+        for upstream in Upstream::BOTH {
+            let (name, which) = match upstream {
+                Upstream::Source => (
+                    "cassandraProxy_cqlOperationSourceCassandra_timer_seconds",
+                    "source",
+                ),
+                Upstream::Target => (
+                    "cassandraProxy_cqlOperationTargetCassandra_timer_seconds",
+                    "target",
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "# HELP {name} The older proxy's name: time to the {which} cluster's answer\n# TYPE {name} histogram"
+            );
+            for (op, kinds) in self.cluster_latency[upstream.index()].iter().enumerate() {
+                for (kind, histogram) in kinds.iter().enumerate() {
+                    let labels = format!("opcode=\"{}\",kind=\"{}\"", opcode_name(op), KINDS[kind]);
+                    histogram.render(&mut out, name, &labels);
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_histogram_renders_cumulative_buckets_sum_and_count() {
+        let h = Histogram::new();
+        h.record(Duration::from_micros(80)); // <= 100 µs
+        h.record(Duration::from_micros(1500)); // <= 2.5 ms
+        h.record(Duration::from_secs(20)); // above every bound
+        let mut out = String::new();
+        h.render(&mut out, "x_seconds", "a=\"b\"");
+        assert!(
+            out.contains("x_seconds_bucket{a=\"b\",le=\"0.0001\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{a=\"b\",le=\"0.001\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{a=\"b\",le=\"0.0025\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{a=\"b\",le=\"10\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{a=\"b\",le=\"+Inf\"} 3\n"),
+            "{out}"
+        );
+        assert!(out.contains("x_seconds_sum{a=\"b\"} 20.00158\n"), "{out}");
+        assert!(out.contains("x_seconds_count{a=\"b\"} 3\n"), "{out}");
+        // A histogram without samples writes nothing.
+        let mut empty = String::new();
+        Histogram::new().render(&mut empty, "y_seconds", "");
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn unknown_opcodes_share_one_slot() {
+        assert_eq!(opcode_name(slot(Opcode::EXECUTE)), "EXECUTE");
+        assert_eq!(opcode_name(slot(Opcode(0x42))), "UNKNOWN");
+    }
+}
