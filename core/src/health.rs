@@ -7,7 +7,6 @@
 //! (`--ready-without-secondary`: writes it misses are counted, and journaled once the journal
 //! lands).
 
-use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use crate::config::Upstream;
@@ -83,9 +82,8 @@ impl Readiness {
             };
             let mut reason = format!("the {upstream} cluster ({role}) is {why}");
             if role == "secondary" && degraded_ok {
-                let _ = write!(
-                    reason,
-                    "; ready anyway (--ready-without-secondary): its missed writes are counted"
+                reason.push_str(
+                    "; ready anyway (--ready-without-secondary): its missed writes are counted",
                 );
             } else {
                 ready = false;
@@ -99,61 +97,6 @@ impl Readiness {
             reasons,
         }
     }
-
-    /// The JSON body of the readiness endpoint.
-    pub fn to_json(&self) -> String {
-        let mut out = format!(
-            "{{\"ready\":{},\"primary\":\"{}\",\"clusters\":{{",
-            self.ready, self.primary
-        );
-        for upstream in [Upstream::Source, Upstream::Target] {
-            let state = &self.clusters[upstream.index()];
-            let _ = write!(
-                out,
-                "{}\"{upstream}\":{{\"state\":\"{}\"",
-                if upstream == Upstream::Source {
-                    ""
-                } else {
-                    ","
-                },
-                state.name()
-            );
-            if let ClusterState::Unreachable(detail) = state {
-                let _ = write!(out, ",\"detail\":{}", json_string(detail));
-            }
-            out.push('}');
-        }
-        out.push_str("},\"reasons\":[");
-        for (i, reason) in self.reasons.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&json_string(reason));
-        }
-        out.push_str("]}");
-        out
-    }
-}
-
-/// `text` as a JSON string literal.
-pub fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -172,10 +115,6 @@ mod tests {
             false,
         );
         assert!(r.ready && r.reasons.is_empty());
-        assert_eq!(
-            r.to_json(),
-            r#"{"ready":true,"primary":"source","clusters":{"source":{"state":"reachable"},"target":{"state":"reachable"}},"reasons":[]}"#
-        );
     }
 
     #[test]
@@ -190,10 +129,6 @@ mod tests {
         assert_eq!(
             r.reasons,
             ["the target cluster (secondary) is unreachable: connection refused \"x\""]
-        );
-        assert!(
-            r.to_json()
-                .contains(r#""detail":"connection refused \"x\"""#)
         );
         let r = Readiness::assess(
             Upstream::Source,

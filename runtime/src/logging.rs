@@ -50,7 +50,7 @@ impl<'kvs> log::kv::VisitSource<'kvs> for Fields {
 }
 
 fn json_string(text: &str) -> String {
-    cqlmirror_core::health::json_string(text)
+    serde_json::Value::from(text).to_string()
 }
 
 /// Logs a session event at its level.

@@ -62,29 +62,17 @@ impl EffectiveOptions {
 
     /// A JSON object: `{"name": {"value": ..., "source": ...}}`; repeated options as arrays.
     pub fn to_json(&self) -> String {
-        use cqlmirror_core::health::json_string;
-        let mut out = String::from("{");
-        for (i, option) in self.0.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
+        let mut out = serde_json::Map::new();
+        for option in &self.0 {
             let value = match option.values.as_slice() {
-                [one] => json_string(one),
-                many => format!(
-                    "[{}]",
-                    many.iter()
-                        .map(|v| json_string(v))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ),
+                [one] => serde_json::Value::from(one.as_str()),
+                many => serde_json::Value::from(many.to_vec()),
             };
-            out.push_str(&format!(
-                "{}:{{\"value\":{value},\"source\":{}}}",
-                json_string(&option.name),
-                json_string(option.source)
-            ));
+            out.insert(
+                option.name.clone(),
+                serde_json::json!({ "value": value, "source": option.source }),
+            );
         }
-        out.push('}');
-        out
+        serde_json::Value::Object(out).to_string()
     }
 }

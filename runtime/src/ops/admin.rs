@@ -11,7 +11,6 @@
 //! With `--admin-token`, each call needs `Authorization: Bearer TOKEN`.
 
 use cqlmirror_core::config::{Upstream, WaitPolicy};
-use cqlmirror_core::health::json_string;
 use tiny_http::Method;
 
 use super::{Ops, Reply};
@@ -58,16 +57,15 @@ fn wait_name(wait: WaitPolicy) -> &'static str {
 
 fn status(ops: &Ops) -> String {
     let proxy = &ops.proxy;
-    let admission = proxy.admission();
-    format!(
-        "{{\"binary\":{},\"version\":{},\"primary\":\"{}\",\"wait\":\"{}\",\"client_connections\":{},\"readiness\":{}}}",
-        json_string(ops.binary),
-        json_string(cqlmirror_core::VERSION),
-        proxy.primary(),
-        wait_name(proxy.wait_policy()),
-        admission.open(),
-        proxy.readiness().to_json()
-    )
+    serde_json::json!({
+        "binary": ops.binary,
+        "version": cqlmirror_core::VERSION,
+        "primary": proxy.primary().name(),
+        "wait": wait_name(proxy.wait_policy()),
+        "client_connections": proxy.admission().open(),
+        "readiness": super::readiness_json(&proxy.readiness()),
+    })
+    .to_string()
 }
 
 fn set_primary(ops: &Ops, body: &str) -> Reply {
@@ -90,7 +88,7 @@ fn set_primary(ops: &Ops, body: &str) -> Reply {
     }
     Reply::json(
         200,
-        format!("{{\"primary\":\"{upstream}\",\"previous\":\"{previous}\"}}"),
+        serde_json::json!({ "primary": upstream.name(), "previous": previous.name() }).to_string(),
     )
 }
 
@@ -118,11 +116,7 @@ fn set_wait(ops: &Ops, body: &str) -> Reply {
     }
     Reply::json(
         200,
-        format!(
-            "{{\"wait\":\"{}\",\"previous\":\"{}\"}}",
-            wait_name(wait),
-            wait_name(previous)
-        ),
+        serde_json::json!({ "wait": wait_name(wait), "previous": wait_name(previous) }).to_string(),
     )
 }
 

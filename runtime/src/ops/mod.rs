@@ -23,6 +23,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread;
 
+use cqlmirror_core::config::Upstream;
+use cqlmirror_core::health::{ClusterState, Readiness};
 use cqlmirror_core::proxy::Proxy;
 use tiny_http::{Header, Method, Request, Response, Server};
 
@@ -96,14 +98,27 @@ impl Reply {
     }
 
     pub fn error(status: u16, message: &str) -> Self {
-        Self::json(
-            status,
-            format!(
-                "{{\"error\":{}}}",
-                cqlmirror_core::health::json_string(message)
-            ),
-        )
+        Self::json(status, serde_json::json!({ "error": message }).to_string())
     }
+}
+
+/// The readiness endpoint's body: ready or not, each cluster's state, and the reasons.
+pub fn readiness_json(readiness: &Readiness) -> serde_json::Value {
+    let mut clusters = serde_json::Map::new();
+    for upstream in Upstream::BOTH {
+        let state = &readiness.clusters[upstream.index()];
+        let mut entry = serde_json::json!({ "state": state.name() });
+        if let ClusterState::Unreachable(detail) = state {
+            entry["detail"] = detail.as_str().into();
+        }
+        clusters.insert(upstream.name().to_owned(), entry);
+    }
+    serde_json::json!({
+        "ready": readiness.ready,
+        "primary": readiness.primary.name(),
+        "clusters": clusters,
+        "reasons": readiness.reasons,
+    })
 }
 
 /// The largest request body read (admin commands are a word).
@@ -121,7 +136,10 @@ fn handle(ops: &Ops, mut request: Request) {
         (Method::Get, "/health/liveness") => Reply::json(200, "{\"live\":true}".into()),
         (Method::Get, "/health/readiness") => {
             let readiness = ops.proxy.readiness();
-            Reply::json(if readiness.ready { 200 } else { 503 }, readiness.to_json())
+            Reply::json(
+                if readiness.ready { 200 } else { 503 },
+                readiness_json(&readiness).to_string(),
+            )
         }
         (_, p) if p.starts_with("/admin/") => {
             let authorization = request
