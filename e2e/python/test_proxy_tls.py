@@ -86,6 +86,15 @@ def write_through(session, keyspace, rows=50):
         session.execute(insert, (k, f"v{k}"))
 
 
+def write_through_proxy(the_bed, proxy, keyspace, rows):
+    """`write_through` with a driver logged in as the bed's source requires, over plaintext."""
+    cluster = login_cluster(the_bed, [proxy.host], port=proxy.port, connect_timeout=15)
+    try:
+        write_through(cluster.connect(), keyspace, rows=rows)
+    finally:
+        cluster.shutdown()
+
+
 def workload_rows(endpoint, keyspace):
     """The rows of the driver workload's table on one cluster (one node: consistency ONE)."""
     cluster = endpoint.cluster()
@@ -177,11 +186,7 @@ def test_target_certificate_refused(tls_bed, start_proxy, keyspace, tmp_path, pr
         options += ["--target-tls-ca", str(ca), "--target-tls-server-name", "cassandra.example"]
         why = "not valid for the name"
     proxy = start_proxy(tls_bed, *options)
-    cluster = login_cluster(tls_bed, [proxy.host], port=proxy.port, connect_timeout=15)
-    try:
-        write_through(cluster.connect(), keyspace, rows=10)
-    finally:
-        cluster.shutdown()
+    write_through_proxy(tls_bed, proxy, keyspace, rows=10)
     assert count_on(tls_bed.source, keyspace) == 10
     log = proxy.log_text()
     lines = [line for line in log.splitlines() if "target cluster" in line and why in line]
@@ -190,11 +195,7 @@ def test_target_certificate_refused(tls_bed, start_proxy, keyspace, tmp_path, pr
     assert len([line for line in lines if "WARN" in line]) <= 2, lines
 
     insecure = start_proxy(tls_bed, *options, "--target-tls-insecure")
-    cluster = login_cluster(tls_bed, [insecure.host], port=insecure.port, connect_timeout=15)
-    try:
-        write_through(cluster.connect(), keyspace + "_insecure", rows=10)
-    finally:
-        cluster.shutdown()
+    write_through_proxy(tls_bed, insecure, keyspace + "_insecure", rows=10)
     assert count_on(tls_bed.target, keyspace + "_insecure") == 10
     assert "NOT checked" in insecure.log_text()
 
@@ -300,11 +301,7 @@ def test_cluster_requiring_a_client_certificate(tls_bed, start_proxy, keyspace):
     it, the target gets the writes (test_tls_everywhere)."""
     ca, _, _ = material(tls_bed)
     proxy = start_proxy(tls_bed, "--source-tls-ca", str(ca), "--target-tls-ca", str(ca))
-    cluster = login_cluster(tls_bed, [proxy.host], port=proxy.port, connect_timeout=15)
-    try:
-        write_through(cluster.connect(), keyspace, rows=10)
-    finally:
-        cluster.shutdown()
+    write_through_proxy(tls_bed, proxy, keyspace, rows=10)
     assert count_on(tls_bed.source, keyspace) == 10
     wait_for_log(proxy, "--target-tls-cert and --target-tls-key", timeout=20)
     line = next(line for line in proxy.log_text().splitlines()
@@ -435,11 +432,7 @@ def test_target_certificate_expired(expired_target, start_proxy, keyspace):
                "--target-tls-cert", tls_bed.target.tls_cert,
                "--target-tls-key", tls_bed.target.tls_key]
     proxy = start_proxy(tls_bed, *options)
-    cluster = login_cluster(tls_bed, [proxy.host], port=proxy.port, connect_timeout=15)
-    try:
-        write_through(cluster.connect(), keyspace, rows=10)
-    finally:
-        cluster.shutdown()
+    write_through_proxy(tls_bed, proxy, keyspace, rows=10)
     assert count_on(tls_bed.source, keyspace) == 10
     wait_for_log(proxy, "its certificate has expired", timeout=20)
     lines = [line for line in proxy.log_text().splitlines()
@@ -447,11 +440,7 @@ def test_target_certificate_expired(expired_target, start_proxy, keyspace):
     assert tls_bed.target.host in lines[0], lines[0]
 
     insecure = start_proxy(tls_bed, *options, "--target-tls-insecure")
-    cluster = login_cluster(tls_bed, [insecure.host], port=insecure.port, connect_timeout=15)
-    try:
-        write_through(cluster.connect(), keyspace + "_insecure", rows=10)
-    finally:
-        cluster.shutdown()
+    write_through_proxy(tls_bed, insecure, keyspace + "_insecure", rows=10)
     assert count_on_unchecked(tls_bed.target, keyspace + "_insecure") == 10
 
 
