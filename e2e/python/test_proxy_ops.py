@@ -136,7 +136,11 @@ def test_prometheus_sees_requests_and_the_target_failing(outage_bed, start_proxy
     readiness = json.loads(body)
     assert readiness["ready"] is False and readiness["clusters"]["target"]["state"] == "unreachable"
     assert "target cluster (secondary)" in readiness["reasons"][0], readiness
-    print(f"Prometheus saw {missed:.0f} missed writes and {failures:.0f} target failures")
+    by_table = wait_until(lambda: prom.query(
+        f'cqlmirror_missed_writes_by_table_total{{cluster="target",keyspace="{keyspace}",'
+        'table="writes"}'), "missed writes of the workload's table in Prometheus", timeout=40)
+    print(f"Prometheus saw {missed:.0f} missed writes ({by_table:.0f} of {keyspace}.writes) and "
+          f"{failures:.0f} target failures")
     writers.finish()
     writers.check(killed, min_after=10)
     assert prom.query("cqlmirror_ready") == 0
@@ -321,9 +325,11 @@ def test_dashboard_queries(main_bed, start_proxy, connect, keyspace, prometheus)
     assert len(queries) >= 10
     for expr in queries:
         for name in re.findall(r"\b((?:cqlmirror|cassandraProxy)_[A-Za-z_]+)", expr):
-            # Errors by code have no series before a cluster's first ERROR (the codes are not
-            # known in advance); every other family is there from the start.
-            if name != "cqlmirror_cluster_errors_total":
+            # Errors by code and missed writes by table have no series before the first one
+            # (codes and tables are not known in advance); every other family is there from
+            # the start.
+            if name not in ("cqlmirror_cluster_errors_total",
+                            "cqlmirror_missed_writes_by_table_total"):
                 assert name in exported, f"the dashboard queries {name}, which the proxy does not export"
         promql = expr.replace("$instance", ".*")
         status, body = get(f"{prom.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}))

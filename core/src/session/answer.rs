@@ -11,16 +11,18 @@ use crate::failure::FailureKind;
 use crate::frame::{
     Direction, Envelope, Flags, HEADER_LEN, Header, Opcode, Prefix, ProtocolVersion, StreamId,
 };
+use crate::message::batch::Statement as BatchedStatement;
 use crate::message::{
-    Body, ErrorCode, ErrorDetails, ErrorMessage, Execute, Prepare, ResultMessage,
+    Batch, Body, ErrorCode, ErrorDetails, ErrorMessage, Execute, Prepare, Query, ResultMessage,
 };
 use crate::prepared::{ClusterIds, PreparedStatement};
 use crate::session::intake::join;
 use crate::session::leg::{Link, Purpose};
-use crate::session::request::{Digest, Kind, Leg, Outcome, Outgoing, RequestId};
+use crate::session::request::{Digest, Kind, Leg, Outcome, Outgoing, Request, RequestId};
 use crate::session::streams::MAX_STREAM;
 use crate::session::{Action, ClusterResult, Event, Peer, Phase, Session};
 use crate::statement::Statement;
+use crate::statement::tables::{self, TableRef};
 use crate::topology::SystemQuery;
 
 /// Unanswered timed-out requests after which a connection is considered dead.
@@ -472,9 +474,11 @@ impl Session {
         if let Some(secondary) = request.route.secondary {
             if request.write && succeeded(request.route.primary) && !succeeded(secondary) {
                 self.proxy.count_missed_write(secondary);
+                let tables = self.written_tables(&request);
                 self.events.push_back(Event::MissedWrite {
                     upstream: secondary,
                     opcode: request.opcode,
+                    tables,
                 });
             }
         }
@@ -660,6 +664,61 @@ impl Session {
             && self
                 .response_message(envelope)
                 .is_ok_and(|m| m.get(..4) == Some(&ErrorCode::UNPREPARED.0.to_be_bytes()))
+    }
+
+    /// The tables a write changes, keyspaces filled in (empty when the statement is unknown,
+    /// e.g. a prepared statement evicted from the cache).
+    fn written_tables(&self, request: &Request) -> Vec<TableRef> {
+        let version = request.version;
+        match (&request.kind, &request.query) {
+            (_, Some(message)) => Query::peek_text(message)
+                .map(|text| {
+                    tables::written_tables(text)
+                        .into_iter()
+                        .map(|t| t.in_keyspace(self.keyspace.as_deref()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            (Kind::Prepared(repair), None) => {
+                let prepared_tables = |id: &[u8]| -> Vec<TableRef> {
+                    let cache = self.proxy.prepared();
+                    cache.get(id).map_or_else(Vec::new, |statement| {
+                        tables::written_tables(&statement.query)
+                            .into_iter()
+                            .map(|t| t.in_keyspace(statement.keyspace.as_deref()))
+                            .collect()
+                    })
+                };
+                match request.opcode {
+                    Opcode::EXECUTE => Execute::peek_id(&repair.body)
+                        .map(prepared_tables)
+                        .unwrap_or_default(),
+                    Opcode::BATCH => {
+                        let Ok(batch) = Batch::decode(&repair.body, version) else {
+                            return Vec::new();
+                        };
+                        let mut all: Vec<TableRef> = Vec::new();
+                        for statement in batch.statements.iter() {
+                            let found = match statement.statement {
+                                BatchedStatement::Query(text) => tables::written_tables(text)
+                                    .into_iter()
+                                    .map(|t| t.in_keyspace(self.keyspace.as_deref()))
+                                    .collect(),
+                                BatchedStatement::Prepared(id) => prepared_tables(id),
+                            };
+                            for table in found {
+                                if !all.contains(&table) {
+                                    all.push(table);
+                                }
+                            }
+                        }
+                        all
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The code of an ERROR answer; `None` for any other answer. An ERROR whose details do

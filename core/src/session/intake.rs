@@ -266,6 +266,9 @@ impl Session {
             now,
         );
         request.schema_change = intake.schema_change;
+        if header.opcode == Opcode::QUERY && intake.write {
+            request.query = Some(message);
+        }
         self.launch(request, bodies, prefix, now);
     }
 

@@ -129,7 +129,12 @@ pub enum Event {
     },
     /// A write the client was told succeeded (the primary applied it) did not reach
     /// `upstream`, the secondary.
-    MissedWrite { upstream: Upstream, opcode: Opcode },
+    MissedWrite {
+        upstream: Upstream,
+        opcode: Opcode,
+        /// The tables the write changes, when the proxy knows the statement.
+        tables: Vec<crate::statement::tables::TableRef>,
+    },
     /// The client sent something the proxy refused, or was closed for stalling; the detail
     /// says what. `quiet` when many clients did so lately (an attack, a broken deployment):
     /// such events are debug detail, and their count is reported instead (see
@@ -240,8 +245,22 @@ impl fmt::Display for Event {
                     ""
                 }
             ),
-            Self::MissedWrite { upstream, opcode } => {
-                write!(f, "a {opcode} write did not reach the {upstream} cluster")
+            Self::MissedWrite {
+                upstream,
+                opcode,
+                tables,
+            } => {
+                write!(f, "a {opcode} write did not reach the {upstream} cluster")?;
+                for (i, table) in tables.iter().enumerate() {
+                    let keyspace = table.keyspace.as_deref().unwrap_or("?");
+                    let sep = if i == 0 { " (" } else { ", " };
+                    write!(f, "{sep}{keyspace}.{}", table.table)?;
+                }
+                if tables.is_empty() {
+                    Ok(())
+                } else {
+                    write!(f, ")")
+                }
             }
             Self::ClientError { detail, .. } => write!(f, "client: {detail}"),
             Self::ClusterDone {

@@ -198,6 +198,9 @@ pub(crate) struct Request {
     /// Bytes of the primary's answer held until the client may have it (counted as queued
     /// for the client, for backpressure).
     pub(crate) stored: usize,
+    /// A QUERY write's message (shared, not copied), to name the tables it writes should the
+    /// secondary miss it. EXECUTE and BATCH keep theirs in [`Repair::body`].
+    pub(crate) query: Option<Bytes>,
 }
 
 impl Request {
@@ -230,6 +233,7 @@ impl Request {
             impatient: false,
             serial,
             stored: 0,
+            query: None,
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod datacenters;
 pub mod lexer;
+pub mod tables;
 
 use lexer::{Lexer, Token, TokenKind};
 

@@ -113,10 +113,18 @@ pub fn observe(event: &Event) {
         Event::MissedWrite {
             upstream,
             opcode: op,
+            tables,
         } => {
             counter!("cqlmirror_missed_writes_total", "cluster" => upstream.name(),
                      "opcode" => opcode(*op))
             .increment(1);
+            // The tables exist (the primary applied the write): bounded by the schema.
+            for table in tables {
+                counter!("cqlmirror_missed_writes_by_table_total", "cluster" => upstream.name(),
+                         "keyspace" => table.keyspace.clone().unwrap_or_default(),
+                         "table" => table.table.clone())
+                .increment(1);
+            }
         }
         Event::ClientError { .. } => counter!("cqlmirror_client_errors_total").increment(1),
         Event::Ready { version, .. } => {
@@ -224,6 +232,10 @@ fn describe() {
     describe_counter!(
         "cqlmirror_missed_writes_total",
         "Writes the client was told succeeded (the primary applied them) that the secondary missed"
+    );
+    describe_counter!(
+        "cqlmirror_missed_writes_by_table_total",
+        "Writes the secondary missed, per table they change (a batch counts for each of its tables)"
     );
     describe_counter!(
         "cqlmirror_client_errors_total",
@@ -382,6 +394,9 @@ mod tests {
             Event::MissedWrite {
                 upstream: Upstream::Target,
                 opcode: Opcode::QUERY,
+                tables: cqlmirror_core::statement::tables::written_tables(
+                    "INSERT INTO shop.orders (k) VALUES (1)",
+                ),
             },
             Event::Failure {
                 upstream: Upstream::Target,
@@ -421,6 +436,10 @@ mod tests {
             (r#"cqlmirror_timeouts_total{cluster="target"}"#.into(), "1"),
             (
                 r#"cqlmirror_missed_writes_total{cluster="target",opcode="QUERY"}"#.into(),
+                "1",
+            ),
+            (
+                r#"cqlmirror_missed_writes_by_table_total{cluster="target",keyspace="shop",table="orders"}"#.into(),
                 "1",
             ),
             (

@@ -1,0 +1,146 @@
+//! The tables a write changes, read off its text: for counting the writes a cluster missed
+//! per table (and, with the journal, for saying which rows need attention).
+//!
+//! `INSERT INTO name`, `UPDATE name` and `DELETE ... FROM name`, in a statement or in each
+//! statement of a text batch; `name` is `table` or `keyspace.table`, quoted or not.
+
+use super::lexer::{Lexer, Token};
+
+/// A table: its keyspace when the statement names one, and its name, as CQL resolves them
+/// (unquoted names lower-cased).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableRef {
+    pub keyspace: Option<String>,
+    pub table: String,
+}
+
+impl TableRef {
+    /// With `keyspace` (the connection's, or the prepared statement's) where the statement
+    /// names none.
+    pub fn in_keyspace(mut self, keyspace: Option<&str>) -> Self {
+        if self.keyspace.is_none() {
+            self.keyspace = keyspace.map(str::to_owned);
+        }
+        self
+    }
+}
+
+/// Every table `text` writes to, in order of appearance, without repeats.
+pub fn written_tables(text: &str) -> Vec<TableRef> {
+    let tokens: Vec<Token<'_>> = Lexer::new(text).collect();
+    let mut tables: Vec<TableRef> = Vec::new();
+    let mut deleting = false;
+    let mut i = 0;
+    while i < tokens.len() {
+        let token = &tokens[i];
+        let name_at =
+            if token.is_word("insert") && tokens.get(i + 1).is_some_and(|t| t.is_word("into")) {
+                deleting = false;
+                Some(i + 2)
+            } else if token.is_word("update") {
+                deleting = false;
+                Some(i + 1)
+            } else if token.is_word("delete") {
+                deleting = true;
+                None
+            } else if deleting && token.is_word("from") {
+                deleting = false;
+                Some(i + 1)
+            } else {
+                None
+            };
+        if let Some(at) = name_at {
+            if let Some((table, next)) = qualified_name(&tokens, at) {
+                if !tables.contains(&table) {
+                    tables.push(table);
+                }
+                i = next;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    tables
+}
+
+/// `name` or `keyspace.name` starting at `at`, and the index after it.
+fn qualified_name(tokens: &[Token<'_>], at: usize) -> Option<(TableRef, usize)> {
+    let first = tokens.get(at).filter(|t| t.is_identifier())?;
+    let dotted = tokens.get(at + 1).is_some_and(|t| t.is_symbol('.'));
+    match tokens.get(at + 2).filter(|t| dotted && t.is_identifier()) {
+        Some(second) => Some((
+            TableRef {
+                keyspace: Some(first.value().into_owned()),
+                table: second.value().into_owned(),
+            },
+            at + 3,
+        )),
+        None => Some((
+            TableRef {
+                keyspace: None,
+                table: first.value().into_owned(),
+            },
+            at + 1,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(keyspace: Option<&str>, table: &str) -> TableRef {
+        TableRef {
+            keyspace: keyspace.map(str::to_owned),
+            table: table.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_table_of_each_kind_of_write() {
+        let tables = written_tables;
+        assert_eq!(
+            tables("INSERT INTO ks.t (k) VALUES (1)"),
+            [t(Some("ks"), "t")]
+        );
+        assert_eq!(tables("insert into T (k) values (1)"), [t(None, "t")]);
+        assert_eq!(
+            tables("UPDATE \"Ks\".\"Tab\" USING TTL 5 SET v = 1 WHERE k = 1"),
+            [t(Some("Ks"), "Tab")]
+        );
+        assert_eq!(
+            tables("DELETE v, w FROM ks.t WHERE k = 1"),
+            [t(Some("ks"), "t")]
+        );
+        assert_eq!(
+            tables("DELETE FROM t WHERE k = 1 IF EXISTS"),
+            [t(None, "t")]
+        );
+        assert_eq!(
+            tables(
+                "/* INSERT INTO x */ -- update y\nUPDATE ks.t SET s = 'insert into z' WHERE k = 1"
+            ),
+            [t(Some("ks"), "t")]
+        );
+        assert!(tables("SELECT * FROM ks.t").is_empty());
+    }
+
+    #[test]
+    fn a_text_batch_names_every_table_once() {
+        assert_eq!(
+            written_tables(
+                "BEGIN BATCH INSERT INTO a.x (k) VALUES (1); UPDATE a.y SET v = 2 WHERE k = 1; \
+                 DELETE FROM a.x WHERE k = 3; APPLY BATCH"
+            ),
+            [t(Some("a"), "x"), t(Some("a"), "y")]
+        );
+    }
+
+    #[test]
+    fn the_connection_keyspace_fills_in() {
+        let table = written_tables("INSERT INTO t (k) VALUES (1)").remove(0);
+        assert_eq!(table.in_keyspace(Some("ks")), t(Some("ks"), "t"));
+        let table = written_tables("INSERT INTO other.t (k) VALUES (1)").remove(0);
+        assert_eq!(table.in_keyspace(Some("ks")), t(Some("other"), "t"));
+    }
+}
