@@ -135,6 +135,9 @@ pub struct Stats {
     pub topology_reads: AtomicU64,
     /// Nodes left out of answers or events because the ghost map lacks their address.
     pub unmapped_nodes: AtomicU64,
+    /// Requests the sessions hold now: not answered to the client yet, or still running on a
+    /// cluster.
+    pub in_flight: AtomicI64,
 }
 
 impl Proxy {

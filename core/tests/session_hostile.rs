@@ -52,6 +52,7 @@ fn query(stream: i16, text: &str) -> BytesMut {
 /// request at once (their answers wait in `cluster_out` until the session reads them).
 struct Bench {
     session: Session,
+    proxy: std::sync::Arc<Proxy>,
     now: Instant,
     client_in: BytesMut,
     /// The runtime's receive buffer: read from the socket, not taken by the session yet.
@@ -90,7 +91,8 @@ impl Bench {
         };
         let proxy = Proxy::new(config, clock).unwrap();
         Self {
-            session: Session::new(proxy, now),
+            session: Session::new(std::sync::Arc::clone(&proxy), now),
+            proxy,
             now,
             client_in: BytesMut::new(),
             client_buf: BytesMut::new(),
@@ -622,7 +624,17 @@ fn each_cluster_reports_how_it_finished_a_request() {
     bench.silent[Upstream::Target.index()] = true;
     bench.client_in = query(6, "INSERT INTO ks.t (k) VALUES (2)");
     bench.settle();
+    let in_flight = |bench: &Bench| {
+        bench
+            .proxy
+            .stats()
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Answered by the source (waited in vain for the target), still running on the target.
+    assert_eq!(in_flight(&bench), 1);
     bench.advance(Duration::from_secs(3));
+    assert_eq!(in_flight(&bench), 0);
     assert_eq!(
         finished(&bench),
         [
@@ -633,4 +645,23 @@ fn each_cluster_reports_how_it_finished_a_request() {
             ),
         ]
     );
+}
+
+/// Requests a session still holds when it goes away no longer count as in flight.
+#[test]
+fn a_session_dropped_with_requests_leaves_none_in_flight() {
+    let mut bench = Bench::ready(|_| {});
+    bench.silent = [true, true];
+    bench.client_in = query(7, "INSERT INTO ks.t (k) VALUES (3)");
+    bench.settle();
+    let in_flight = |proxy: &Proxy| {
+        proxy
+            .stats()
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(in_flight(&bench.proxy), 1);
+    let Bench { session, proxy, .. } = bench;
+    drop(session);
+    assert_eq!(in_flight(&proxy), 0);
 }

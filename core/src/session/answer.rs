@@ -432,6 +432,10 @@ impl Session {
             bug!("finishing a request that is gone");
             return;
         };
+        self.proxy
+            .stats()
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.stored -= request.stored;
         let succeeded = |u: Upstream| request.leg(u).outcome().is_some_and(Outcome::is_success);
         for upstream in Upstream::BOTH {

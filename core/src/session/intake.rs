@@ -589,6 +589,10 @@ impl Session {
         let (barrier, seen) = (request.barrier, request.seen);
         let steady = self.phase == Phase::Ready;
         let id = self.requests.insert(request);
+        self.proxy
+            .stats()
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(Request {
             kind: Kind::Prepared(repair),
             ..

@@ -398,6 +398,16 @@ pub struct Session {
     agreements: Vec<agreement::Agreement>,
 }
 
+/// Requests still held when a session goes away were counted in flight and never finished.
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.proxy.stats().in_flight.fetch_sub(
+            i64::try_from(self.requests.len()).unwrap_or(i64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
 impl Session {
     /// A session for a newly accepted client connection of `proxy`. It asks for its backend
     /// connections when the client's first bytes arrive.

@@ -146,6 +146,8 @@ fn refresh(proxy: &Proxy, binary: &'static str) {
     let load = |v: &std::sync::atomic::AtomicU64| v.load(std::sync::atomic::Ordering::Relaxed);
     counter!("cqlmirror_client_connections_total").absolute(load(&stats.sessions_opened));
     counter!("cqlmirror_topology_reads_total").absolute(load(&stats.topology_reads));
+    gauge!("cqlmirror_requests_in_flight")
+        .set(stats.in_flight.load(std::sync::atomic::Ordering::Relaxed) as f64);
     gauge!("cqlmirror_prepared_statements").set(proxy.prepared_len() as f64);
     counter!("cqlmirror_prepared_evictions_total").absolute(proxy.prepared_evictions());
     for peer in Peer::ALL {
@@ -244,6 +246,10 @@ fn describe() {
     describe_counter!(
         "cqlmirror_client_handshakes_total",
         "Client handshakes completed, by protocol version"
+    );
+    describe_gauge!(
+        "cqlmirror_requests_in_flight",
+        "Requests the proxy holds: not answered to the client yet, or still running on a cluster"
     );
     describe_gauge!(
         "cqlmirror_client_connections",
