@@ -635,6 +635,25 @@ fn each_cluster_reports_how_it_finished_a_request() {
     assert_eq!(in_flight(&bench), 1);
     bench.advance(Duration::from_secs(3));
     assert_eq!(in_flight(&bench), 0);
+    // The client's answer waited for the target after the source had answered: the time the
+    // proxy added is what it waited, within the whole latency.
+    let (latency, added) = bench
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Answered {
+                opcode: Opcode::QUERY,
+                latency,
+                added,
+                ..
+            } => Some((*latency, *added)),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        added >= Duration::from_secs(1) && added <= latency,
+        "{added:?} of {latency:?}"
+    );
     assert_eq!(
         finished(&bench),
         [

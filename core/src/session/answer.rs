@@ -1,7 +1,7 @@
 //! Cluster frames: pairing answers with requests, answering the client, and what happens when
 //! a cluster fails, times out or asks for a statement to be prepared again.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -161,6 +161,9 @@ impl Session {
         let Some(request) = self.requests.get_mut(id) else {
             return;
         };
+        if upstream == request.route.primary {
+            request.primary_done = Some(now);
+        }
         if let Outcome::Answer(envelope) = &outcome {
             // Held until the client may have it: counted as queued for the client.
             let bytes = HEADER_LEN + envelope.body().len();
@@ -305,11 +308,12 @@ impl Session {
                     .answered_unfinished(upstream, answer, request.barrier);
             }
         }
-        let (opcode, write, started, primary) = (
+        let (opcode, write, started, primary, primary_done) = (
             request.opcode,
             request.write,
             request.started,
             request.route.primary,
+            request.primary_done,
         );
         match request.kind {
             Kind::Options => self.answer_options(id, now),
@@ -325,6 +329,7 @@ impl Session {
             opcode,
             write,
             latency: now.saturating_duration_since(started),
+            added: primary_done.map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
             primary,
         });
     }

@@ -154,6 +154,9 @@ pub enum Event {
         opcode: Opcode,
         write: bool,
         latency: Duration,
+        /// What the proxy added after the primary's answer: waiting for the secondary
+        /// (`--wait true`), answers held back to keep the client's order.
+        added: Duration,
         primary: Upstream,
     },
     /// The session was asked to shut down: it takes no new requests and closes once those
@@ -286,10 +289,11 @@ impl fmt::Display for Event {
                 opcode,
                 write,
                 latency,
+                added,
                 primary,
             } => write!(
                 f,
-                "answered {opcode}{} in {latency:?} ({primary} primary)",
+                "answered {opcode}{} in {latency:?} ({primary} primary; {added:?} after its answer)",
                 if *write { " (write)" } else { "" }
             ),
             Self::Draining { in_flight } => write!(

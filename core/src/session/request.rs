@@ -201,6 +201,8 @@ pub(crate) struct Request {
     /// A QUERY write's message (shared, not copied), to name the tables it writes should the
     /// secondary miss it. EXECUTE and BATCH keep theirs in [`Repair::body`].
     pub(crate) query: Option<Bytes>,
+    /// When the primary finished its part, for the time the proxy added after it.
+    pub(crate) primary_done: Option<Instant>,
 }
 
 impl Request {
@@ -234,6 +236,7 @@ impl Request {
             serial,
             stored: 0,
             query: None,
+            primary_done: None,
         }
     }
 

@@ -76,8 +76,9 @@ pub fn observe(event: &Event) {
             opcode: op,
             write,
             latency,
+            added,
             ..
-        } => REQUESTS.answered(*op, *write, *latency),
+        } => REQUESTS.answered(*op, *write, *latency, *added),
         Event::ClusterDone {
             upstream,
             opcode: op,
@@ -353,6 +354,7 @@ mod tests {
             opcode: Opcode::AUTH_CHALLENGE,
             write: true,
             latency: Duration::from_micros(1500),
+            added: Duration::from_micros(300),
             primary: Upstream::Source,
         };
         let text = exposition(&[answered.clone(), answered]);
@@ -369,6 +371,17 @@ mod tests {
             ("cqlmirror_request_duration_seconds", "0.001", "0"),
             ("cqlmirror_request_duration_seconds", "0.0025", "2"),
             ("cassandraProxy_cqlOperation_timer_seconds", "+Inf", "2"),
+            // 300 µs added after the primary's answer.
+            (
+                "cassandraProxy_cqlOperation_proxyTime_seconds",
+                "0.00025",
+                "0",
+            ),
+            (
+                "cassandraProxy_cqlOperation_proxyTime_seconds",
+                "0.0005",
+                "2",
+            ),
         ] {
             let series =
                 format!(r#"{family}_bucket{{opcode="AUTH_CHALLENGE",kind="write",le="{le}"}}"#);

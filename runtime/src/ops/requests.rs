@@ -118,6 +118,8 @@ pub struct Requests {
     answered: [[AtomicU64; 2]; OPCODES],
     /// `[opcode][kind]`: time to the client's answer.
     latency: [[Histogram; 2]; OPCODES],
+    /// `[opcode][kind]`: time the proxy added after the primary's answer.
+    added: [[Histogram; 2]; OPCODES],
     /// `[cluster][opcode][kind][outcome]`: each cluster's part of a request.
     done: [[[[AtomicU64; 3]; 2]; OPCODES]; 2],
     /// `[cluster][opcode][kind]`: time to each cluster's answer.
@@ -127,6 +129,7 @@ pub struct Requests {
 pub static REQUESTS: Requests = Requests {
     answered: [const { [const { AtomicU64::new(0) }; 2] }; OPCODES],
     latency: [const { [const { Histogram::new() }; 2] }; OPCODES],
+    added: [const { [const { Histogram::new() }; 2] }; OPCODES],
     done: [const { [const { [const { [const { AtomicU64::new(0) }; 3] }; 2] }; OPCODES] }; 2],
     cluster_latency: [const { [const { [const { Histogram::new() }; 2] }; OPCODES] }; 2],
 };
@@ -140,10 +143,11 @@ pub enum Outcome {
 }
 
 impl Requests {
-    pub fn answered(&self, opcode: Opcode, write: bool, latency: Duration) {
+    pub fn answered(&self, opcode: Opcode, write: bool, latency: Duration, added: Duration) {
         let (op, kind) = (slot(opcode), usize::from(write));
         self.answered[op][kind].fetch_add(1, Ordering::Relaxed);
         self.latency[op][kind].record(latency);
+        self.added[op][kind].record(added);
     }
 
     /// One cluster's part of a request; `latency` only for an answer (not a failure).
@@ -204,9 +208,14 @@ impl Requests {
                 "The older proxy's name: time from a request's arrival to its answer to the client",
             ),
         ];
-        for (name, help) in families {
+        let families = families.map(|(name, help)| (name, help, &self.latency)).into_iter().chain([(
+            "cassandraProxy_cqlOperation_proxyTime_seconds",
+            "The older proxy's name, with this meaning: time the proxy added after the primary's answer (waiting for the secondary, keeping the client's order)",
+            &self.added,
+        )]);
+        for (name, help, table) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-            for (op, kinds) in self.latency.iter().enumerate() {
+            for (op, kinds) in table.iter().enumerate() {
                 for (kind, histogram) in kinds.iter().enumerate() {
                     let labels = format!("opcode=\"{}\",kind=\"{}\"", opcode_name(op), KINDS[kind]);
                     histogram.render(&mut out, name, &labels);
