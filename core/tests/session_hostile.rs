@@ -619,6 +619,18 @@ fn each_cluster_reports_how_it_finished_a_request() {
             ),
         ]
     );
+    let differ = |bench: &Bench| {
+        bench
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::OutcomesDiffer { write: true, .. }))
+            .count()
+    };
+    assert_eq!(
+        differ(&bench),
+        1,
+        "an ERROR beside a success is a different result"
+    );
     bench.events.clear();
     bench.failing[Upstream::Target.index()] = None;
     bench.silent[Upstream::Target.index()] = true;
@@ -635,6 +647,7 @@ fn each_cluster_reports_how_it_finished_a_request() {
     assert_eq!(in_flight(&bench), 1);
     bench.advance(Duration::from_secs(3));
     assert_eq!(in_flight(&bench), 0);
+    assert_eq!(differ(&bench), 0, "a timeout is a failure, not a result");
     // The client's answer waited for the target after the source had answered: the time the
     // proxy added is what it waited, within the whole latency.
     let (latency, added) = bench

@@ -478,6 +478,21 @@ impl Session {
                 Leg::Unused | Leg::Waiting | Leg::Done(_) => {}
             }
         }
+        // Both clusters answered, one with an ERROR and the other not: different results.
+        let answered = |u: Upstream| {
+            matches!(
+                request.leg(u),
+                Leg::Done(Outcome::Answer(_) | Outcome::Digest(_))
+            )
+        };
+        if Upstream::BOTH.into_iter().all(answered)
+            && succeeded(Upstream::Source) != succeeded(Upstream::Target)
+        {
+            self.events.push_back(Event::OutcomesDiffer {
+                opcode: request.opcode,
+                write: request.write,
+            });
+        }
         // The client was told the write succeeded (the primary applied it): a secondary that
         // did not apply it missed it.
         if let Some(secondary) = request.route.secondary {

@@ -149,6 +149,9 @@ pub enum Event {
         latency: Duration,
         result: ClusterResult,
     },
+    /// Both clusters answered a request, one with an ERROR and the other not (the rows of
+    /// two successful answers are not compared yet).
+    OutcomesDiffer { opcode: Opcode, write: bool },
     /// A request was answered with the answer (or the failure) of `primary`.
     Answered {
         opcode: Opcode,
@@ -210,6 +213,7 @@ impl Event {
             Self::Ready { .. }
             | Self::MissedWrite { .. }
             | Self::ClusterDone { .. }
+            | Self::OutcomesDiffer { .. }
             | Self::Answered { .. }
             | Self::Draining { .. } => Level::Debug,
         }
@@ -284,6 +288,10 @@ impl fmt::Display for Event {
                     ),
                     ClusterResult::Failed(kind) => kind.name().to_owned(),
                 }
+            ),
+            Self::OutcomesDiffer { opcode, .. } => write!(
+                f,
+                "the clusters' outcomes of a {opcode} differ: one answered with an ERROR, the other did not"
             ),
             Self::Answered {
                 opcode,

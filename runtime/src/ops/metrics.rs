@@ -127,6 +127,11 @@ pub fn observe(event: &Event) {
                 .increment(1);
             }
         }
+        Event::OutcomesDiffer { opcode: op, write } => {
+            counter!("cassandraProxy_cqlDifferentResultCount_total", "opcode" => opcode(*op),
+                     "kind" => kind(*write))
+            .increment(1);
+        }
         Event::ClientError { .. } => counter!("cqlmirror_client_errors_total").increment(1),
         Event::Ready { version, .. } => {
             counter!("cqlmirror_client_handshakes_total", "protocol_version" => version.label())
@@ -235,6 +240,10 @@ fn describe() {
     describe_counter!(
         "cqlmirror_missed_writes_total",
         "Writes the client was told succeeded (the primary applied them) that the secondary missed"
+    );
+    describe_counter!(
+        "cassandraProxy_cqlDifferentResultCount_total",
+        "The older proxy's name, real comparisons only: requests both clusters answered, one with an ERROR and the other not (rows are not compared yet)"
     );
     describe_counter!(
         "cqlmirror_missed_writes_by_table_total",
