@@ -432,6 +432,10 @@ mod tests {
                 detail: "gone".into(),
                 first: true,
             },
+            Event::OutcomesDiffer {
+                opcode: Opcode::AUTH_RESPONSE,
+                write: true,
+            },
         ]);
         let op = r#"opcode="AUTH_RESPONSE",kind="write""#;
         for (series, expected) in [
@@ -464,6 +468,10 @@ mod tests {
             (r#"cqlmirror_timeouts_total{cluster="target"}"#.into(), "1"),
             (
                 r#"cqlmirror_missed_writes_total{cluster="target",opcode="QUERY"}"#.into(),
+                "1",
+            ),
+            (
+                format!(r#"cassandraProxy_cqlDifferentResultCount_total{{{op}}}"#),
                 "1",
             ),
             (
