@@ -336,3 +336,23 @@ def test_dashboard_queries(main_bed, start_proxy, connect, keyspace, prometheus)
         assert status == 200 and json.loads(body)["status"] == "success", f"{expr}: {body}"
     rate = prom.query(dashboard["panels"][0]["targets"][0]["expr"].replace("$instance", ".*"))
     assert rate and rate > 0
+
+
+def test_connection_gauges(main_bed, start_proxy):
+    """The connection gauges follow a driver: its connections, and theirs to each cluster,
+    while it is connected; none once it shut down."""
+    proxy = start_proxy(main_bed)
+
+    def gauges():
+        text = get(f"{proxy.ops_url}/metrics")[1]
+        series = ("cqlmirror_client_connections", 'cqlmirror_cluster_connections{cluster="source"}',
+                  'cqlmirror_cluster_connections{cluster="target"}')
+        return [float(re.search(rf"^{re.escape(s)} (\S+)$", text, re.M).group(1)) for s in series]
+
+    cluster = proxy.endpoint.cluster()
+    session = cluster.connect()
+    session.execute("SELECT release_version FROM system.local")
+    clients, source, target = gauges()
+    assert clients >= 1 and source >= 1 and target >= 1, (clients, source, target)
+    cluster.shutdown()
+    wait_until(lambda: gauges() == [0, 0, 0], "every connection gauge back at 0")

@@ -102,6 +102,9 @@ pub(crate) async fn run<R: Runtime>(
         while let Some(peer) = driver.poll_close() {
             if let Some(socket) = sockets[peer.index()].take() {
                 socket.close();
+                if let Some(upstream) = peer.upstream() {
+                    TRAFFIC.disconnected(upstream);
+                }
             }
             if let Some(upstream) = peer.upstream() {
                 connecting[upstream.index()] = None;
@@ -112,6 +115,11 @@ pub(crate) async fn run<R: Runtime>(
             log_event(id, &event);
         }
         if driver.is_finished() {
+            for upstream in Upstream::BOTH {
+                if sockets[Peer::of(upstream).index()].take().is_some() {
+                    TRAFFIC.disconnected(upstream);
+                }
+            }
             break;
         }
         // Backpressure: how long the proxy leaves each peer unread.
@@ -190,7 +198,11 @@ pub(crate) async fn run<R: Runtime>(
                 connecting[upstream.index()] = None;
                 match result {
                     Ok(socket) => {
-                        sockets[Peer::of(upstream).index()] = Some(socket);
+                        if let Some(old) = sockets[Peer::of(upstream).index()].replace(socket) {
+                            old.close();
+                        } else {
+                            TRAFFIC.connected(upstream);
+                        }
                         driver.on_connected(upstream, now);
                     }
                     Err(e) => driver.on_connect_failed(upstream, &e.to_string(), now),

@@ -146,6 +146,10 @@ fn refresh(proxy: &Proxy, binary: &'static str) {
     REQUESTS.publish();
     let admission = proxy.admission();
     gauge!("cqlmirror_client_connections").set(admission.open() as f64);
+    for upstream in Upstream::BOTH {
+        gauge!("cqlmirror_cluster_connections", "cluster" => upstream.name())
+            .set(TRAFFIC.open(upstream) as f64);
+    }
     gauge!("cqlmirror_client_connections_limit").set(admission.limit() as f64);
     counter!("cqlmirror_refused_connections_total").absolute(admission.refused());
     let stats = proxy.stats();
@@ -256,6 +260,10 @@ fn describe() {
     describe_counter!(
         "cqlmirror_client_handshakes_total",
         "Client handshakes completed, by protocol version"
+    );
+    describe_gauge!(
+        "cqlmirror_cluster_connections",
+        "Connections to each cluster open now, for client sessions (control connections aside)"
     );
     describe_gauge!(
         "cqlmirror_requests_in_flight",
