@@ -47,8 +47,14 @@ def main():
                 batch.add(insert, (i % 200, i, f"python-{i}"))
             session.execute(batch)
             written += 10
-        for _ in session.execute(SimpleStatement(f"SELECT p, c, v FROM {ks}.kv", fetch_size=100)):
-            read += 1
+        # Written at LOCAL_ONE with two replicas: a scan right after may miss a row the
+        # second replica has not applied yet. Scan again, a few times, until all are seen.
+        for _ in range(10):
+            read = sum(1 for _ in session.execute(
+                SimpleStatement(f"SELECT p, c, v FROM {ks}.kv", fetch_size=100)))
+            if read == written:
+                break
+            time.sleep(0.5)
         hosts = sorted(f"{h.endpoint.address}:{h.endpoint.port}" for h in cluster.metadata.all_hosts())
     except Exception as e:  # noqa: BLE001 - every failure is reported
         errors.append(repr(e))

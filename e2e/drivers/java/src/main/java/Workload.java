@@ -67,9 +67,18 @@ public final class Workload {
                 session.execute(batch.build());
                 written += 10;
             }
-            ResultSet rs = session.execute(SimpleStatement.newInstance(String.format("SELECT p, c, v FROM %s.kv", ks)).setPageSize(100));
-            for (var row : rs) {
-                read++;
+            // Written at LOCAL_ONE with two replicas: a scan right after may miss a row the
+            // second replica has not applied yet. Scan again, a few times, until all are seen.
+            for (int attempt = 0; attempt < 10; attempt++) {
+                read = 0;
+                ResultSet rs = session.execute(SimpleStatement.newInstance(String.format("SELECT p, c, v FROM %s.kv", ks)).setPageSize(100));
+                for (var row : rs) {
+                    read++;
+                }
+                if (read == written) {
+                    break;
+                }
+                Thread.sleep(500);
             }
             for (Node node : session.getMetadata().getNodes().values()) {
                 hosts.add(node.getEndPoint().resolve().toString().replaceFirst("^.*/", ""));
