@@ -16,7 +16,7 @@
 //! line does.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::Command;
 
@@ -147,15 +147,16 @@ pub fn merge(
     (merged, from_file)
 }
 
-/// The config file named on the command line or in `CQLMIRROR_CONFIG`, if any: looked up
-/// before the full parse, because the file may hold required options (SOURCE, TARGET).
-pub fn path_from(command: &Command, args: &[OsString]) -> Option<PathBuf> {
-    let relaxed = command
+/// The options the command line and the environment give, parsed before the full parse
+/// (which the file may complete: it may hold SOURCE and TARGET); `None` when they do not
+/// parse, for the full parse to report why.
+pub fn given(command: &Command, args: &[OsString]) -> Option<clap::ArgMatches> {
+    command
         .clone()
         .mut_args(|a| a.required(false))
-        .ignore_errors(true);
-    let matches = relaxed.try_get_matches_from(args).ok()?;
-    matches.get_one::<PathBuf>("config").cloned()
+        .ignore_errors(true)
+        .try_get_matches_from(args)
+        .ok()
 }
 
 #[cfg(test)]

@@ -492,16 +492,14 @@ impl Cli {
         let command = Self::command().name(bin).bin_name(bin).after_help(format!(
             "A running proxy is steered through its admin API: `{bin} admin --help` (e.g. `{bin} admin set-primary target`)."
         ));
-        let (args, from_file) = match file::path_from(&command, args) {
-            None => (args.to_vec(), Vec::new()),
-            Some(path) => {
+        let given = file::given(&command, args);
+        let path = given
+            .as_ref()
+            .and_then(|g| g.get_one::<std::path::PathBuf>("config").cloned());
+        let (args, from_file) = match (path, given) {
+            (Some(path), Some(given)) => {
                 let options = file::read(&path, &command).map_err(ParseError::File)?;
-                // Which options the command line or the environment set: those win.
-                let given = command
-                    .clone()
-                    .mut_args(|a| a.required(false))
-                    .try_get_matches_from(args)
-                    .map_err(ParseError::Usage)?;
+                // The options the command line or the environment set win over the file's.
                 file::merge(args, &options, |id| {
                     matches!(
                         given.value_source(id),
@@ -512,6 +510,7 @@ impl Cli {
                     )
                 })
             }
+            _ => (args.to_vec(), Vec::new()),
         };
         let matches = command
             .clone()

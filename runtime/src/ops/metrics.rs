@@ -62,7 +62,7 @@ pub fn render(proxy: &Proxy, binary: &'static str) -> String {
 
 /// "read" or "write", the request kind label.
 fn kind(write: bool) -> &'static str {
-    if write { "write" } else { "read" }
+    super::requests::kind_label(write)
 }
 
 fn opcode(opcode: Opcode) -> &'static str {

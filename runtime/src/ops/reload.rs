@@ -113,11 +113,10 @@ fn apply(
     }
 }
 
-/// The command line's boolean words.
+/// `value` as the command line reads a boolean (`--wait`'s parser).
 fn parse_bool(value: &str) -> Option<bool> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "y" | "on" | "1" => Some(true),
-        "false" | "no" | "n" | "off" | "0" => Some(false),
-        _ => None,
-    }
+    use clap::builder::TypedValueParser;
+    clap::builder::BoolishValueParser::new()
+        .parse_ref(&Cli::command(), None, std::ffi::OsStr::new(value))
+        .ok()
 }

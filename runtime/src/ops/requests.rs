@@ -34,6 +34,11 @@ fn opcode_name(slot: usize) -> &'static str {
 }
 
 const KINDS: [&str; 2] = ["read", "write"];
+
+/// The `kind` label of a request: `read` or `write`.
+pub fn kind_label(write: bool) -> &'static str {
+    KINDS[usize::from(write)]
+}
 const OUTCOMES: [&str; 3] = ["ok", "error", "failed"];
 
 /// Upper bounds of the latency buckets, in seconds: 100 µs to 10 s.

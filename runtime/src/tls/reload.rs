@@ -84,14 +84,23 @@ impl TlsHolder {
     }
 
     /// Reloads on every SIGHUP (which would otherwise end the process), on a thread of its
-    /// own.
+    /// own. Without TLS there is nothing to read: the signal is only kept from ending the
+    /// process (the config file, if any, has its own reader).
     pub fn reload_on_sighup(self: &Arc<Self>, options: TlsArgs) -> io::Result<()> {
         let mut signals = Signals::new([SIGHUP])?;
         let holder = Arc::clone(self);
+        let current = self.current();
+        let any_tls = !options.files().is_empty()
+            || current.clients.is_some()
+            || current.clusters.iter().any(Option::is_some);
         thread::Builder::new()
             .name("sighup".into())
             .spawn(move || {
                 for _ in signals.forever() {
+                    if !any_tls {
+                        log::debug!("SIGHUP: no TLS to set up again");
+                        continue;
+                    }
                     match holder.reload(&options) {
                         Ok(now) => log::info!(
                             "SIGHUP: certificates and keys read again; new connections use them ({now}); open connections keep theirs"
