@@ -114,6 +114,7 @@ pub mod prepared;
 pub mod proxy;
 pub mod report;
 pub mod routing;
+pub mod schema;
 pub mod session;
 pub mod statement;
 pub mod topology;
