@@ -187,7 +187,7 @@ pub struct ClusterConfig {
 }
 
 /// Everything a proxy needs to know. Build it with [`Config::new`] and adjust fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub source: ClusterConfig,
     pub target: ClusterConfig,
@@ -233,6 +233,18 @@ pub struct Config {
     pub dc_map: Vec<(String, String)>,
     /// Report ready while the secondary is unreachable (see [`crate::health`]).
     pub ready_without_secondary: bool,
+    /// The cluster whose answers clients get at start (switchable at run time).
+    pub primary: Upstream,
+    /// How reads are served at start (switchable at run time).
+    pub read_mode: crate::routing::ReadMode,
+    /// In shadow mode, the fraction of reads also sent to the secondary (0 to 1).
+    pub shadow_sample: f64,
+    /// In shadow mode, the most shadow reads in flight at once, proxy-wide.
+    pub shadow_max_in_flight: usize,
+    /// Tables whose statements never reach the target (`--filter-tables`).
+    pub filter_tables: Option<crate::filter::TableFilter>,
+    /// Differing rows kept in memory for the divergence report.
+    pub divergence_samples: usize,
 }
 
 /// Default maximum frame size: 64 MiB, a quarter of the protocol's 256 MB cap.
@@ -270,6 +282,12 @@ impl Config {
             schema_agreement_timeout: Duration::from_secs(10),
             dc_map: Vec::new(),
             ready_without_secondary: false,
+            primary: Upstream::Source,
+            read_mode: crate::routing::ReadMode::Primary,
+            shadow_sample: 1.0,
+            shadow_max_in_flight: 256,
+            filter_tables: None,
+            divergence_samples: 100,
         }
     }
 
@@ -309,6 +327,15 @@ impl Config {
         }
         if self.write_buffer_size < 1024 {
             return Err("--write-buffer-size must be at least 1024 bytes".into());
+        }
+        if !(0.0..=1.0).contains(&self.shadow_sample) {
+            return Err(format!(
+                "--shadow-sample {} is out of range: give a fraction of the reads from 0 to 1 (0.1 shadows one read in ten)",
+                self.shadow_sample
+            ));
+        }
+        if self.shadow_max_in_flight == 0 {
+            return Err("--shadow-max-in-flight must be at least 1 (or use --read-mode primary to shadow nothing)".into());
         }
         if self.prepared_cache_size == 0 {
             return Err("--prepared-cache-size must be at least 1".into());

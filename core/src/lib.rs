@@ -101,11 +101,14 @@ macro_rules! bug {
 }
 
 pub mod admission;
+pub mod compare;
 pub mod config;
 pub mod control;
+pub mod divergence;
 pub mod driver;
 pub mod error;
 pub mod failure;
+pub mod filter;
 pub mod frame;
 pub mod health;
 pub mod message;

@@ -28,6 +28,9 @@ pub struct PreparedStatement {
     pub ids: [Option<ClusterIds>; 2],
     /// A read of a topology table, which the proxy answers itself when executed.
     pub system: Option<SystemQuery>,
+    /// The origin's PREPARED answer (the RESULT message): its result metadata names and types
+    /// the columns of answers sent without metadata, for comparing them.
+    pub result: Option<Bytes>,
 }
 
 impl PreparedStatement {
@@ -176,6 +179,7 @@ mod tests {
             origin: Upstream::Source,
             ids: [source.map(ids), target.map(ids)],
             system: None,
+            result: None,
         }
     }
 

@@ -15,12 +15,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::admission::Admission;
 use crate::config::{Config, Endpoint, Upstream, WaitPolicy};
+use crate::divergence::DivergenceReport;
 use crate::failure::FailureKind;
 use crate::frame::ProtocolVersion;
 use crate::health::{ClusterState, Reachability, Readiness};
 use crate::message::Secret as Token;
 use crate::prepared::PreparedCache;
 use crate::report::Reporter;
+use crate::routing::{ReadMode, ShadowBudget};
 use crate::topology::ClusterView;
 
 /// Identifies a session in logs.
@@ -60,6 +62,10 @@ fn unix_micros(system: SystemTime) -> i64 {
     }
 }
 
+fn read_mode_index(mode: ReadMode) -> u8 {
+    ReadMode::ALL.iter().position(|m| *m == mode).unwrap_or(0) as u8
+}
+
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
@@ -88,6 +94,12 @@ pub struct Proxy {
     /// When clients get their answer ([`WaitPolicy`] as 0: both, 1: primary); starts as
     /// configured, changed at run time through the admin API.
     wait: AtomicU8,
+    /// How reads are served, as an index into [`ReadMode::ALL`]; changed at run time.
+    read_mode: AtomicU8,
+    /// What shadow reads may cost (see [`ShadowBudget`]).
+    shadow: Arc<ShadowBudget>,
+    /// What the comparisons of the two clusters' answers found.
+    divergences: DivergenceReport,
     /// What each cluster's control connection last found.
     reachability: Reachability,
     prepared: Mutex<PreparedCache>,
@@ -151,6 +163,12 @@ impl Proxy {
             .max()
             .map_or(5, |v| v.number());
         let wait = u8::from(config.wait == WaitPolicy::Primary);
+        let (primary, read_mode) = (config.primary, config.read_mode);
+        let shadow = Arc::new(ShadowBudget::new(
+            config.shadow_sample,
+            config.shadow_max_in_flight,
+        ));
+        let divergences = DivergenceReport::new(config.divergence_samples);
         Ok(Arc::new(Self {
             prepared: Mutex::new(PreparedCache::new(config.prepared_cache_size)),
             admission: Admission::new(config.max_connections),
@@ -159,8 +177,11 @@ impl Proxy {
             base: clock.instant,
             wall_at_base: AtomicI64::new(clock.unix_micros),
             last_timestamp: AtomicI64::new(i64::MIN),
-            primary: AtomicU8::new(Upstream::Source.index() as u8),
+            primary: AtomicU8::new(primary.index() as u8),
             wait: AtomicU8::new(wait),
+            read_mode: AtomicU8::new(read_mode_index(read_mode)),
+            shadow,
+            divergences,
             reachability: Reachability::default(),
             next_session: AtomicU64::new(1),
             max_version: [AtomicU8::new(highest), AtomicU8::new(highest)],
@@ -240,6 +261,40 @@ impl Proxy {
     pub fn set_wait_policy(&self, wait: WaitPolicy) {
         self.wait
             .store(u8::from(wait == WaitPolicy::Primary), Ordering::Relaxed);
+    }
+
+    /// How reads are served now.
+    pub fn read_mode(&self) -> ReadMode {
+        ReadMode::ALL
+            .get(usize::from(self.read_mode.load(Ordering::Relaxed)))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Changes how reads are served, for every read received from now on.
+    pub fn set_read_mode(&self, mode: ReadMode) {
+        self.read_mode
+            .store(read_mode_index(mode), Ordering::Relaxed);
+    }
+
+    /// The primary key of a table, as `upstream` (or else the other cluster) describes it.
+    pub fn table_key(
+        &self,
+        _upstream: Upstream,
+        _keyspace: &str,
+        _table: &str,
+    ) -> Option<Arc<crate::schema::TableKey>> {
+        None
+    }
+
+    /// The budget of shadow reads (its fraction can change at run time).
+    pub fn shadow(&self) -> &Arc<ShadowBudget> {
+        &self.shadow
+    }
+
+    /// What comparing the clusters' answers found so far.
+    pub fn divergences(&self) -> &DivergenceReport {
+        &self.divergences
     }
 
     /// What the control connection of `upstream` found: it answers, or why not.

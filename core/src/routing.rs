@@ -1,8 +1,7 @@
 //! Where a request goes: a pure policy of what the request is and how the proxy is set up.
 //!
 //! Keeping this a function of values (no session state) makes the policy easy to test and to
-//! change: today every request goes to both clusters, as in the older proxy; read modes that
-//! send reads to the primary only plug in here.
+//! change. Writes go to both clusters; reads go where the [`ReadMode`] says.
 //!
 //! Clusters have an identity ([`Upstream`]: source or target) and, per request, a [`Role`]:
 //! the primary answers the client, the secondary mirrors it. Which cluster is primary is a
@@ -20,6 +19,8 @@ pub enum RequestClass {
     Heartbeat,
     /// SELECT and other statements that change nothing.
     Read,
+    /// A read of a `system*` keyspace: each cluster's own, served by the primary alone.
+    SystemRead,
     /// Data and schema writes, USE, access control: anything that changes a cluster or the
     /// connection's state.
     Write,
@@ -29,12 +30,41 @@ pub enum RequestClass {
     Register,
 }
 
-/// How reads are served. Writes always go to both clusters.
+/// How reads (SELECT) are served. Writes always go to both clusters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ReadMode {
-    /// Reads go to both clusters; the client gets the primary's answer.
+    /// The primary serves reads; the secondary never sees them (half the secondary's load
+    /// during its bulk copy, and reads as fast as the primary alone).
     #[default]
-    Both,
+    Primary,
+    /// The primary serves reads; a sample of them also goes to the secondary, whose answer is
+    /// compared and never waited for (see [`ShadowBudget`]).
+    Shadow,
+    /// Reads go to both clusters and the client waits for both; the answers are compared.
+    Compare,
+}
+
+impl ReadMode {
+    pub const ALL: [Self; 3] = [Self::Primary, Self::Shadow, Self::Compare];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Shadow => "shadow",
+            Self::Compare => "compare",
+        }
+    }
+
+    /// Parses a name as [`ReadMode::name`] gives it.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+impl std::fmt::Display for ReadMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// What a cluster is to a request.
@@ -66,6 +96,21 @@ impl std::fmt::Display for Role {
 pub struct Route {
     pub primary: Upstream,
     pub secondary: Option<Upstream>,
+    /// What the secondary's part is for.
+    pub mirror: Mirror,
+}
+
+/// Why a request goes to the secondary too, which decides whether the client waits for it and
+/// whether the answers are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mirror {
+    /// The secondary must apply it too (writes, PREPARE, the handshake): the client waits for
+    /// it as the wait policy says; outcomes (success or ERROR) are compared.
+    Apply,
+    /// A shadowed read: the client never waits for the secondary; the answers are compared.
+    Shadow,
+    /// A compared read: the client waits for both answers, which are compared.
+    Compare,
 }
 
 impl Route {
@@ -86,11 +131,23 @@ impl Route {
     }
 }
 
-/// The routing policy.
-pub fn route(class: RequestClass, mode: ReadMode, primary: Upstream) -> Route {
-    let both = Route {
+/// The routing policy. `shadowed` says whether this read is within the shadow budget (only
+/// asked of reads in [`ReadMode::Shadow`]).
+pub fn route(
+    class: RequestClass,
+    mode: ReadMode,
+    primary: Upstream,
+    shadowed: impl FnOnce() -> bool,
+) -> Route {
+    let mirrored = |mirror| Route {
         primary,
         secondary: Some(primary.other()),
+        mirror,
+    };
+    let alone = Route {
+        primary,
+        secondary: None,
+        mirror: Mirror::Apply,
     };
     match (class, mode) {
         (
@@ -98,10 +155,116 @@ pub fn route(class: RequestClass, mode: ReadMode, primary: Upstream) -> Route {
             | RequestClass::Heartbeat
             | RequestClass::Write
             | RequestClass::Prepare
-            | RequestClass::Register
-            | RequestClass::Read,
-            ReadMode::Both,
-        ) => both,
+            | RequestClass::Register,
+            _,
+        ) => mirrored(Mirror::Apply),
+        // The system keyspaces are each cluster's own (nodes, schema versions, its
+        // auth tables): nothing to mirror or compare.
+        (RequestClass::SystemRead, _) | (RequestClass::Read, ReadMode::Primary) => alone,
+        (RequestClass::Read, ReadMode::Shadow) => {
+            if shadowed() {
+                mirrored(Mirror::Shadow)
+            } else {
+                alone
+            }
+        }
+        (RequestClass::Read, ReadMode::Compare) => mirrored(Mirror::Compare),
+    }
+}
+
+/// Keeps shadow reads within a budget: a fraction of the reads, and a bound on those in
+/// flight, so that a slow secondary costs the proxy a bounded amount of memory and work and
+/// the clients nothing. Deterministic (no random source): every n-th read, as the fraction
+/// says.
+#[derive(Debug)]
+pub struct ShadowBudget {
+    /// Reads shadowed, per million.
+    per_million: std::sync::atomic::AtomicU32,
+    max_in_flight: usize,
+    /// Reads seen in shadow mode, for the sampling.
+    seen: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Reads not shadowed because `max_in_flight` were.
+    skipped: std::sync::atomic::AtomicU64,
+}
+
+/// One shadow read in flight: returned to the budget when dropped.
+#[derive(Debug)]
+pub struct ShadowPermit(std::sync::Arc<ShadowBudget>);
+
+impl Drop for ShadowPermit {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl ShadowBudget {
+    /// `fraction` of the reads (clamped to 0..=1), at most `max_in_flight` at once.
+    pub fn new(fraction: f64, max_in_flight: usize) -> Self {
+        Self {
+            per_million: std::sync::atomic::AtomicU32::new(Self::to_per_million(fraction)),
+            max_in_flight,
+            seen: Default::default(),
+            in_flight: Default::default(),
+            skipped: Default::default(),
+        }
+    }
+
+    fn to_per_million(fraction: f64) -> u32 {
+        if fraction.is_nan() {
+            return 0;
+        }
+        (fraction.clamp(0.0, 1.0) * 1e6).round() as u32
+    }
+
+    pub fn fraction(&self) -> f64 {
+        f64::from(self.per_million.load(std::sync::atomic::Ordering::Relaxed)) / 1e6
+    }
+
+    pub fn set_fraction(&self, fraction: f64) {
+        self.per_million.store(
+            Self::to_per_million(fraction),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// Shadow reads in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Reads left unshadowed because the in-flight bound was reached.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A permit for the next read, if it is sampled and the bound allows.
+    pub fn take(self: &std::sync::Arc<Self>) -> Option<ShadowPermit> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let rate = u64::from(self.per_million.load(Relaxed));
+        let n = self.seen.fetch_add(1, Relaxed);
+        // Read n is sampled when the running count of sampled reads steps up at it.
+        if rate == 0 || (n + 1) * rate / 1_000_000 == n * rate / 1_000_000 {
+            return None;
+        }
+        let taken = self
+            .in_flight
+            .fetch_update(Relaxed, Relaxed, |now| {
+                (now < self.max_in_flight).then_some(now + 1)
+            })
+            .is_ok();
+        if taken {
+            Some(ShadowPermit(std::sync::Arc::clone(self)))
+        } else {
+            self.skipped.fetch_add(1, Relaxed);
+            None
+        }
     }
 }
 
@@ -109,23 +272,74 @@ pub fn route(class: RequestClass, mode: ReadMode, primary: Upstream) -> Route {
 mod tests {
     use super::*;
 
+    const NOT_ASKED: fn() -> bool = || panic!("the shadow budget is only asked in shadow mode");
+
     #[test]
-    fn everything_goes_to_both_with_the_primary_answering() {
+    fn writes_and_the_handshake_go_to_both_with_the_primary_answering() {
         for class in [
             RequestClass::Handshake,
             RequestClass::Heartbeat,
-            RequestClass::Read,
             RequestClass::Write,
             RequestClass::Prepare,
             RequestClass::Register,
         ] {
-            for primary in Upstream::BOTH {
-                let r = route(class, ReadMode::Both, primary);
-                assert_eq!(r.primary, primary);
-                assert!(r.includes(Upstream::Source) && r.includes(Upstream::Target));
-                assert_eq!(r.role_of(primary), Some(Role::Primary));
-                assert_eq!(r.role_of(primary.other()), Some(Role::Secondary));
+            for mode in ReadMode::ALL {
+                for primary in Upstream::BOTH {
+                    let r = route(class, mode, primary, NOT_ASKED);
+                    assert_eq!(r.primary, primary);
+                    assert_eq!(r.mirror, Mirror::Apply);
+                    assert_eq!(r.role_of(primary), Some(Role::Primary));
+                    assert_eq!(r.role_of(primary.other()), Some(Role::Secondary));
+                }
             }
         }
+    }
+
+    #[test]
+    fn reads_follow_the_read_mode() {
+        for primary in Upstream::BOTH {
+            let r = route(RequestClass::Read, ReadMode::Primary, primary, NOT_ASKED);
+            assert_eq!((r.primary, r.secondary), (primary, None));
+            assert!(!r.includes(primary.other()));
+            let r = route(RequestClass::Read, ReadMode::Compare, primary, NOT_ASKED);
+            assert_eq!(r.secondary, Some(primary.other()));
+            assert_eq!(r.mirror, Mirror::Compare);
+            let r = route(RequestClass::Read, ReadMode::Shadow, primary, || true);
+            assert_eq!((r.secondary, r.mirror), (Some(primary.other()), Mirror::Shadow));
+            let r = route(RequestClass::Read, ReadMode::Shadow, primary, || false);
+            assert_eq!(r.secondary, None);
+        }
+    }
+
+    #[test]
+    fn system_reads_never_reach_the_secondary() {
+        for mode in ReadMode::ALL {
+            for primary in Upstream::BOTH {
+                let r = route(RequestClass::SystemRead, mode, primary, NOT_ASKED);
+                assert_eq!((r.primary, r.secondary), (primary, None));
+            }
+        }
+    }
+
+    #[test]
+    fn the_shadow_budget_samples_evenly_and_bounds_what_is_in_flight() {
+        let budget = std::sync::Arc::new(ShadowBudget::new(0.1, 1000));
+        let permits: Vec<_> = (0..1000).filter_map(|_| budget.take()).collect();
+        assert_eq!(permits.len(), 100);
+        assert_eq!(budget.in_flight(), 100);
+        drop(permits);
+        assert_eq!(budget.in_flight(), 0);
+
+        let all = std::sync::Arc::new(ShadowBudget::new(1.0, 3));
+        let held: Vec<_> = (0..10).filter_map(|_| all.take()).collect();
+        assert_eq!(held.len(), 3, "no more than the bound in flight");
+        assert_eq!(all.skipped(), 7);
+        drop(held);
+        assert!(all.take().is_some(), "a finished read frees its place");
+
+        let none = std::sync::Arc::new(ShadowBudget::new(0.0, 10));
+        assert!((0..100).all(|_| none.take().is_none()));
+        none.set_fraction(0.5);
+        assert_eq!((0..100).filter_map(|_| none.take()).count(), 50);
     }
 }

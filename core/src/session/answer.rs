@@ -16,6 +16,7 @@ use crate::message::{
     Batch, Body, ErrorCode, ErrorDetails, ErrorMessage, Execute, Prepare, Query, ResultMessage,
 };
 use crate::prepared::{ClusterIds, PreparedStatement};
+use crate::routing::Mirror;
 use crate::session::intake::join;
 use crate::session::leg::{Link, Purpose};
 use crate::session::request::{Digest, Kind, Leg, Outcome, Outgoing, Request, RequestId};
@@ -131,6 +132,7 @@ impl Session {
         // the client has it, and the handshake's, which are merged. The rest is a digest, so
         // that a slow cluster does not make the session hold the other's answers.
         let keep = request.kind.keeps_answers()
+            || request.compare.is_some()
             || (upstream == request.route.primary && !request.answered);
         let version = request.version;
         let result = match &outcome {
@@ -195,6 +197,14 @@ impl Session {
             return;
         };
         let version = request.version;
+        if request.compare.is_some() {
+            // Both answers are compared once both are in: kept, but no longer counted as
+            // queued for the client.
+            if let Some(request) = self.requests.get_mut(id) {
+                self.stored -= std::mem::take(&mut request.stored);
+            }
+            return;
+        }
         let digests = Upstream::BOTH.map(|upstream| match request.leg(upstream) {
             Leg::Done(Outcome::Answer(envelope)) => Some(self.digest(envelope, version)),
             _ => None,
@@ -250,10 +260,15 @@ impl Session {
                 Kind::Options => self.phase != Phase::Ready,
                 _ => false,
             };
-            // The handshake always waits for the secondary (a little, below); requests do
-            // with `--wait true`.
-            let wait =
-                !request.impatient && (handshake || self.proxy.wait_policy() == WaitPolicy::Both);
+            // The handshake always waits for the secondary (a little, below), and so do
+            // compared reads; shadow reads never do; other requests do with `--wait true`.
+            let wait = !request.impatient
+                && (handshake
+                    || match request.route.mirror {
+                        Mirror::Compare => true,
+                        Mirror::Shadow => false,
+                        Mirror::Apply => self.proxy.wait_policy() == WaitPolicy::Both,
+                    });
             let primary = request.leg(request.route.primary);
             let primary_done = !primary.is_pending();
             // A primary that failed has nothing for the secondary's answer to wait with.
@@ -485,13 +500,18 @@ impl Session {
                 Leg::Done(Outcome::Answer(_) | Outcome::Digest(_))
             )
         };
-        if Upstream::BOTH.into_iter().all(answered)
+        if request.compare.is_some() {
+            self.compare_answers(&request, now);
+        } else if Upstream::BOTH.into_iter().all(answered)
             && succeeded(Upstream::Source) != succeeded(Upstream::Target)
         {
             self.events.push_back(Event::OutcomesDiffer {
                 opcode: request.opcode,
                 write: request.write,
             });
+            if request.write {
+                self.write_outcomes_differ(&request, now);
+            }
         }
         // The client was told the write succeeded (the primary applied it): a secondary that
         // did not apply it missed it.
@@ -692,7 +712,7 @@ impl Session {
 
     /// The tables a write changes, keyspaces filled in (empty when the statement is unknown,
     /// e.g. a prepared statement evicted from the cache).
-    fn written_tables(&self, request: &Request) -> Vec<TableRef> {
+    pub(super) fn written_tables(&self, request: &Request) -> Vec<TableRef> {
         let version = request.version;
         match (&request.kind, &request.query) {
             (_, Some(message)) => Query::peek_text(message)
@@ -764,7 +784,7 @@ impl Session {
         })
     }
 
-    fn describe_error(&self, envelope: &Envelope, version: ProtocolVersion) -> String {
+    pub(super) fn describe_error(&self, envelope: &Envelope, version: ProtocolVersion) -> String {
         match self.response_message(envelope) {
             Ok(message) => match ErrorMessage::decode(&message, version) {
                 Ok(e) => {
@@ -839,6 +859,7 @@ impl Session {
                 origin: upstream,
                 ids: all,
                 system,
+                result: Some(message.clone()),
             };
             self.proxy.prepared().insert(ids.id, entry);
         } else {

@@ -36,7 +36,7 @@ impl Session {
         let primary = self
             .handshake_primary
             .unwrap_or_else(|| self.proxy.primary());
-        route(class, self.read_mode, primary)
+        route(class, self.proxy.read_mode(), primary, || false)
     }
 
     pub(super) fn start_options(&mut self, envelope: Envelope, now: Instant) {
@@ -139,7 +139,7 @@ impl Session {
         };
         // Heartbeats follow the proxy's primary like every request of a ready connection.
         let route = if class == RequestClass::Heartbeat {
-            route(class, self.read_mode, self.proxy.primary())
+            route(class, self.proxy.read_mode(), self.proxy.primary(), || false)
         } else {
             self.handshake_route(class)
         };

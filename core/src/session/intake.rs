@@ -16,14 +16,16 @@ use crate::message::{
     Batch, Body, DefaultTimestamp, ErrorMessage, Execute, Prepare, Query, Statement as BatchEntry,
     ensure_default_timestamp,
 };
-use crate::routing::{RequestClass, Route, route};
+use crate::routing::{Mirror, RequestClass, Route, route};
 use crate::session::leg::Purpose;
 use crate::session::order::Held;
-use crate::session::request::{Kind, Leg, Outcome, Outgoing, Repair, Request, RequestId};
+use crate::session::request::{
+    Compared, Kind, Leg, Outcome, Outgoing, Repair, Request, RequestId,
+};
 use crate::session::topology::TopologyRead;
 use crate::session::{Phase, Session};
 use crate::statement::datacenters::map_datacenters;
-use crate::statement::{Statement, StatementKind};
+use crate::statement::{Statement, StatementKind, has_order_by, tables};
 use crate::topology::SystemQuery;
 use crate::topology::answer::Bound;
 
@@ -54,6 +56,8 @@ struct Intake {
     mapped: [Option<Bytes>; 2],
     /// A schema change (see `agreement.rs`).
     schema_change: bool,
+    /// Every table it touches is in `--filter-tables`: the target never gets it.
+    off_target: bool,
 }
 
 impl Session {
@@ -253,7 +257,23 @@ impl Session {
             None => base,
         };
         let bodies = [Some(for_source), Some(for_target)];
-        let route = route(intake.class, self.read_mode, self.proxy.primary());
+        let mut permit = None;
+        let mut route = route(
+            intake.class,
+            self.proxy.read_mode(),
+            self.proxy.primary(),
+            || {
+                permit = self.proxy.shadow().take();
+                permit.is_some()
+            },
+        );
+        if intake.off_target {
+            route = Route {
+                primary: Upstream::Source,
+                secondary: None,
+                mirror: Mirror::Apply,
+            };
+        }
         let (seen, serial) = (self.order.answered, self.next_serial());
         let mut request = Request::new(
             &header,
@@ -266,6 +286,9 @@ impl Session {
             now,
         );
         request.schema_change = intake.schema_change;
+        if route.mirror != Mirror::Apply && route.secondary.is_some() {
+            request.compare = Some(Box::new(self.compared(header.opcode, &message, permit)));
+        }
         if header.opcode == Opcode::QUERY && intake.write {
             request.query = Some(message);
         }
@@ -298,8 +321,10 @@ impl Session {
                 } else {
                     [None, None]
                 };
+                let off_target = self.filtered(&statement, text, self.keyspace.as_deref());
                 Ok(Inspected::Request(Intake {
-                    class: class_of(&statement),
+                    class: class_of(&statement, self.keyspace.as_deref()),
+                    off_target,
                     write: !statement.kind.is_read(),
                     barrier: is_barrier(&statement),
                     kind: if statement.kind == StatementKind::Use {
@@ -336,12 +361,14 @@ impl Session {
                     message: None,
                     mapped: [None, None],
                     schema_change: false,
+                    off_target: false,
                 }))
             }
             Opcode::EXECUTE => {
                 let id = Execute::peek_id(message)?;
                 // Under the lock, only what is needed: the statement, and the ids of clusters
                 // that know it by another id than the client's (none, usually).
+                let mut off_target = false;
                 let known = self.proxy.prepared().get(id).map(|p| {
                     let own = Upstream::BOTH.map(|upstream| {
                         p.ids(upstream)
@@ -351,9 +378,11 @@ impl Session {
                             })
                             .cloned()
                     });
-                    (p.statement.clone(), own, p.system.clone())
+                    off_target = self.filtered(&p.statement, &p.query, p.keyspace.as_deref());
+                    let class = class_of(&p.statement, p.keyspace.as_deref());
+                    (p.statement.clone(), own, p.system.clone(), class)
                 });
-                if let Some((_, _, Some(query))) = known {
+                if let Some((_, _, Some(query), _)) = known {
                     let params = Execute::decode(message, version)?.params;
                     return Ok(Inspected::TopologyRead {
                         query,
@@ -362,8 +391,8 @@ impl Session {
                     });
                 }
                 let (class, write, stamp, barrier) = match &known {
-                    Some((statement, _, _)) => (
-                        class_of(statement),
+                    Some((statement, _, _, class)) => (
+                        *class,
                         !statement.kind.is_read(),
                         statement.kind.is_data_write() && !statement.conditional,
                         is_barrier(statement),
@@ -373,7 +402,7 @@ impl Session {
                 };
                 let schema_change = known
                     .as_ref()
-                    .is_some_and(|(statement, _, _)| statement.kind == StatementKind::Schema);
+                    .is_some_and(|(statement, _, _, _)| statement.kind == StatementKind::Schema);
                 let stamped = if stamp {
                     self.stamped(opcode, message, version, now)?
                 } else {
@@ -383,7 +412,7 @@ impl Session {
                 // The cluster the client's ids come from needs nothing; another needs its own
                 // id, and in v5 its own result metadata id too.
                 let mut mapped = [None, None];
-                if let Some((_, own, _)) = &known {
+                if let Some((_, own, _, _)) = &known {
                     for (slot, own) in mapped.iter_mut().zip(own) {
                         if let Some(own) = own {
                             *slot = Some(
@@ -406,6 +435,7 @@ impl Session {
                     message: stamped,
                     mapped,
                     schema_change,
+                    off_target,
                 }))
             }
             Opcode::BATCH => {
@@ -441,11 +471,24 @@ impl Session {
                     None
                 };
                 let with_client_ids = stamped.clone().unwrap_or_else(|| message.clone());
+                // `--filter-tables`: the target gets the batch without the statements of
+                // filtered tables, or nothing when they all are.
+                let (off_target, for_target) = match self.filtered_batch(&with_client_ids, version)? {
+                    BatchFilter::Unfiltered => (false, None),
+                    BatchFilter::All => (true, None),
+                    BatchFilter::Some(rest) => (false, Some(rest)),
+                };
                 let mut mapped = [None, None];
                 for upstream in Upstream::BOTH {
+                    let base = match (&for_target, upstream) {
+                        (Some(rest), Upstream::Target) => rest,
+                        _ => &with_client_ids,
+                    };
                     if remap[upstream.index()] {
-                        mapped[upstream.index()] =
-                            self.map_batch_ids(&with_client_ids, version, upstream)?;
+                        mapped[upstream.index()] = self.map_batch_ids(base, version, upstream)?;
+                    }
+                    if mapped[upstream.index()].is_none() && upstream == Upstream::Target {
+                        mapped[upstream.index()] = for_target.clone();
                     }
                 }
                 Ok(Inspected::Request(Intake {
@@ -458,6 +501,7 @@ impl Session {
                     message: stamped,
                     mapped,
                     schema_change: false,
+                    off_target,
                 }))
             }
             _ => {
@@ -472,8 +516,117 @@ impl Session {
                     message: None,
                     mapped: [None, None],
                     schema_change: false,
+                    off_target: false,
                 }))
             }
+        }
+    }
+
+    /// Whether `--filter-tables` keeps a statement off the target: every table it touches
+    /// matches (a text batch that mixes filtered and other tables goes to both: its
+    /// statements cannot be told apart without rewriting its text).
+    fn filtered(&self, statement: &Statement, text: &str, keyspace: Option<&str>) -> bool {
+        let Some(filter) = &self.proxy.config().filter_tables else {
+            return false;
+        };
+        let tables = match &statement.table {
+            Some(table) => vec![table.clone()],
+            None => tables::written_tables(text),
+        };
+        !tables.is_empty()
+            && tables
+                .into_iter()
+                .all(|t| filter.matches(&t.in_keyspace(keyspace)))
+    }
+
+    /// What `--filter-tables` leaves of a BATCH for the target.
+    fn filtered_batch(
+        &self,
+        body: &Bytes,
+        version: ProtocolVersion,
+    ) -> Result<BatchFilter, DecodeError> {
+        if self.proxy.config().filter_tables.is_none() {
+            return Ok(BatchFilter::Unfiltered);
+        }
+        let batch = Batch::decode(body, version)?;
+        let keyspace = batch.keyspace.or(self.keyspace.as_deref());
+        let mut kept = Vec::new();
+        {
+            let cache = self.proxy.prepared();
+            for entry in batch.statements.iter() {
+                let filtered = match entry.statement {
+                    BatchEntry::Query(text) => {
+                        self.filtered(&Statement::classify(text), text, keyspace)
+                    }
+                    BatchEntry::Prepared(id) => cache.get(id).is_some_and(|p| {
+                        self.filtered(&p.statement, &p.query, p.keyspace.as_deref())
+                    }),
+                };
+                if !filtered {
+                    kept.push(entry);
+                }
+            }
+        }
+        Ok(if kept.len() == batch.statements.len() {
+            BatchFilter::Unfiltered
+        } else if kept.is_empty() {
+            BatchFilter::All
+        } else {
+            let rest = Batch {
+                statements: crate::message::batch::Statements::new(&kept),
+                ..batch
+            };
+            BatchFilter::Some(rest.to_bytes(version))
+        })
+    }
+
+    /// What comparing the answers to a read will need, from the request's message.
+    fn compared(
+        &self,
+        opcode: Opcode,
+        message: &Bytes,
+        permit: Option<crate::routing::ShadowPermit>,
+    ) -> Compared {
+        /// Statements are cut to this many characters in the report.
+        const STATEMENT_CHARS: usize = 300;
+        let cut = |text: &str| text.chars().take(STATEMENT_CHARS).collect::<String>();
+        let (table, ordered, statement, prepared) = match opcode {
+            Opcode::QUERY => match Query::peek_text(message) {
+                Ok(text) => (
+                    Statement::classify(text)
+                        .table
+                        .map(|t| t.in_keyspace(self.keyspace.as_deref())),
+                    has_order_by(text),
+                    Some(cut(text)),
+                    None,
+                ),
+                Err(_) => (None, false, None, None),
+            },
+            _ => match Execute::peek_id(message) {
+                Ok(id) => {
+                    let cache = self.proxy.prepared();
+                    match cache.get(id) {
+                        Some(p) => (
+                            p.statement
+                                .table
+                                .clone()
+                                .map(|t| t.in_keyspace(p.keyspace.as_deref())),
+                            has_order_by(&p.query),
+                            Some(cut(&p.query)),
+                            Some(Bytes::copy_from_slice(id)),
+                        ),
+                        None => (None, false, None, None),
+                    }
+                }
+                Err(_) => (None, false, None, None),
+            },
+        };
+        Compared {
+            table,
+            ordered,
+            statement,
+            prepared,
+            _permit: permit,
         }
     }
 
@@ -583,7 +736,9 @@ impl Session {
         prefix: Bytes,
         now: Instant,
     ) -> RequestId {
-        let Route { primary, secondary } = request.route;
+        let Route {
+            primary, secondary, ..
+        } = request.route;
         let opcode = request.opcode;
         let version = request.version;
         let (barrier, seen) = (request.barrier, request.seen);
@@ -781,12 +936,26 @@ fn is_barrier(statement: &Statement) -> bool {
         )
 }
 
-fn class_of(statement: &Statement) -> RequestClass {
-    if statement.kind.is_read() {
+/// What a statement is to routing, with `keyspace` the connection's or the prepared
+/// statement's.
+fn class_of(statement: &Statement, keyspace: Option<&str>) -> RequestClass {
+    if statement.reads_system(keyspace) {
+        RequestClass::SystemRead
+    } else if statement.kind.is_read() {
         RequestClass::Read
     } else {
         RequestClass::Write
     }
+}
+
+/// What `--filter-tables` leaves of a BATCH for the target.
+enum BatchFilter {
+    /// Everything: no statement is filtered.
+    Unfiltered,
+    /// Nothing: every statement is.
+    All,
+    /// The batch without the filtered statements.
+    Some(Bytes),
 }
 
 /// The values bound to a statement, for a topology read's restrictions.

@@ -18,6 +18,7 @@
 
 mod agreement;
 mod answer;
+mod compare;
 mod handshake;
 mod intake;
 mod leg;
@@ -40,7 +41,6 @@ use crate::config::{Endpoint, Upstream};
 use crate::failure::FailureKind;
 use crate::frame::{Compression, Opcode, ProtocolVersion, StreamId};
 use crate::proxy::{Proxy, SessionId};
-use crate::routing::ReadMode;
 
 use leg::{ClientLeg, UpstreamLeg};
 use request::RequestTable;
@@ -149,9 +149,16 @@ pub enum Event {
         latency: Duration,
         result: ClusterResult,
     },
-    /// Both clusters answered a request, one with an ERROR and the other not (the rows of
-    /// two successful answers are not compared yet).
+    /// Both clusters answered a request and the answers differ: one with an ERROR and the
+    /// other not, or (for compared reads) in their rows.
     OutcomesDiffer { opcode: Opcode, write: bool },
+    /// The answers of both clusters to a read were compared (shadow or compare read mode), or
+    /// the outcomes of a write differed: `divergence` says how, when they differ (it is in
+    /// the proxy's [`DivergenceReport`](crate::divergence::DivergenceReport) too).
+    Compared {
+        table: crate::divergence::TableName,
+        divergence: Option<Arc<crate::divergence::Divergence>>,
+    },
     /// A request was answered with the answer (or the failure) of `primary`.
     Answered {
         opcode: Opcode,
@@ -214,6 +221,7 @@ impl Event {
             | Self::MissedWrite { .. }
             | Self::ClusterDone { .. }
             | Self::OutcomesDiffer { .. }
+            | Self::Compared { .. }
             | Self::Answered { .. }
             | Self::Draining { .. } => Level::Debug,
         }
@@ -291,8 +299,22 @@ impl fmt::Display for Event {
             ),
             Self::OutcomesDiffer { opcode, .. } => write!(
                 f,
-                "the clusters' outcomes of a {opcode} differ: one answered with an ERROR, the other did not"
+                "the clusters' answers to a {opcode} differ"
             ),
+            Self::Compared {
+                table,
+                divergence: None,
+            } => write!(f, "the clusters' answers about {} agree", table.qualified()),
+            Self::Compared {
+                table,
+                divergence: Some(d),
+            } => {
+                write!(f, "the clusters' answers about {} differ:", table.qualified())?;
+                for (kind, n) in &d.counts {
+                    write!(f, " {} {n}", kind.label())?;
+                }
+                Ok(())
+            }
             Self::Answered {
                 opcode,
                 write,
@@ -372,7 +394,6 @@ pub struct Session {
     /// The primary when STARTUP arrived: the client authenticates with it, whatever the
     /// proxy's primary becomes during the handshake.
     handshake_primary: Option<Upstream>,
-    read_mode: ReadMode,
     client: ClientLeg,
     upstreams: [UpstreamLeg; 2],
     requests: RequestTable,
@@ -435,7 +456,6 @@ impl Session {
             compression: None,
             keyspace: None,
             handshake_primary: None,
-            read_mode: ReadMode::default(),
             client: ClientLeg::new(max_frame),
             upstreams: [
                 UpstreamLeg::new(Upstream::Source, max_frame),

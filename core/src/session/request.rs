@@ -203,6 +203,25 @@ pub(crate) struct Request {
     pub(crate) query: Option<Bytes>,
     /// When the primary finished its part, for the time the proxy added after it.
     pub(crate) primary_done: Option<Instant>,
+    /// A read whose answers are compared (shadowed or compared): both answers are kept until
+    /// both clusters are done (boxed: most requests are not compared).
+    pub(crate) compare: Option<Box<Compared>>,
+}
+
+/// What comparing the clusters' answers to a read needs besides the answers.
+#[derive(Debug)]
+pub(crate) struct Compared {
+    /// The table read, keyspace resolved when known.
+    pub(crate) table: Option<crate::statement::tables::TableRef>,
+    /// The statement orders all rows (ORDER BY).
+    pub(crate) ordered: bool,
+    /// The statement text, cut short, for the report.
+    pub(crate) statement: Option<String>,
+    /// The client's prepared id of an EXECUTE: its result metadata describes answers that
+    /// come without it.
+    pub(crate) prepared: Option<Bytes>,
+    /// The shadow read's place in the proxy's budget, given back when the request retires.
+    pub(crate) _permit: Option<crate::routing::ShadowPermit>,
 }
 
 impl Request {
@@ -237,6 +256,7 @@ impl Request {
             stored: 0,
             query: None,
             primary_done: None,
+            compare: None,
         }
     }
 

@@ -43,6 +43,23 @@ impl StatementKind {
     pub const fn is_read(self) -> bool {
         matches!(self, Self::Select | Self::ListOrDescribe)
     }
+}
+
+impl Statement {
+    /// Whether it reads a `system*` keyspace (`system`, `system_schema`, `system_auth`,
+    /// `system_views`, ...), with `keyspace` the connection's or the prepared statement's
+    /// when the statement names none. Those keyspaces are each cluster's own.
+    pub fn reads_system(&self, keyspace: Option<&str>) -> bool {
+        self.kind == StatementKind::Select
+            && self
+                .table
+                .as_ref()
+                .and_then(|t| t.keyspace.as_deref().or(keyspace))
+                .is_some_and(|k| k.starts_with("system"))
+    }
+}
+
+impl StatementKind {
 
     /// Data writes, which get one client-side timestamp so both clusters store the same
     /// write time.
@@ -67,6 +84,8 @@ pub struct Statement {
     pub order_sensitive: bool,
     /// For `USE`: the keyspace, unquoted (case kept when it was double-quoted, lowered if not).
     pub keyspace: Option<String>,
+    /// For SELECT: the table it reads (its keyspace when the statement names one).
+    pub table: Option<tables::TableRef>,
 }
 
 impl Statement {
@@ -103,13 +122,31 @@ impl Statement {
             | StatementKind::Batch => scan_write(text),
             _ => (false, false),
         };
+        let table = match kind {
+            StatementKind::Select => tables::read_table(text),
+            _ => None,
+        };
         Self {
             kind,
             conditional,
             keyspace,
             order_sensitive,
+            table,
         }
     }
+}
+
+/// Whether a statement orders its rows (`ORDER BY`): then the order of rows is part of the
+/// answer.
+pub fn has_order_by(text: &str) -> bool {
+    let mut previous_order = false;
+    for token in Lexer::new(text) {
+        if previous_order && token.is_word("by") {
+            return true;
+        }
+        previous_order = token.is_word("order");
+    }
+    false
 }
 
 /// One pass over a write: whether it has an `IF` condition, and whether it is order-sensitive

@@ -40,6 +40,13 @@ pub fn written_tables(text: &str) -> Vec<TableRef> {
             } else if token.is_word("update") {
                 deleting = false;
                 Some(i + 1)
+            } else if token.is_word("truncate") {
+                deleting = false;
+                Some(if tokens.get(i + 1).is_some_and(|t| t.is_word("table")) {
+                    i + 2
+                } else {
+                    i + 1
+                })
             } else if token.is_word("delete") {
                 deleting = true;
                 None
@@ -61,6 +68,22 @@ pub fn written_tables(text: &str) -> Vec<TableRef> {
         i += 1;
     }
     tables
+}
+
+/// The table a SELECT reads: the name after its first `FROM` outside parentheses.
+pub fn read_table(text: &str) -> Option<TableRef> {
+    let tokens: Vec<Token<'_>> = Lexer::new(text).collect();
+    let mut depth = 0usize;
+    for (i, token) in tokens.iter().enumerate() {
+        if token.is_symbol('(') {
+            depth += 1;
+        } else if token.is_symbol(')') {
+            depth = depth.saturating_sub(1);
+        } else if depth == 0 && token.is_word("from") {
+            return qualified_name(&tokens, i + 1).map(|(table, _)| table);
+        }
+    }
+    None
 }
 
 /// `name` or `keyspace.name` starting at `at`, and the index after it.
@@ -123,6 +146,26 @@ mod tests {
             [t(Some("ks"), "t")]
         );
         assert!(tables("SELECT * FROM ks.t").is_empty());
+    }
+
+    #[test]
+    fn the_table_a_select_reads() {
+        assert_eq!(read_table("SELECT * FROM ks.t WHERE k = 1"), Some(t(Some("ks"), "t")));
+        assert_eq!(
+            read_table("select json k, cast(v as text) from \"Ks\".\"T\""),
+            Some(t(Some("Ks"), "T"))
+        );
+        assert_eq!(
+            read_table("/* FROM x */ SELECT count(*) -- from y\n FROM t"),
+            Some(t(None, "t"))
+        );
+        assert_eq!(read_table("SELECT 'from z' AS f FROM a.b"), Some(t(Some("a"), "b")));
+        assert_eq!(read_table("SELECT now()"), None);
+        assert_eq!(
+            written_tables("TRUNCATE TABLE ks.t"),
+            [t(Some("ks"), "t")]
+        );
+        assert_eq!(written_tables("truncate t"), [t(None, "t")]);
     }
 
     #[test]
