@@ -203,7 +203,10 @@ mod tests {
         let a = &s.tables[&name("a")];
         assert_eq!((a.compared, a.differing), (4, 3));
         assert_eq!(a.by_kind[&DivergenceKind::MissingRows], 6);
-        assert_eq!(s.tables[&name("b")].by_kind[&DivergenceKind::MissingRows], 5);
+        assert_eq!(
+            s.tables[&name("b")].by_kind[&DivergenceKind::MissingRows],
+            5
+        );
         assert_eq!(s.samples.len(), 2);
         assert_eq!(s.samples[0].table, name("b"), "latest first");
         assert_eq!(s.dropped_samples, 2);

@@ -90,6 +90,9 @@ mod tests {
     #[test]
     fn a_bad_pattern_names_the_option() {
         let e = TableFilter::new("shop.(").unwrap_err();
-        assert!(e.starts_with("--filter-tables 'shop.(' is not a valid regular expression"), "{e}");
+        assert!(
+            e.starts_with("--filter-tables 'shop.(' is not a valid regular expression"),
+            "{e}"
+        );
     }
 }

@@ -305,7 +305,10 @@ mod tests {
             assert_eq!(r.secondary, Some(primary.other()));
             assert_eq!(r.mirror, Mirror::Compare);
             let r = route(RequestClass::Read, ReadMode::Shadow, primary, || true);
-            assert_eq!((r.secondary, r.mirror), (Some(primary.other()), Mirror::Shadow));
+            assert_eq!(
+                (r.secondary, r.mirror),
+                (Some(primary.other()), Mirror::Shadow)
+            );
             let r = route(RequestClass::Read, ReadMode::Shadow, primary, || false);
             assert_eq!(r.secondary, None);
         }

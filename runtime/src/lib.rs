@@ -46,8 +46,17 @@ const TLS_FILES_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 /// cannot start (e.g. its port is taken).
 pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("admin") {
-        return ops::client::main(bin, args.into_iter().skip(1).collect());
+    match args.get(1).map(String::as_str) {
+        Some("admin") => return ops::client::main(bin, args.into_iter().skip(1).collect()),
+        // `BIN report ...` is `BIN admin report ...`: the command operators reach for most.
+        Some("report") => {
+            let admin = ["admin".to_owned(), "report".to_owned()]
+                .into_iter()
+                .chain(args.into_iter().skip(2))
+                .collect();
+            return ops::client::main(bin, admin);
+        }
+        _ => {}
     }
     let mut settings = match Cli::parse_for(bin).settings(cli::default_threads()) {
         Ok(settings) => settings,
@@ -57,6 +66,12 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
         }
     };
     logging::init(settings.debug, settings.log_json);
+    if let Some(path) = &settings.divergence_log {
+        if let Err(e) = ops::report::open_log(path) {
+            eprintln!("{bin}: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let descriptors = descriptors::raise_limit();
     settings.config.max_connections = settings
         .max_connections

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::compare::{self, ColumnDifference, Comparison, Context, DivergenceKind, RowDifference, Side};
+use crate::compare::{
+    self, ColumnDifference, Comparison, Context, DivergenceKind, RowDifference, Side,
+};
 use crate::divergence::{Divergence, TableName};
 use crate::message::{Body, ResultMessage};
 use crate::session::request::{Outcome, Request};
@@ -41,12 +43,10 @@ impl Session {
             return;
         };
         let version = request.version;
-        let prepared_result = compared.prepared.as_ref().and_then(|id| {
-            self.proxy
-                .prepared()
-                .get(id)
-                .and_then(|p| p.result.clone())
-        });
+        let prepared_result = compared
+            .prepared
+            .as_ref()
+            .and_then(|id| self.proxy.prepared().get(id).and_then(|p| p.result.clone()));
         let decoded = prepared_result
             .as_ref()
             .and_then(|r| ResultMessage::decode(r, version).ok());
@@ -153,12 +153,20 @@ impl Session {
                 counts: vec![(DivergenceKind::Error, 1)],
                 notes: vec![format!(
                     "the write succeeded on the {} cluster and failed on the {}",
-                    if request.leg(primary).outcome().is_some_and(Outcome::is_success) {
+                    if request
+                        .leg(primary)
+                        .outcome()
+                        .is_some_and(Outcome::is_success)
+                    {
                         primary
                     } else {
                         secondary
                     },
-                    if request.leg(primary).outcome().is_some_and(Outcome::is_success) {
+                    if request
+                        .leg(primary)
+                        .outcome()
+                        .is_some_and(Outcome::is_success)
+                    {
                         secondary
                     } else {
                         primary

@@ -139,7 +139,9 @@ impl Session {
         };
         // Heartbeats follow the proxy's primary like every request of a ready connection.
         let route = if class == RequestClass::Heartbeat {
-            route(class, self.proxy.read_mode(), self.proxy.primary(), || false)
+            route(class, self.proxy.read_mode(), self.proxy.primary(), || {
+                false
+            })
         } else {
             self.handshake_route(class)
         };

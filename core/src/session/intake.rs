@@ -19,9 +19,7 @@ use crate::message::{
 use crate::routing::{Mirror, RequestClass, Route, route};
 use crate::session::leg::Purpose;
 use crate::session::order::Held;
-use crate::session::request::{
-    Compared, Kind, Leg, Outcome, Outgoing, Repair, Request, RequestId,
-};
+use crate::session::request::{Compared, Kind, Leg, Outcome, Outgoing, Repair, Request, RequestId};
 use crate::session::topology::TopologyRead;
 use crate::session::{Phase, Session};
 use crate::statement::datacenters::map_datacenters;
@@ -473,11 +471,12 @@ impl Session {
                 let with_client_ids = stamped.clone().unwrap_or_else(|| message.clone());
                 // `--filter-tables`: the target gets the batch without the statements of
                 // filtered tables, or nothing when they all are.
-                let (off_target, for_target) = match self.filtered_batch(&with_client_ids, version)? {
-                    BatchFilter::Unfiltered => (false, None),
-                    BatchFilter::All => (true, None),
-                    BatchFilter::Some(rest) => (false, Some(rest)),
-                };
+                let (off_target, for_target) =
+                    match self.filtered_batch(&with_client_ids, version)? {
+                        BatchFilter::Unfiltered => (false, None),
+                        BatchFilter::All => (true, None),
+                        BatchFilter::Some(rest) => (false, Some(rest)),
+                    };
                 let mut mapped = [None, None];
                 for upstream in Upstream::BOTH {
                     let base = match (&for_target, upstream) {

@@ -297,10 +297,9 @@ impl fmt::Display for Event {
                     ClusterResult::Failed(kind) => kind.name().to_owned(),
                 }
             ),
-            Self::OutcomesDiffer { opcode, .. } => write!(
-                f,
-                "the clusters' answers to a {opcode} differ"
-            ),
+            Self::OutcomesDiffer { opcode, .. } => {
+                write!(f, "the clusters' answers to a {opcode} differ")
+            }
             Self::Compared {
                 table,
                 divergence: None,
@@ -309,7 +308,11 @@ impl fmt::Display for Event {
                 table,
                 divergence: Some(d),
             } => {
-                write!(f, "the clusters' answers about {} differ:", table.qualified())?;
+                write!(
+                    f,
+                    "the clusters' answers about {} differ:",
+                    table.qualified()
+                )?;
                 for (kind, n) in &d.counts {
                     write!(f, " {} {n}", kind.label())?;
                 }

@@ -60,7 +60,6 @@ impl Statement {
 }
 
 impl StatementKind {
-
     /// Data writes, which get one client-side timestamp so both clusters store the same
     /// write time.
     pub const fn is_data_write(self) -> bool {

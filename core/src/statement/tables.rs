@@ -150,7 +150,10 @@ mod tests {
 
     #[test]
     fn the_table_a_select_reads() {
-        assert_eq!(read_table("SELECT * FROM ks.t WHERE k = 1"), Some(t(Some("ks"), "t")));
+        assert_eq!(
+            read_table("SELECT * FROM ks.t WHERE k = 1"),
+            Some(t(Some("ks"), "t"))
+        );
         assert_eq!(
             read_table("select json k, cast(v as text) from \"Ks\".\"T\""),
             Some(t(Some("Ks"), "T"))
@@ -159,12 +162,12 @@ mod tests {
             read_table("/* FROM x */ SELECT count(*) -- from y\n FROM t"),
             Some(t(None, "t"))
         );
-        assert_eq!(read_table("SELECT 'from z' AS f FROM a.b"), Some(t(Some("a"), "b")));
-        assert_eq!(read_table("SELECT now()"), None);
         assert_eq!(
-            written_tables("TRUNCATE TABLE ks.t"),
-            [t(Some("ks"), "t")]
+            read_table("SELECT 'from z' AS f FROM a.b"),
+            Some(t(Some("a"), "b"))
         );
+        assert_eq!(read_table("SELECT now()"), None);
+        assert_eq!(written_tables("TRUNCATE TABLE ks.t"), [t(Some("ks"), "t")]);
         assert_eq!(written_tables("truncate t"), [t(None, "t")]);
     }
 

@@ -18,6 +18,7 @@ pub mod effective;
 pub mod file;
 pub mod ops;
 mod parse;
+pub mod reads;
 mod tls;
 
 pub use tls::TlsArgs;
@@ -60,7 +61,7 @@ pub fn describe(settings: &Settings) -> String {
         TopologyMode::Ghost(map) => format!("ghost addresses for {} nodes", map.len()),
     };
     format!(
-        "listening on {}{} (at most {} client connections); source {}; target {}{}; wait for {} (target at most {:?}); request timeout {:?}; protocol versions {:?}; {topology}; {} threads",
+        "listening on {}{} (at most {} client connections); source {}; target {}{}; {} primary; reads: {}{}; wait for {} (secondary at most {:?}); request timeout {:?}; protocol versions {:?}; {topology}; {} threads",
         settings.listen,
         settings.plain_listen.map_or(String::new(), |a| format!(
             " and on {a} for plaintext clients"
@@ -75,9 +76,18 @@ pub fn describe(settings: &Settings) -> String {
                 " (as {}, password {})",
                 cr.username, cr.password
             )),
+        c.primary,
+        c.read_mode,
+        match c.read_mode {
+            cqlmirror_core::routing::ReadMode::Shadow => format!(
+                " ({} of them, at most {} in flight)",
+                c.shadow_sample, c.shadow_max_in_flight
+            ),
+            _ => String::new(),
+        },
         match c.wait {
             WaitPolicy::Both => "both clusters",
-            WaitPolicy::Primary => "the source only",
+            WaitPolicy::Primary => "the primary only",
         },
         c.wait_timeout,
         c.request_timeout,
@@ -91,9 +101,10 @@ pub fn describe(settings: &Settings) -> String {
 
 /// Dual-write proxy for Apache Cassandra (CQL native protocol) live migrations.
 ///
-/// Every request sent to the proxy reaches both the SOURCE cluster (in use today) and the
-/// TARGET cluster (being migrated to); the client gets the source's answers. Every option can
-/// also be set with the environment variable named in its help.
+/// Every write sent to the proxy reaches both the SOURCE cluster (in use today) and the
+/// TARGET cluster (being migrated to); reads go to the primary (the source unless switched),
+/// and can be shadowed to the other cluster and compared. The client gets the primary's
+/// answers. Every option can also be set with the environment variable named in its help.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, max_term_width = 100)]
 pub struct Cli {
@@ -307,6 +318,9 @@ pub struct Cli {
     #[command(flatten)]
     pub ops: ops::OpsArgs,
 
+    #[command(flatten)]
+    pub reads: reads::ReadArgs,
+
     /// A TOML file setting any option (keys: the long option names without dashes, e.g.
     /// `wait-timeout = "2s"`); the command line and the environment take precedence over it.
     /// SIGHUP reads it again: what can change at run time (--wait) is applied, the rest is
@@ -441,6 +455,8 @@ pub struct Settings {
     pub effective: effective::EffectiveOptions,
     /// `--config`: read again on SIGHUP.
     pub config_file: Option<std::path::PathBuf>,
+    /// `--divergence-log`: a JSON line per divergence.
+    pub divergence_log: Option<std::path::PathBuf>,
 }
 
 /// Why the command line could not be parsed.
@@ -542,6 +558,7 @@ impl Cli {
         config.handshake_timeout = self.handshake_timeout;
         config.max_in_flight = self.max_in_flight;
         config.ready_without_secondary = self.ops.ready_without_secondary;
+        self.reads.apply(&mut config)?;
         if self.max_connections == Some(0) {
             return Err("--max-connections must be at least 1".into());
         }
@@ -631,6 +648,7 @@ impl Cli {
             ops: self.ops.settings()?,
             effective: self.effective.clone(),
             config_file: self.config.clone(),
+            divergence_log: self.reads.divergence_log.clone(),
             max_connections: self.max_connections,
         })
     }

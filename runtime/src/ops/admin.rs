@@ -7,10 +7,13 @@
 //! - `POST /admin/primary` with body `source` or `target`.
 //! - `POST /admin/wait` with body `both` (`true`) or `primary` (`false`): whether clients wait
 //!   for the secondary's answer (`--wait`).
+//! - `POST /admin/read-mode` with body `primary`, `shadow` or `compare` (`--read-mode`).
+//! - `GET /admin/report`: the divergence report (JSON); `DELETE /admin/report` clears it.
 //!
 //! With `--admin-token`, each call needs `Authorization: Bearer TOKEN`.
 
 use cqlmirror_core::config::{Upstream, WaitPolicy};
+use cqlmirror_core::routing::ReadMode;
 use tiny_http::Method;
 
 use super::{Ops, Reply};
@@ -37,13 +40,24 @@ pub fn handle(
         (Method::Get, "/admin/config") => Reply::json(200, ops.effective.to_json()),
         (Method::Post | Method::Put, "/admin/primary") => set_primary(ops, body),
         (Method::Post | Method::Put, "/admin/wait") => set_wait(ops, body),
-        (_, "/admin/status" | "/admin/config" | "/admin/primary" | "/admin/wait") => Reply::error(
+        (Method::Post | Method::Put, "/admin/read-mode") => set_read_mode(ops, body),
+        (Method::Get, "/admin/report") => Reply::json(200, super::report::to_json(&ops.proxy)),
+        (Method::Delete, "/admin/report") => {
+            ops.proxy.divergences().clear();
+            log::info!("admin API: the divergence report was cleared");
+            Reply::json(200, r#"{"cleared":true}"#.to_owned())
+        }
+        (
+            _,
+            "/admin/status" | "/admin/config" | "/admin/primary" | "/admin/wait"
+            | "/admin/read-mode" | "/admin/report",
+        ) => Reply::error(
             405,
-            "GET /admin/status and /admin/config; POST /admin/primary and /admin/wait",
+            "GET /admin/status, /admin/config and /admin/report; POST /admin/primary, /admin/wait and /admin/read-mode; DELETE /admin/report",
         ),
         _ => Reply::error(
             404,
-            "no such admin call: /admin/status, /admin/config, /admin/primary, /admin/wait",
+            "no such admin call: /admin/status, /admin/config, /admin/primary, /admin/wait, /admin/read-mode, /admin/report",
         ),
     }
 }
@@ -62,6 +76,13 @@ fn status(ops: &Ops) -> String {
         "version": cqlmirror_core::VERSION,
         "primary": proxy.primary().name(),
         "wait": wait_name(proxy.wait_policy()),
+        "read_mode": proxy.read_mode().name(),
+        "shadow": {
+            "sample": proxy.shadow().fraction(),
+            "in_flight": proxy.shadow().in_flight(),
+            "max_in_flight": proxy.shadow().max_in_flight(),
+            "skipped_at_max": proxy.shadow().skipped(),
+        },
         "client_connections": proxy.admission().open(),
         "readiness": super::readiness_json(&proxy.readiness()),
     })
@@ -117,6 +138,24 @@ fn set_wait(ops: &Ops, body: &str) -> Reply {
     Reply::json(
         200,
         serde_json::json!({ "wait": wait_name(wait), "previous": wait_name(previous) }).to_string(),
+    )
+}
+
+fn set_read_mode(ops: &Ops, body: &str) -> Reply {
+    let Some(mode) = ReadMode::parse(body) else {
+        return Reply::error(
+            400,
+            &format!("read mode '{body}': send `primary`, `shadow` or `compare` as the body"),
+        );
+    };
+    let previous = ops.proxy.read_mode();
+    ops.proxy.set_read_mode(mode);
+    if previous != mode {
+        log::warn!("admin API: read mode now {mode} (was {previous}), from the next read on");
+    }
+    Reply::json(
+        200,
+        serde_json::json!({ "read_mode": mode.name(), "previous": previous.name() }).to_string(),
     )
 }
 

@@ -10,12 +10,13 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     about = "Talks to a running proxy's admin API (its --metrics-port)",
-    after_help = "Examples:\n  proxy-smol admin status\n  proxy-smol admin set-primary target\n  proxy-smol admin --url http://10.0.0.5:28000 --token-file /run/secrets/admin set-wait primary"
+    after_help = "Examples:\n  proxy-smol admin status\n  proxy-smol admin set-primary target\n  proxy-smol admin set-read-mode shadow\n  proxy-smol report    (the same as: proxy-smol admin report)\n  proxy-smol admin --url http://10.0.0.5:28000 --token-file /run/secrets/admin set-wait primary"
 )]
 struct AdminCli {
     /// The proxy's endpoint (--metrics-address and --metrics-port of the proxy).
     #[arg(
         long,
+        global = true,
         value_name = "URL",
         default_value = "http://127.0.0.1:28000",
         env = "CQLMIRROR_ADMIN_URL"
@@ -26,6 +27,7 @@ struct AdminCli {
     /// --token-file.
     #[arg(
         long,
+        global = true,
         value_name = "TOKEN",
         env = "CQLMIRROR_ADMIN_TOKEN",
         hide_env_values = true,
@@ -34,7 +36,12 @@ struct AdminCli {
     token: Option<String>,
 
     /// A file holding the token (its first line).
-    #[arg(long, value_name = "FILE", env = "CQLMIRROR_ADMIN_TOKEN_FILE")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "CQLMIRROR_ADMIN_TOKEN_FILE"
+    )]
     token_file: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -59,6 +66,21 @@ enum Command {
     SetWait {
         #[arg(value_parser = ["both", "primary"])]
         policy: String,
+    },
+    /// How reads are served from the next one on: `primary`, `shadow` or `compare`.
+    SetReadMode {
+        #[arg(value_parser = ["primary", "shadow", "compare"])]
+        mode: String,
+    },
+    /// The divergence report: what comparing the clusters' answers found, per table, and the
+    /// latest differing rows (a table; --json for the API's JSON).
+    Report {
+        /// Print the JSON the admin API serves.
+        #[arg(long)]
+        json: bool,
+        /// Clear the report after printing it.
+        #[arg(long)]
+        clear: bool,
     },
 }
 
@@ -102,6 +124,8 @@ fn run(cli: &AdminCli) -> Result<(bool, String), String> {
         Command::Readiness => ("GET", "/health/readiness", None),
         Command::SetPrimary { cluster } => ("POST", "/admin/primary", Some(cluster.as_str())),
         Command::SetWait { policy } => ("POST", "/admin/wait", Some(policy.as_str())),
+        Command::SetReadMode { mode } => ("POST", "/admin/read-mode", Some(mode.as_str())),
+        Command::Report { .. } => ("GET", "/admin/report", None),
     };
     let url = format!("{base}{path}");
     let agent = ureq::Agent::new_with_config(
@@ -135,5 +159,21 @@ fn run(cli: &AdminCli) -> Result<(bool, String), String> {
         .body_mut()
         .read_to_string()
         .map_err(|e| format!("{url}: cannot read the answer: {e}"))?;
+    if let (Command::Report { json, clear }, true) = (&cli.command, status.is_success()) {
+        if *clear {
+            let mut request = agent.delete(&url);
+            if let Some(a) = &authorization {
+                request = request.header("Authorization", a);
+            }
+            request
+                .call()
+                .map_err(|e| format!("{url}: cannot clear the report: {e}"))?;
+        }
+        if !json {
+            let report: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| format!("{url}: the answer is not the report's JSON: {e}"))?;
+            return Ok((true, crate::ops::report::to_table(&report)));
+        }
+    }
     Ok((status.is_success(), text))
 }

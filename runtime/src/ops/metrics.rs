@@ -132,6 +132,26 @@ pub fn observe(event: &Event) {
                      "kind" => kind(*write))
             .increment(1);
         }
+        Event::Compared { table, divergence } => {
+            let result = if divergence.is_some() {
+                "different"
+            } else {
+                "equal"
+            };
+            counter!("cqlmirror_comparisons_total", "result" => result).increment(1);
+            if let Some(d) = divergence {
+                // Tables the clusters answered about: bounded by the schema (and by the
+                // report's table bound).
+                for (kind, n) in &d.counts {
+                    counter!("cqlmirror_divergences_total",
+                             "keyspace" => table.keyspace.clone().unwrap_or_default(),
+                             "table" => table.table.clone().unwrap_or_default(),
+                             "kind" => kind.label())
+                    .increment(*n);
+                }
+                super::report::log_divergence(d);
+            }
+        }
         Event::ClientError { .. } => counter!("cqlmirror_client_errors_total").increment(1),
         Event::Ready { version, .. } => {
             counter!("cqlmirror_client_handshakes_total", "protocol_version" => version.label())
@@ -190,6 +210,13 @@ fn refresh(proxy: &Proxy, binary: &'static str) {
     for (policy, name) in [(WaitPolicy::Both, "both"), (WaitPolicy::Primary, "primary")] {
         gauge!("cqlmirror_wait_policy", "policy" => name).set(f64::from(wait == policy));
     }
+    let mode = proxy.read_mode();
+    for m in cqlmirror_core::routing::ReadMode::ALL {
+        gauge!("cqlmirror_read_mode", "mode" => m.name()).set(f64::from(m == mode));
+    }
+    let shadow = proxy.shadow();
+    gauge!("cqlmirror_shadow_reads_in_flight").set(shadow.in_flight() as f64);
+    counter!("cqlmirror_shadow_reads_skipped_total").absolute(shadow.skipped());
     gauge!("cqlmirror_ready").set(f64::from(readiness.ready));
     gauge!("cqlmirror_build_info", "version" => cqlmirror_core::VERSION, "binary" => binary)
         .set(1.0);
@@ -212,6 +239,9 @@ fn zero() {
         counter!("cqlmirror_timeouts_total", "cluster" => cluster).absolute(0);
     }
     counter!("cqlmirror_client_errors_total").absolute(0);
+    for result in ["equal", "different"] {
+        counter!("cqlmirror_comparisons_total", "result" => result).absolute(0);
+    }
 }
 
 /// The help text of each family.
@@ -310,6 +340,26 @@ fn describe() {
         "1 for the wait policy in force: both (--wait true) or primary (--wait false)"
     );
     describe_gauge!("cqlmirror_ready", "1 when /health/readiness says ready");
+    describe_gauge!(
+        "cqlmirror_read_mode",
+        "1 for the read mode in force: primary, shadow or compare (--read-mode)"
+    );
+    describe_gauge!(
+        "cqlmirror_shadow_reads_in_flight",
+        "Shadow reads waiting for the secondary now (--shadow-max-in-flight at most)"
+    );
+    describe_counter!(
+        "cqlmirror_shadow_reads_skipped_total",
+        "Reads not shadowed because --shadow-max-in-flight shadow reads were in flight"
+    );
+    describe_counter!(
+        "cqlmirror_comparisons_total",
+        "Answers of both clusters compared (shadow and compare read modes; writes whose outcomes differ), by result: equal or different"
+    );
+    describe_counter!(
+        "cqlmirror_divergences_total",
+        "Differences found by comparing the clusters' answers, by keyspace, table and kind: missing_rows and extra_rows (rows only the primary / only the secondary returned), different_values (rows), error (one side answered ERROR), order, columns"
+    );
     describe_gauge!("cqlmirror_build_info", "Version and binary of this proxy");
     describe_counter!(
         "cqlmirror_prepared_evictions_total",

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod client;
 pub mod metrics;
 pub mod reload;
+pub mod report;
 pub mod requests;
 pub mod traffic;
 

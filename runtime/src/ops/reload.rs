@@ -102,6 +102,15 @@ fn apply(
                     "config file {file}: wait {old_text} -> {new_text}: not a boolean (or removed); the wait policy stays as it is"
                 ),
             }
+        } else if let Some(applied) = apply_read_setting(key, new.and_then(|v| v.first()), proxy) {
+            match applied {
+                Ok(()) => log::info!(
+                    "config file {file}: {key} {old_text} -> {new_text}: applied to new requests"
+                ),
+                Err(why) => log::warn!(
+                    "config file {file}: {key} {old_text} -> {new_text}: {why}; it stays as it is"
+                ),
+            }
         } else {
             log::warn!(
                 "config file {file}: {key} changed ({old_text} -> {new_text}): takes effect after a restart"
@@ -111,6 +120,33 @@ fn apply(
     if changed == 0 {
         log::info!("SIGHUP: config file {file} read again: nothing changed");
     }
+}
+
+/// Applies `primary`, `read-mode` or `shadow-sample` from the file; `None` for other keys.
+fn apply_read_setting(
+    key: &str,
+    value: Option<&String>,
+    proxy: &Proxy,
+) -> Option<Result<(), String>> {
+    use cqlmirror_core::config::Upstream;
+    use cqlmirror_core::routing::ReadMode;
+    let value = value.map(String::as_str);
+    Some(match key {
+        "primary" => match value {
+            Some("source") => Ok(proxy.set_primary(Upstream::Source)),
+            Some("target") => Ok(proxy.set_primary(Upstream::Target)),
+            _ => Err("not `source` or `target` (or removed)".to_owned()),
+        },
+        "read-mode" => match value.and_then(ReadMode::parse) {
+            Some(mode) => Ok(proxy.set_read_mode(mode)),
+            None => Err("not `primary`, `shadow` or `compare` (or removed)".to_owned()),
+        },
+        "shadow-sample" => match value.and_then(|v| v.parse::<f64>().ok()) {
+            Some(f) if (0.0..=1.0).contains(&f) => Ok(proxy.shadow().set_fraction(f)),
+            _ => Err("not a fraction from 0 to 1 (or removed)".to_owned()),
+        },
+        _ => return None,
+    })
 }
 
 /// `value` as the command line reads a boolean (`--wait`'s parser).
