@@ -277,16 +277,6 @@ impl Proxy {
             .store(read_mode_index(mode), Ordering::Relaxed);
     }
 
-    /// The primary key of a table, as `upstream` (or else the other cluster) describes it.
-    pub fn table_key(
-        &self,
-        _upstream: Upstream,
-        _keyspace: &str,
-        _table: &str,
-    ) -> Option<Arc<crate::schema::TableKey>> {
-        None
-    }
-
     /// The budget of shadow reads (its fraction can change at run time).
     pub fn shadow(&self) -> &Arc<ShadowBudget> {
         &self.shadow
