@@ -1,6 +1,6 @@
 //! Proxy-level state shared by every session: the configuration, which cluster is primary,
 //! the prepared-statement map, the write-timestamp generator, what was learned about the
-//! clusters, and the counters that decide when a failure is worth a log line.
+//! clusters (topology, tables' primary keys), and the counters that decide when a failure is worth a log line.
 //!
 //! Sessions hold an `Arc<Proxy>` and read or update it explicitly; nothing here is global, so
 //! a simulation can run several proxies side by side. Inputs that concern the whole proxy
@@ -23,6 +23,7 @@ use crate::message::Secret as Token;
 use crate::prepared::PreparedCache;
 use crate::report::Reporter;
 use crate::routing::{ReadMode, ShadowBudget};
+use crate::schema::{Schema, TableKey};
 use crate::topology::ClusterView;
 
 /// Identifies a session in logs.
@@ -119,6 +120,9 @@ pub struct Proxy {
     stalled: [AtomicBool; 2],
     /// Per cluster: what it says of its topology, as last read.
     views: [Mutex<Option<Arc<ClusterView>>>; 2],
+    /// Per cluster: its tables' primary keys, as last read. Replaced whole on each read, so a
+    /// lookup holds the lock for one map lookup and an `Arc` clone.
+    schemas: [Mutex<Option<Arc<Schema>>>; 2],
     /// Node addresses a ghost map lacks, reported once each.
     unmapped: Mutex<std::collections::BTreeSet<std::net::IpAddr>>,
     /// Per cluster: the SASL token of a client login that succeeded there through the proxy,
@@ -189,6 +193,7 @@ impl Proxy {
             last_reported: Mutex::new([[None; FailureKind::COUNT]; 2]),
             stalled: Default::default(),
             views: Default::default(),
+            schemas: Default::default(),
             unmapped: Mutex::new(std::collections::BTreeSet::new()),
             learned_logins: Default::default(),
             down: Mutex::new(std::collections::BTreeMap::new()),
@@ -348,6 +353,32 @@ impl Proxy {
     /// needed them): answers to drivers are built from this view from now on.
     pub fn handle_cluster_view(&self, upstream: Upstream, view: ClusterView) {
         *lock(&self.views[upstream.index()]) = Some(Arc::new(view));
+    }
+
+    /// `upstream`'s tables were read (by its control connection): their keys replace what
+    /// was known of that cluster.
+    pub fn note_schema(&self, upstream: Upstream, schema: Schema) {
+        let schema = Some(Arc::new(schema));
+        // The old schema is freed after the lock is released, not while readers wait.
+        let _old = std::mem::replace(&mut *lock(&self.schemas[upstream.index()]), schema);
+    }
+
+    /// The primary key of `keyspace`.`table` (names as the cluster stores them) on `upstream`,
+    /// or else on the other cluster: a table just created on one cluster, or a cluster whose
+    /// schema could not be read yet, still has a key (a migration keeps the two schemas
+    /// alike).
+    pub fn table_key(
+        &self,
+        upstream: Upstream,
+        keyspace: &str,
+        table: &str,
+    ) -> Option<Arc<TableKey>> {
+        let known = |upstream: Upstream| {
+            lock(&self.schemas[upstream.index()])
+                .as_ref()
+                .and_then(|schema| schema.key(keyspace, table))
+        };
+        known(upstream).or_else(|| known(upstream.other()))
     }
 
     /// The SASL token of a client login that succeeded on `upstream`.
@@ -654,6 +685,36 @@ pub(crate) mod tests {
         assert_eq!(p.primary(), Upstream::Target);
         p.set_primary(Upstream::Source);
         assert_eq!(p.primary(), Upstream::Source);
+    }
+
+    #[test]
+    fn a_table_key_comes_from_the_cluster_asked_or_else_the_other() {
+        use crate::schema::tests::schema_result;
+        let (p, _) = proxy();
+        let read = |rows| Schema::from_result(&schema_result(rows), ProtocolVersion::V4).unwrap();
+        assert_eq!(p.table_key(Upstream::Source, "ks", "t"), None);
+        p.note_schema(
+            Upstream::Source,
+            read(&[("ks", "t", "a", "partition_key", 0)]),
+        );
+        p.note_schema(
+            Upstream::Target,
+            read(&[
+                ("ks", "t", "b", "partition_key", 0),
+                ("ks", "new", "n", "partition_key", 0),
+            ]),
+        );
+        let names = |upstream, table| {
+            p.table_key(upstream, "ks", table)
+                .map(|k| k.partition.clone())
+        };
+        assert_eq!(names(Upstream::Source, "t"), Some(vec!["a".to_owned()]));
+        assert_eq!(names(Upstream::Target, "t"), Some(vec!["b".to_owned()]));
+        assert_eq!(names(Upstream::Source, "new"), Some(vec!["n".to_owned()]));
+        assert_eq!(names(Upstream::Source, "other"), None);
+        // A new read replaces the old one whole.
+        p.note_schema(Upstream::Target, Schema::default());
+        assert_eq!(names(Upstream::Source, "new"), None);
     }
 
     #[test]

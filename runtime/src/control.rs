@@ -151,10 +151,15 @@ pub(crate) async fn run<R: Runtime>(
 
 fn log_event(event: &ControlEvent) {
     match event {
-        ControlEvent::Refreshed { first: true, .. } | ControlEvent::NodeStatus { .. } => {
+        ControlEvent::Refreshed { first: true, .. }
+        | ControlEvent::NodeStatus { .. }
+        | ControlEvent::SchemaRead { first: true, .. } => {
             log::info!("{event}");
         }
-        ControlEvent::Failed { first: true, .. } => log::warn!("{event}"),
+        ControlEvent::Failed { first: true, .. }
+        | ControlEvent::SchemaFailed { first: true, .. } => {
+            log::warn!("{event}")
+        }
         _ => log::debug!("{event}"),
     }
 }
