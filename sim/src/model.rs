@@ -351,8 +351,18 @@ pub fn check(world: &World) -> Verdict {
         let mut missed_ambiguous = 0u64;
         for op in client.ops() {
             v.summary.ops += 1;
+            // Reads wait for the secondary only in the compare read mode (they never reach it
+            // in the primary mode, and shadow reads are not waited for); writes as configured.
+            let read = matches!(
+                op.kind,
+                crate::client::OpKind::Select(_) | crate::client::OpKind::ExecuteSelect(_)
+            );
             let wait = Wait {
-                policy: config.wait,
+                policy: match (read, config.read_mode) {
+                    (false, _) => config.wait,
+                    (true, cqlmirror_core::routing::ReadMode::Compare) => WaitPolicy::Both,
+                    (true, _) => WaitPolicy::Primary,
+                },
                 timeout: wait_timeout,
                 request_timeout: timeout,
                 primary_faults: world.scenario().primaries().iter().any(|p| match p {

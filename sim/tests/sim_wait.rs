@@ -1,6 +1,8 @@
-//! `--wait` both ways with a slow target: with `WaitPolicy::Both` the client's answer waits
-//! for the target; with `WaitPolicy::Primary` the client is answered at the source's speed and
-//! the target completes every write in the background.
+//! `--wait` both ways with a slow target: with `WaitPolicy::Both` the client's answer to a
+//! write waits for the target; with `WaitPolicy::Primary` the client is answered at the
+//! source's speed and the target completes every write in the background. Reads wait for the
+//! target only in the compare read mode: in the primary and shadow modes a slow or silent
+//! target costs them nothing.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,6 +12,8 @@ use std::time::Duration;
 
 use cqlmirror_core::config::WaitPolicy;
 use cqlmirror_core::frame::ProtocolVersion;
+use cqlmirror_core::routing::ReadMode;
+use cqlmirror_sim::cluster::ClusterEvent;
 use cqlmirror_sim::client::OpKind;
 use cqlmirror_sim::{ClientSpec, Latency, Mix, Scenario, Workload};
 use sim_common::{expect, run, seeds};
@@ -38,13 +42,25 @@ fn scenario(seed: u64, wait: WaitPolicy, version: ProtocolVersion) -> Scenario {
 /// Each answered request's latency as the client saw it (reads of the topology tables left
 /// out: the proxy answers them itself, without either cluster).
 fn latencies(world: &cqlmirror_sim::World) -> Vec<Duration> {
+    latencies_of(world, |kind| !matches!(kind, OpKind::Topology(_)))
+}
+
+fn latencies_of(world: &cqlmirror_sim::World, which: impl Fn(&OpKind) -> bool) -> Vec<Duration> {
     world.slots()[0]
         .client
         .ops()
         .iter()
-        .filter(|op| !matches!(op.kind, OpKind::Topology(_)))
+        .filter(|op| which(&op.kind))
         .filter_map(|op| op.answer.as_ref().map(|a| a.at - op.sent_at))
         .collect()
+}
+
+fn is_read(kind: &OpKind) -> bool {
+    matches!(kind, OpKind::Select(_) | OpKind::ExecuteSelect(_))
+}
+
+fn is_write(kind: &OpKind) -> bool {
+    matches!(kind, OpKind::Insert | OpKind::ExecuteInsert | OpKind::Batch)
 }
 
 #[test]
@@ -53,12 +69,20 @@ fn wait_true_waits_for_the_slow_target() {
         for version in [ProtocolVersion::V4, ProtocolVersion::V5] {
             let name = format!("wait both {version}");
             let (world, v) = run(&name, scenario(seed, WaitPolicy::Both, version));
-            let fastest = latencies(&world).into_iter().min().unwrap();
+            let fastest = latencies_of(&world, is_write).into_iter().min().unwrap();
             expect(
                 fastest >= SLOW,
                 &name,
                 seed,
-                format!("every answer waited for the target (fastest {fastest:?})"),
+                format!("every write's answer waited for the target (fastest {fastest:?})"),
+                &v,
+            );
+            let slowest_read = latencies_of(&world, is_read).into_iter().max().unwrap();
+            expect(
+                slowest_read < SLOW / 2,
+                &name,
+                seed,
+                format!("no read waited for the target (slowest {slowest_read:?})"),
                 &v,
             );
             expect(
@@ -128,5 +152,58 @@ fn wait_false_keeps_use_in_order_on_the_target() {
                 &v,
             );
         }
+    }
+}
+
+/// Reads in the primary and shadow modes are answered at the source's speed whatever the
+/// target does: slow, silent (accepts requests, answers none) or failing every request.
+#[test]
+fn a_slow_or_failing_target_costs_reads_nothing_in_primary_and_shadow_modes() {
+    for seed in seeds(30..34) {
+        for mode in [ReadMode::Primary, ReadMode::Shadow] {
+            for trouble in ["slow", "silent"] {
+                let name = format!("read mode {mode}, target {trouble}");
+                let mut s = scenario(seed, WaitPolicy::Both, ProtocolVersion::V4);
+                s.config.read_mode = mode;
+                s.config.request_timeout = Duration::from_secs(2);
+                if trouble == "silent" {
+                    s.target.events = vec![(Duration::ZERO, ClusterEvent::Silence(true))];
+                }
+                let (world, v) = run(&name, s);
+                let reads = latencies_of(&world, is_read);
+                let slowest = reads.iter().max().copied().unwrap();
+                expect(
+                    !reads.is_empty() && slowest < SLOW / 2,
+                    &name,
+                    seed,
+                    format!("no read waited for the target (slowest of {} {slowest:?})", reads.len()),
+                    &v,
+                );
+            }
+        }
+    }
+}
+
+/// In the compare read mode the client waits for both answers, as the older proxy did.
+#[test]
+fn compare_mode_reads_wait_for_both_clusters() {
+    for seed in seeds(40..43) {
+        let name = "read mode compare".to_owned();
+        let mut s = scenario(seed, WaitPolicy::Primary, ProtocolVersion::V4);
+        s.config.read_mode = ReadMode::Compare;
+        // Never given up on: the slow target stays slower than this.
+        s.config.wait_timeout = Duration::from_secs(5);
+        s.config.request_timeout = Duration::from_secs(10);
+        s.clients[0].workload.max_in_flight = 4;
+        s.clients[0].workload.ops = 100;
+        let (world, v) = run(&name, s);
+        let fastest = latencies_of(&world, is_read).into_iter().min().unwrap();
+        expect(
+            fastest >= SLOW,
+            &name,
+            seed,
+            format!("every read waited for the target (fastest {fastest:?})"),
+            &v,
+        );
     }
 }
