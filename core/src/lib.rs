@@ -77,6 +77,7 @@
 //!
 //! # Modules
 //!
+//! - [`compare`]: whether the two clusters' answers to a read differ, and how.
 //! - [`frame`]: envelopes, v5 segments, checksums and compression.
 //! - [`message`]: the bodies of each message type, decoded lazily and without copies.
 //! - [`wire`]: the protocol's primitive types.
@@ -101,6 +102,7 @@ macro_rules! bug {
 }
 
 pub mod admission;
+pub mod compare;
 pub mod config;
 pub mod control;
 pub mod driver;
