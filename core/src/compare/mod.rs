@@ -4,9 +4,9 @@
 //! says what a person checking a migration wants to know: rows one side lacks, rows whose
 //! values differ, errors on one side, columns that do not match, rows out of order where the
 //! query defines the order. It is a pure function of the two messages and a [`Context`]: no
-//! state, no clock, and no panic whatever the bytes; what it allocates is what it reports,
-//! plus, only when the rows are not the same sequence on both sides, one index of each
-//! side's cells for pairing them.
+//! state, no clock, and no panic whatever the bytes. Besides what it reports, it allocates
+//! the decoded column metadata and, only when the rows are not the same sequence on both
+//! sides, one index of each side's cells for pairing them (16 bytes a cell).
 //!
 //! What is compared is the content only. Stream ids, tracing ids, warnings and custom
 //! payloads are the caller's to strip; paging states are each cluster's own, so only whether
