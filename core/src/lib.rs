@@ -77,6 +77,7 @@
 //!
 //! # Modules
 //!
+//! - [`compare`]: whether the two clusters' answers to a read differ, and how.
 //! - [`frame`]: envelopes, v5 segments, checksums and compression.
 //! - [`message`]: the bodies of each message type, decoded lazily and without copies.
 //! - [`wire`]: the protocol's primitive types.
