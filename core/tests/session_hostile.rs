@@ -566,8 +566,8 @@ fn the_clusters_are_connected_to_only_once_the_client_sends_something() {
 fn a_client_has_at_most_max_in_flight_requests_with_the_clusters() {
     let mut bench = Bench::ready(|c| c.max_in_flight = 10);
     bench.silent = [true, true];
-    // About four of these fill one read.
-    let padded = format!("SELECT v FROM ks.t /* {} */", "x".repeat(4000));
+    // About four of these fill one read (writes: reads would reach the primary only).
+    let padded = format!("INSERT INTO ks.t (k) VALUES (1) /* {} */", "x".repeat(4000));
     for stream in 2..102 {
         bench.client_in.extend_from_slice(&query(stream, &padded));
     }
