@@ -13,8 +13,8 @@ use std::time::Duration;
 use cqlmirror_core::config::WaitPolicy;
 use cqlmirror_core::frame::ProtocolVersion;
 use cqlmirror_core::routing::ReadMode;
-use cqlmirror_sim::cluster::ClusterEvent;
 use cqlmirror_sim::client::OpKind;
+use cqlmirror_sim::cluster::ClusterEvent;
 use cqlmirror_sim::{ClientSpec, Latency, Mix, Scenario, Workload};
 use sim_common::{expect, run, seeds};
 
@@ -176,7 +176,10 @@ fn a_slow_or_failing_target_costs_reads_nothing_in_primary_and_shadow_modes() {
                     !reads.is_empty() && slowest < SLOW / 2,
                     &name,
                     seed,
-                    format!("no read waited for the target (slowest of {} {slowest:?})", reads.len()),
+                    format!(
+                        "no read waited for the target (slowest of {} {slowest:?})",
+                        reads.len()
+                    ),
                     &v,
                 );
             }

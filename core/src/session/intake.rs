@@ -319,6 +319,11 @@ impl Session {
                 } else {
                     [None, None]
                 };
+                if statement.kind == StatementKind::Use {
+                    // Statements the client sends after it, before the answer, are in that
+                    // keyspace (it is set again from the primary's SET_KEYSPACE answer).
+                    self.keyspace.clone_from(&statement.keyspace);
+                }
                 let off_target = self.filtered(&statement, text, self.keyspace.as_deref());
                 Ok(Inspected::Request(Intake {
                     class: class_of(&statement, self.keyspace.as_deref()),

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod bench;
+
 use bytes::{Bytes, BytesMut};
 use cqlmirror_core::frame::{
     Direction, Envelope, EnvelopeDecoder, Flags, Header, Opcode, ProtocolVersion, StreamId,

@@ -1,0 +1,242 @@
+//! A session driven by hand over in-memory buffers, with clusters that answer everything at
+//! once: the harness of the tests of one session's behaviour.
+//!
+//! It honours the session's backpressure as a runtime does: bytes from a peer are handed over
+//! only while [`Session::wants_read`] says so.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use cqlmirror_core::config::{Config, Endpoint, Upstream};
+use cqlmirror_core::frame::{Direction, Envelope, Opcode, ProtocolVersion};
+use cqlmirror_core::message::{
+    Body, ErrorCode, ErrorMessage, Query, QueryParams, ResultMessage, Startup,
+};
+use cqlmirror_core::proxy::{Proxy, WallClock};
+use cqlmirror_core::session::{Action, Event, Peer, Session};
+use cqlmirror_core::wire::Consistency;
+
+use super::{decode_all, envelope};
+
+pub const VERSION: ProtocolVersion = ProtocolVersion::V4;
+/// What one socket read hands the session at most.
+pub const READ: usize = 16 * 1024;
+
+pub fn request(stream: i16, opcode: Opcode, body: Bytes) -> BytesMut {
+    envelope(VERSION, Direction::Request, stream, opcode, body)
+}
+
+pub fn startup() -> BytesMut {
+    let startup = Startup {
+        options: vec![("CQL_VERSION", "3.0.0")],
+    };
+    request(1, Opcode::STARTUP, startup.to_bytes(VERSION))
+}
+
+pub fn query(stream: i16, text: &str) -> BytesMut {
+    let query = Query {
+        text,
+        params: QueryParams::new(Consistency::ONE),
+    };
+    request(stream, Opcode::QUERY, query.to_bytes(VERSION))
+}
+
+/// One session, a client whose bytes wait in `client_in`, and two clusters that answer every
+/// request at once (their answers wait in `cluster_out` until the session reads them).
+pub struct Bench {
+    pub session: Session,
+    pub proxy: std::sync::Arc<Proxy>,
+    pub now: Instant,
+    pub client_in: BytesMut,
+    /// The runtime's receive buffer: read from the socket, not taken by the session yet.
+    pub client_buf: BytesMut,
+    /// What the client received, when it reads.
+    pub client_got: BytesMut,
+    pub client_reads: bool,
+    pub cluster_out: [BytesMut; 2],
+    /// Whether each cluster's connection is established when asked for.
+    pub reachable: [bool; 2],
+    /// Clusters that keep the QUERYs they get unanswered.
+    pub silent: [bool; 2],
+    /// Every request each cluster received, in order.
+    pub received: [Vec<Envelope>; 2],
+    /// What each cluster answers QUERY, EXECUTE and BATCH with (a Void RESULT when `None`).
+    pub answers: [Option<(Opcode, Bytes)>; 2],
+    /// Clusters that answer every QUERY with an ERROR of this code.
+    pub failing: [Option<ErrorCode>; 2],
+    pub closed: Vec<Peer>,
+    /// Backend connections the session asked for.
+    pub connects: Vec<Upstream>,
+    /// QUERYs each cluster received.
+    pub queries: [usize; 2],
+    pub events: Vec<Event>,
+}
+
+impl Bench {
+    #[allow(clippy::disallowed_methods)]
+    pub fn new(configure: impl FnOnce(&mut Config)) -> Self {
+        let now = Instant::now();
+        let endpoint = |host: &str| Endpoint {
+            host: host.to_owned(),
+            port: 9042,
+        };
+        let mut config = Config::new(vec![endpoint("source")], vec![endpoint("target")]);
+        configure(&mut config);
+        let clock = WallClock {
+            instant: now,
+            unix_micros: 1_700_000_000_000_000,
+        };
+        let proxy = Proxy::new(config, clock).unwrap();
+        Self {
+            session: Session::new(std::sync::Arc::clone(&proxy), now),
+            proxy,
+            now,
+            client_in: BytesMut::new(),
+            client_buf: BytesMut::new(),
+            client_got: BytesMut::new(),
+            client_reads: true,
+            cluster_out: Default::default(),
+            reachable: [true, true],
+            silent: [false, false],
+            failing: [None, None],
+            received: Default::default(),
+            answers: [None, None],
+            closed: Vec::new(),
+            connects: Vec::new(),
+            queries: [0, 0],
+            events: Vec::new(),
+        }
+    }
+
+    /// A session past its handshake.
+    pub fn ready(configure: impl FnOnce(&mut Config)) -> Self {
+        let mut bench = Self::new(configure);
+        bench.client_in = startup();
+        bench.settle();
+        assert_eq!(bench.client_answers(), vec![(1, Opcode::READY)]);
+        bench
+    }
+
+    pub fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.session.handle_timeout(self.now);
+        self.settle();
+    }
+
+    /// What the client received so far (stream and opcode of each frame), taken.
+    pub fn client_answers(&mut self) -> Vec<(i16, Opcode)> {
+        decode_all(&mut self.client_got, Direction::Response)
+            .iter()
+            .map(|e| (e.stream().0, e.opcode()))
+            .collect()
+    }
+
+    /// The client's frames received so far, taken.
+    pub fn client_frames(&mut self) -> Vec<Envelope> {
+        decode_all(&mut self.client_got, Direction::Response)
+    }
+
+    pub fn answer(request: &Envelope) -> (Opcode, Bytes) {
+        match request.opcode() {
+            Opcode::STARTUP | Opcode::REGISTER => (Opcode::READY, Bytes::new()),
+            Opcode::OPTIONS => (Opcode::SUPPORTED, Bytes::from_static(&[0, 0])),
+            _ => (
+                Opcode::RESULT,
+                ResultMessage::Void.to_bytes(request.version()),
+            ),
+        }
+    }
+
+    /// Runs everything that can move, as a runtime would, until nothing does.
+    pub fn settle(&mut self) {
+        for _ in 0..1_000_000 {
+            let mut moved = false;
+            while let Some(action) = self.session.poll_action() {
+                moved = true;
+                if let Action::Connect { upstream, .. } = action {
+                    self.connects.push(upstream);
+                }
+                match action {
+                    Action::Connect { upstream, .. } if self.reachable[upstream.index()] => {
+                        self.session.handle_connected(upstream, self.now)
+                    }
+                    Action::Connect { upstream, .. } => self.session.handle_closed(
+                        Peer::of(upstream),
+                        "connection refused",
+                        self.now,
+                    ),
+                    Action::Close(peer) => self.closed.push(peer),
+                    _ => {}
+                }
+            }
+            for upstream in Upstream::BOTH {
+                let peer = Peer::of(upstream);
+                let mut wire = BytesMut::new();
+                while let Some(bytes) = self.session.poll_transmit(peer) {
+                    wire.extend_from_slice(&bytes);
+                }
+                for request in decode_all(&mut wire, Direction::Request) {
+                    moved = true;
+                    self.received[upstream.index()].push(request.clone());
+                    if request.opcode() == Opcode::QUERY {
+                        self.queries[upstream.index()] += 1;
+                    }
+                    if self.silent[upstream.index()] && request.opcode() == Opcode::QUERY {
+                        continue;
+                    }
+                    let (opcode, body) = match self.failing[upstream.index()] {
+                        Some(code) if request.opcode() == Opcode::QUERY => (
+                            Opcode::ERROR,
+                            ErrorMessage::new(code, "refused by the test").to_bytes(VERSION),
+                        ),
+                        _ => match (&self.answers[upstream.index()], request.opcode()) {
+                            (Some(answer), Opcode::QUERY | Opcode::EXECUTE | Opcode::BATCH) => {
+                                answer.clone()
+                            }
+                            _ => Self::answer(&request),
+                        },
+                    };
+                    let answer = envelope(
+                        request.version(),
+                        Direction::Response,
+                        request.stream().0,
+                        opcode,
+                        body,
+                    );
+                    self.cluster_out[upstream.index()].extend_from_slice(&answer);
+                }
+                let out = &mut self.cluster_out[upstream.index()];
+                if !out.is_empty() && self.session.wants_read(peer) {
+                    moved = true;
+                    let mut chunk = out.split_to(out.len().min(READ));
+                    self.session
+                        .handle_upstream_bytes(upstream, &mut chunk, self.now);
+                }
+            }
+            if !self.client_in.is_empty() && self.session.wants_read(Peer::Client) {
+                moved = true;
+                // One socket read into the receive buffer, which keeps a partial frame.
+                let take = self.client_in.len().min(READ);
+                self.client_buf
+                    .extend_from_slice(&self.client_in.split_to(take));
+                self.session
+                    .handle_client_bytes(&mut self.client_buf, self.now);
+            }
+            if self.client_reads {
+                while let Some(bytes) = self.session.poll_transmit(Peer::Client) {
+                    moved = true;
+                    self.client_got.extend_from_slice(&bytes);
+                }
+            }
+            while let Some(event) = self.session.poll_event() {
+                self.events.push(event);
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the session never settled");
+    }
+}
