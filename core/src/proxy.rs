@@ -363,6 +363,14 @@ impl Proxy {
         let _old = std::mem::replace(&mut *lock(&self.schemas[upstream.index()]), schema);
     }
 
+    /// How many tables of `upstream` have a known primary key (their reads are compared row
+    /// by row).
+    pub fn known_tables(&self, upstream: Upstream) -> usize {
+        lock(&self.schemas[upstream.index()])
+            .as_ref()
+            .map_or(0, |schema| schema.len())
+    }
+
     /// The primary key of `keyspace`.`table` (names as the cluster stores them) on `upstream`,
     /// or else on the other cluster: a table just created on one cluster, or a cluster whose
     /// schema could not be read yet, still has a key (a migration keeps the two schemas

@@ -205,6 +205,8 @@ fn refresh(proxy: &Proxy, binary: &'static str) {
         ));
         gauge!("cqlmirror_cluster_stalled", "cluster" => cluster)
             .set(f64::from(proxy.is_stalled(upstream)));
+        gauge!("cqlmirror_schema_tables", "cluster" => cluster)
+            .set(proxy.known_tables(upstream) as f64);
     }
     let wait = proxy.wait_policy();
     for (policy, name) in [(WaitPolicy::Both, "both"), (WaitPolicy::Primary, "primary")] {
@@ -340,6 +342,10 @@ fn describe() {
         "1 for the wait policy in force: both (--wait true) or primary (--wait false)"
     );
     describe_gauge!("cqlmirror_ready", "1 when /health/readiness says ready");
+    describe_gauge!(
+        "cqlmirror_schema_tables",
+        "Tables whose primary key the proxy read from the cluster's schema: their reads are compared row by row (others as sets of rows)"
+    );
     describe_gauge!(
         "cqlmirror_read_mode",
         "1 for the read mode in force: primary, shadow or compare (--read-mode)"
