@@ -9,6 +9,7 @@
 //! it arrived.
 
 use crate::config::Upstream;
+use crate::statement::Statement;
 
 /// What a client request is, as far as routing cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,6 +129,19 @@ impl Route {
         } else {
             None
         }
+    }
+}
+
+/// What a statement is to routing, with `keyspace` the connection's or the prepared
+/// statement's when the statement names none: reads of the system keyspaces, other reads, and
+/// writes (everything else, unknown statements included: the safe side).
+pub fn class_of(statement: &Statement, keyspace: Option<&str>) -> RequestClass {
+    if statement.reads_system(keyspace) {
+        RequestClass::SystemRead
+    } else if statement.kind.is_read() {
+        RequestClass::Read
+    } else {
+        RequestClass::Write
     }
 }
 
@@ -311,6 +325,93 @@ mod tests {
             );
             let r = route(RequestClass::Read, ReadMode::Shadow, primary, || false);
             assert_eq!(r.secondary, None);
+        }
+    }
+
+    /// Real statements as drivers, tools and applications send them.
+    #[test]
+    fn statements_are_classified_by_kind() {
+        use RequestClass::{Read, SystemRead, Write};
+        let corpus: &[(&str, Option<&str>, RequestClass)] = &[
+            ("SELECT * FROM ks.t WHERE k = ?", None, Read),
+            ("select * from t", Some("ks"), Read),
+            ("  \n\tSELECT v FROM t", Some("ks"), Read),
+            ("/* leading comment */ SELECT v FROM ks.t", None, Read),
+            ("-- a line comment\nSELECT v FROM ks.t", None, Read),
+            ("// another\nSeLeCt v FROM ks.t", None, Read),
+            ("SELECT JSON k, v FROM ks.t", None, Read),
+            ("SELECT DISTINCT k FROM \"MyKs\".\"MyTable\"", None, Read),
+            (
+                "SELECT count(*) FROM ks.t WHERE k IN (1, 2) ALLOW FILTERING",
+                None,
+                Read,
+            ),
+            ("SELECT writetime(v), ttl(v) FROM ks.t", None, Read),
+            ("SELECT * FROM system.peers_v2", None, SystemRead),
+            ("SELECT * FROM system_schema.keyspaces", None, SystemRead),
+            ("SELECT * FROM local", Some("system"), SystemRead),
+            ("SELECT role FROM roles", Some("system_auth"), SystemRead),
+            ("SELECT * FROM system_views.clients", None, SystemRead),
+            ("SELECT * FROM \"system\".local", Some("ks"), SystemRead),
+            ("SELECT * FROM ks.system_like", None, Read),
+            ("LIST ROLES", None, Read),
+            ("LIST ALL PERMISSIONS OF alice", None, Read),
+            ("DESCRIBE KEYSPACES", None, Read),
+            ("INSERT INTO ks.t (k, v) VALUES (1, 'SELECT')", None, Write),
+            ("insert into t json '{\"k\": 1}'", Some("ks"), Write),
+            (
+                "UPDATE ks.t USING TTL 10 SET v = 'x' WHERE k = 1",
+                None,
+                Write,
+            ),
+            ("DELETE FROM ks.t WHERE k = 1 IF EXISTS", None, Write),
+            (
+                "BEGIN BATCH INSERT INTO ks.t (k) VALUES (1); APPLY BATCH",
+                None,
+                Write,
+            ),
+            (
+                "BEGIN UNLOGGED BATCH USING TIMESTAMP 5 INSERT INTO t (k) VALUES (1) APPLY BATCH",
+                Some("ks"),
+                Write,
+            ),
+            (
+                "BEGIN COUNTER BATCH UPDATE c SET n = n + 1 WHERE k = 1 APPLY BATCH",
+                Some("ks"),
+                Write,
+            ),
+            ("TRUNCATE ks.t", None, Write),
+            ("TRUNCATE TABLE t", Some("ks"), Write),
+            ("CREATE TABLE ks.t (k int PRIMARY KEY)", None, Write),
+            ("ALTER TABLE ks.t ADD w text", None, Write),
+            ("DROP KEYSPACE ks", None, Write),
+            ("CREATE INDEX ON ks.t (v)", None, Write),
+            ("USE ks", None, Write),
+            ("USE \"MixedCase\"", None, Write),
+            ("GRANT SELECT ON KEYSPACE ks TO alice", None, Write),
+            ("REVOKE MODIFY ON ks.t FROM bob", None, Write),
+            (
+                "CREATE ROLE alice WITH PASSWORD = 'x' AND LOGIN = true",
+                None,
+                Write,
+            ),
+            ("ALTER USER bob WITH PASSWORD 'y'", None, Write),
+            (
+                "INSERT INTO system_auth.roles (role) VALUES ('x')",
+                None,
+                Write,
+            ),
+            ("SOMETHING NEW IN CQL 6", None, Write),
+            ("", None, Write),
+            ("/* only a comment */", None, Write),
+        ];
+        for (text, keyspace, class) in corpus {
+            let statement = Statement::classify(text);
+            assert_eq!(
+                class_of(&statement, *keyspace),
+                *class,
+                "{text:?} in {keyspace:?}"
+            );
         }
     }
 

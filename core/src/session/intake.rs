@@ -326,7 +326,7 @@ impl Session {
                 }
                 let off_target = self.filtered(&statement, text, self.keyspace.as_deref());
                 Ok(Inspected::Request(Intake {
-                    class: class_of(&statement, self.keyspace.as_deref()),
+                    class: crate::routing::class_of(&statement, self.keyspace.as_deref()),
                     off_target,
                     write: !statement.kind.is_read(),
                     barrier: is_barrier(&statement),
@@ -382,7 +382,7 @@ impl Session {
                             .cloned()
                     });
                     off_target = self.filtered(&p.statement, &p.query, p.keyspace.as_deref());
-                    let class = class_of(&p.statement, p.keyspace.as_deref());
+                    let class = crate::routing::class_of(&p.statement, p.keyspace.as_deref());
                     (p.statement.clone(), own, p.system.clone(), class)
                 });
                 if let Some((_, _, Some(query), _)) = known {
@@ -938,18 +938,6 @@ fn is_barrier(statement: &Statement) -> bool {
                 | StatementKind::Delete
                 | StatementKind::Batch
         )
-}
-
-/// What a statement is to routing, with `keyspace` the connection's or the prepared
-/// statement's.
-fn class_of(statement: &Statement, keyspace: Option<&str>) -> RequestClass {
-    if statement.reads_system(keyspace) {
-        RequestClass::SystemRead
-    } else if statement.kind.is_read() {
-        RequestClass::Read
-    } else {
-        RequestClass::Write
-    }
 }
 
 /// What `--filter-tables` leaves of a BATCH for the target.
