@@ -264,8 +264,16 @@ def loadavg():
     return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
+# How each row's proxy serves reads (--read-mode), for the tables' "reads" column.
+READ_MODES = {}
+
+
+def reads_of(name):
+    return READ_MODES.get(name, "—")
+
+
 def table(section, results, baseline, direct, rate):
-    head = (f"| {section} | closed loop req/s | vs {baseline} | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs "
+    head = (f"| {section} | reads | closed loop req/s | vs {baseline} | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs "
             f"| open loop @ {rate:.0f} req/s: p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | p50 added vs direct "
             f"| CPU µs/req (middle) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -278,7 +286,8 @@ def table(section, results, baseline, direct, rate):
         added = "—" if name == direct else f"{ol['p50'] - direct_p50:+.1f} µs"
         cpu = o.get("cpu_us_per_request") or c.get("cpu_us_per_request")
         lines.append(
-            f"| {name}{' **ERRORS: ' + str(errors) + '**' if errors else ''} | {c['throughput']:.0f} "
+            f"| {name}{' **ERRORS: ' + str(errors) + '**' if errors else ''} | {reads_of(name)} "
+            f"| {c['throughput']:.0f} "
             f"| {100 * c['throughput'] / base:.0f}% "
             f"| {cl['p50']:.0f} | {cl['p90']:.0f} | {cl['p99']:.0f} | {cl['p99.9']:.0f} | {cl['max']:.0f} "
             f"| {ol['p50']:.1f} | {ol['p90']:.1f} | {ol['p99']:.1f} | {ol['p99.9']:.1f} | {ol['max']:.0f} "
@@ -287,7 +296,7 @@ def table(section, results, baseline, direct, rate):
 
 
 def open_table(section, results, key, direct, rate):
-    head = (f"| {section}, open loop @ {rate:.0f} req/s | achieved req/s | p50 µs | p90 µs | p99 µs "
+    head = (f"| {section}, open loop @ {rate:.0f} req/s | reads | achieved req/s | p50 µs | p90 µs | p99 µs "
             f"| p99.9 µs | max µs | p50 added vs direct | CPU µs/req (middle) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     direct_p50 = results[direct][key]["latency_us"]["p50"]
@@ -298,7 +307,8 @@ def open_table(section, results, key, direct, rate):
         added = "—" if name == direct else f"{ol['p50'] - direct_p50:+.1f} µs"
         cpu = o.get("cpu_us_per_request")
         lines.append(
-            f"| {name}{' **ERRORS: ' + str(errors) + '**' if errors else ''} | {o['throughput']:.0f} "
+            f"| {name}{' **ERRORS: ' + str(errors) + '**' if errors else ''} | {reads_of(name)} "
+            f"| {o['throughput']:.0f} "
             f"| {ol['p50']:.1f} | {ol['p90']:.1f} | {ol['p99']:.1f} | {ol['p99.9']:.1f} | {ol['max']:.0f} "
             f"| {added} | {'%.2f' % cpu if cpu else '—'} |")
     return "\n".join(lines)
@@ -346,6 +356,15 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
 
+    for label in ("proxy-smol -> 2 nulls", "proxy-tokio -> 2 nulls", "proxy-smol -> 2 TLS nulls",
+                  "proxy-tokio -> 2 TLS nulls", "proxy-smol, TLS clients -> 2 TLS nulls",
+                  "proxy-tokio, TLS clients -> 2 TLS nulls", "proxy-smol -> source + target"):
+        READ_MODES[label] = "primary"
+    for label in ("proxy-smol, shadow reads -> 2 nulls", "proxy-smol, shadow reads -> source + target"):
+        READ_MODES[label] = "shadow"
+    for label in ("proxy-smol, compared reads -> 2 nulls", "proxy-smol, compared reads -> source + target"):
+        READ_MODES[label] = "compare"
+
     m = machine()
     report = {"machine": m, "load_before": loadavg(), "args": vars(args)}
     say(f"== machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
@@ -355,6 +374,7 @@ def main():
     # Null backends, relay and proxies; TLS null backends and proxies that speak TLS to them
     # (the test certificates of runtime/tests/tls, valid for 127.0.0.1).
     null_src, null_tgt, relay_port, smol_port, tokio_port = (free_port() for _ in range(5))
+    shadow_port, compare_port = free_port(), free_port()
     src = start("null-source", [str(BIN / "cqlmirror-null"), "--listen", f"127.0.0.1:{null_src}"])
     tgt = start("null-target", [str(BIN / "cqlmirror-null"), "--listen", f"127.0.0.1:{null_tgt}"])
     certs = REPO / "runtime" / "tests" / "tls"
@@ -368,9 +388,13 @@ def main():
     relay = start("relay", [str(BIN / "cqlmirror-relay"), f"127.0.0.1:{null_src}",
                             "--listen", f"127.0.0.1:{relay_port}"])
     proxies = {}
-    for binary, port in (("proxy-smol", smol_port), ("proxy-tokio", tokio_port)):
-        proxies[binary] = start(binary, [str(BIN / binary), f"127.0.0.1:{null_src}", f"127.0.0.1:{null_tgt}",
-                                         "--listen-address", "127.0.0.1", "--metrics-port", "0", "--proxy-port", str(port)])
+    for name, binary, port, mode in (("proxy-smol", "proxy-smol", smol_port, "primary"),
+                                     ("proxy-tokio", "proxy-tokio", tokio_port, "primary"),
+                                     ("proxy-smol-shadow", "proxy-smol", shadow_port, "shadow"),
+                                     ("proxy-smol-compare", "proxy-smol", compare_port, "compare")):
+        proxies[name] = start(name, [str(BIN / binary), f"127.0.0.1:{null_src}", f"127.0.0.1:{null_tgt}",
+                                     "--listen-address", "127.0.0.1", "--metrics-port", "0",
+                                     "--proxy-port", str(port), "--read-mode", mode])
     # Each TLS proxy serves TLS clients on its port and plaintext clients on a second one.
     tls_clients = ["--proxy-pem-certfile", str(certs / "server.pem"),
                    "--proxy-pem-keyfile", str(certs / "server.key")]
@@ -392,7 +416,9 @@ def main():
     load_tls = ["--tls-ca", str(certs / "ca.pem")]
     for proc, port, name in ((src, null_src, "null-source"), (tgt, null_tgt, "null-target"),
                              (relay, relay_port, "relay"), (proxies["proxy-smol"], smol_port, "proxy-smol"),
-                             (proxies["proxy-tokio"], tokio_port, "proxy-tokio")):
+                             (proxies["proxy-tokio"], tokio_port, "proxy-tokio"),
+                             (proxies["proxy-smol-shadow"], shadow_port, "proxy-smol-shadow"),
+                             (proxies["proxy-smol-compare"], compare_port, "proxy-smol-compare")):
         wait_port(proc, port, name)
 
     say(f"\n== null backends: {args.connections} connections x {args.in_flight} in flight, "
@@ -402,6 +428,9 @@ def main():
         ("raw relay -> null", f"127.0.0.1:{relay_port}", relay),
         ("proxy-smol -> 2 nulls", f"127.0.0.1:{smol_port}", proxies["proxy-smol"]),
         ("proxy-tokio -> 2 nulls", f"127.0.0.1:{tokio_port}", proxies["proxy-tokio"]),
+        ("proxy-smol, shadow reads -> 2 nulls", f"127.0.0.1:{shadow_port}", proxies["proxy-smol-shadow"]),
+        ("proxy-smol, compared reads -> 2 nulls", f"127.0.0.1:{compare_port}",
+         proxies["proxy-smol-compare"]),
         ("proxy-smol -> 2 TLS nulls", f"127.0.0.1:{tls_proxies['proxy-smol'][1]}",
          tls_proxies["proxy-smol"][0]),
         ("proxy-tokio -> 2 TLS nulls", f"127.0.0.1:{tls_proxies['proxy-tokio'][1]}",
@@ -417,8 +446,9 @@ def main():
     ])
     null_rate = null_rates["open"]
     report["null"] = {"rates": null_rates, "results": null_results, "load": loadavg()}
-    for name in ("relay", "proxy-smol", "proxy-tokio"):
-        stop(relay if name == "relay" else proxies[name])
+    stop(relay)
+    for proc in proxies.values():
+        stop(proc)
     for proc in (*(p for p, _, _ in tls_proxies.values()), tls_src, tls_tgt):
         stop(proc)
 
@@ -450,6 +480,15 @@ def main():
         proxy = start("proxy-smol-cassandra", [str(BIN / "proxy-smol"), source, target,
                                                "--listen-address", "127.0.0.1", "--metrics-port", "0", "--proxy-port", str(port)])
         wait_port(proxy, port, "proxy-smol-cassandra")
+        # The same proxy in the other read modes, each a process of its own.
+        moded = {}
+        for mode in ("shadow", "compare"):
+            mode_port = free_port()
+            moded[mode] = (start(f"proxy-smol-cassandra-{mode}",
+                                 [str(BIN / "proxy-smol"), source, target, "--listen-address", "127.0.0.1",
+                                  "--metrics-port", "0", "--proxy-port", str(mode_port),
+                                  "--read-mode", mode]), mode_port)
+            wait_port(moded[mode][0], mode_port, f"proxy-smol-cassandra-{mode}")
         say(f"   source {source}, target {target}; creating the table on both through the proxy, "
             f"then {args.cassandra_warmup:g}s of load through it to warm up both JVMs")
         setup = subprocess.run([str(BIN / "cqlmirror-load"), f"127.0.0.1:{port}", "--setup",
@@ -461,11 +500,17 @@ def main():
             fail("setting up the table through the proxy failed")
         say(f"\n== Cassandra: {args.connections} connections x {args.in_flight} in flight, {args.reads}% reads ==")
         cass_rows = [("direct -> source", source, None),
-                     ("proxy-smol -> source + target", f"127.0.0.1:{port}", proxy)]
+                     ("proxy-smol -> source + target", f"127.0.0.1:{port}", proxy),
+                     ("proxy-smol, shadow reads -> source + target",
+                      f"127.0.0.1:{moded['shadow'][1]}", moded["shadow"][0]),
+                     ("proxy-smol, compared reads -> source + target",
+                      f"127.0.0.1:{moded['compare'][1]}", moded["compare"][0])]
         cass_results, cass_rates = measure(args, cass_rows, [
             ("open", lambda r: min(v["closed"]["throughput"] for v in r.values()) / 2)])
         report["cassandra"] = {"rate": cass_rates["open"], "results": cass_results, "load": loadavg()}
         stop(proxy)
+        for proc, _ in moded.values():
+            stop(proc)
         stop_all()
 
     report["load_after"] = loadavg()
@@ -505,6 +550,13 @@ def main():
     if "memory" in report:
         goals.append(f"- proxy-smol uses {report['memory']['proxy-smol']['per_connection_bytes'] / 1024:.1f} KiB "
                      f"per idle client connection (goal: under 64 KiB)")
+    if "cassandra" in report:
+        cass = report["cassandra"]["results"]
+        direct_tp = cass["direct -> source"]["closed"]["throughput"]
+        for label in ("proxy-smol -> source + target", "proxy-smol, shadow reads -> source + target",
+                      "proxy-smol, compared reads -> source + target"):
+            goals.append(f"- real Cassandra, {args.reads}% reads, reads {reads_of(label)}: the proxy keeps "
+                         f"{100 * cass[label]['closed']['throughput'] / direct_tp:.0f}% of direct throughput")
     md += ["", *goals]
     text = "\n".join(md)
     (OUT / "results.md").write_text(text + "\n")
