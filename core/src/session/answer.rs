@@ -859,7 +859,8 @@ impl Session {
                 origin: upstream,
                 ids: all,
                 system,
-                result: Some(message.clone()),
+                // Copied: the answer is a slice of a read buffer, which it would keep alive.
+                result: Some(Bytes::copy_from_slice(&message)),
             };
             self.proxy.prepared().insert(ids.id, entry);
         } else {
