@@ -371,7 +371,9 @@ impl Session {
                 let id = Execute::peek_id(message)?;
                 // Under the lock, only what is needed: the statement, and the ids of clusters
                 // that know it by another id than the client's (none, usually).
-                let mut off_target = false;
+                // Under the lock, only what is decided from the statement (nothing of it is
+                // copied), and the ids of clusters that know it by another id than the
+                // client's (none, usually).
                 let known = self.proxy.prepared().get(id).map(|p| {
                     let own = Upstream::BOTH.map(|upstream| {
                         p.ids(upstream)
@@ -381,11 +383,18 @@ impl Session {
                             })
                             .cloned()
                     });
-                    off_target = self.filtered(&p.statement, &p.query, p.keyspace.as_deref());
-                    let class = crate::routing::class_of(&p.statement, p.keyspace.as_deref());
-                    (p.statement.clone(), own, p.system.clone(), class)
+                    let statement = &p.statement;
+                    let decided = Decided {
+                        class: crate::routing::class_of(statement, p.keyspace.as_deref()),
+                        write: !statement.kind.is_read(),
+                        stamp: statement.kind.is_data_write() && !statement.conditional,
+                        barrier: is_barrier(statement),
+                        schema_change: statement.kind == StatementKind::Schema,
+                        off_target: self.filtered(statement, &p.query, p.keyspace.as_deref()),
+                    };
+                    (decided, own, p.system.clone())
                 });
-                if let Some((_, _, Some(query), _)) = known {
+                if let Some((_, _, Some(query))) = known {
                     let params = Execute::decode(message, version)?.params;
                     return Ok(Inspected::TopologyRead {
                         query,
@@ -393,19 +402,25 @@ impl Session {
                         skip_metadata: params.skip_metadata,
                     });
                 }
-                let (class, write, stamp, barrier) = match &known {
-                    Some((statement, _, _, class)) => (
-                        *class,
-                        !statement.kind.is_read(),
-                        statement.kind.is_data_write() && !statement.conditional,
-                        is_barrier(statement),
-                    ),
+                let Decided {
+                    class,
+                    write,
+                    stamp,
+                    barrier,
+                    schema_change,
+                    off_target,
+                } = known.as_ref().map_or(
                     // Never seen its PREPARE (e.g. the proxy restarted): the safe side.
-                    None => (RequestClass::Write, true, false, true),
-                };
-                let schema_change = known
-                    .as_ref()
-                    .is_some_and(|(statement, _, _, _)| statement.kind == StatementKind::Schema);
+                    Decided {
+                        class: RequestClass::Write,
+                        write: true,
+                        stamp: false,
+                        barrier: true,
+                        schema_change: false,
+                        off_target: false,
+                    },
+                    |(decided, _, _)| *decided,
+                );
                 let stamped = if stamp {
                     self.stamped(opcode, message, version, now)?
                 } else {
@@ -415,7 +430,7 @@ impl Session {
                 // The cluster the client's ids come from needs nothing; another needs its own
                 // id, and in v5 its own result metadata id too.
                 let mut mapped = [None, None];
-                if let Some((_, own, _, _)) = &known {
+                if let Some((_, own, _)) = &known {
                     for (slot, own) in mapped.iter_mut().zip(own) {
                         if let Some(own) = own {
                             *slot = Some(
@@ -938,6 +953,17 @@ fn is_barrier(statement: &Statement) -> bool {
                 | StatementKind::Delete
                 | StatementKind::Batch
         )
+}
+
+/// What routing and rewriting decide from a prepared statement.
+#[derive(Clone, Copy)]
+struct Decided {
+    class: RequestClass,
+    write: bool,
+    stamp: bool,
+    barrier: bool,
+    schema_change: bool,
+    off_target: bool,
 }
 
 /// What `--filter-tables` leaves of a BATCH for the target.

@@ -70,17 +70,19 @@ pub fn written_tables(text: &str) -> Vec<TableRef> {
     tables
 }
 
-/// The table a SELECT reads: the name after its first `FROM` outside parentheses.
+/// The table a SELECT reads: the name after its first `FROM` outside parentheses. Reads the
+/// statement once, keeping only the few tokens of the name.
 pub fn read_table(text: &str) -> Option<TableRef> {
-    let tokens: Vec<Token<'_>> = Lexer::new(text).collect();
+    let mut tokens = Lexer::new(text);
     let mut depth = 0usize;
-    for (i, token) in tokens.iter().enumerate() {
+    for token in tokens.by_ref() {
         if token.is_symbol('(') {
             depth += 1;
         } else if token.is_symbol(')') {
             depth = depth.saturating_sub(1);
         } else if depth == 0 && token.is_word("from") {
-            return qualified_name(&tokens, i + 1).map(|(table, _)| table);
+            let name: Vec<Token<'_>> = tokens.take(3).collect();
+            return qualified_name(&name, 0).map(|(table, _)| table);
         }
     }
     None

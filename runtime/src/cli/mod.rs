@@ -162,17 +162,19 @@ pub struct Cli {
     #[arg(short = 't', long, value_name = "N", env = "CQLMIRROR_THREADS")]
     pub threads: Option<usize>,
 
-    /// Answer the client only after both clusters answered (true), or as soon as the source
-    /// answered, completing the target's write in the background (false).
+    /// Answer a write only after both clusters answered (true), or as soon as the primary
+    /// answered, completing the secondary's write in the background (false). Reads follow
+    /// --read-mode.
     #[arg(short = 'W', long, value_name = "BOOL", num_args = 0..=1, default_value = "true",
           default_missing_value = "true", value_parser = BoolishValueParser::new(),
           env = "CQLMIRROR_WAIT")]
     pub wait: bool,
 
-    /// With --wait true: how long the client's answer (and its handshake) waits for the target
-    /// once the source answered. The target's request goes on in the background until
-    /// --request-timeout, and a failure is counted as a missed write. While the target is
-    /// known to stall, clients do not wait for it at all, until it answers again.
+    /// With --wait true (and for compared reads): how long the client's answer (and its
+    /// handshake) waits for the secondary once the primary answered. The secondary's request
+    /// goes on in the background until --request-timeout, and a failed write is counted as
+    /// missed. While the secondary is known to stall, clients do not wait for it at all, until
+    /// it answers again.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration,
           env = "CQLMIRROR_WAIT_TIMEOUT")]
     pub wait_timeout: Duration,
@@ -676,6 +678,75 @@ mod tests {
         assert!(
             parse(&["--debug", "a", "b"]).is_err(),
             "a bare flag before positionals eats one"
+        );
+    }
+
+    #[test]
+    fn read_options() {
+        use cqlmirror_core::config::Upstream;
+        use cqlmirror_core::routing::ReadMode;
+        let s = parse(&["a", "b"]).unwrap().settings(2).unwrap();
+        assert_eq!(s.config.primary, Upstream::Source);
+        assert_eq!(s.config.read_mode, ReadMode::Primary);
+        assert!(s.config.filter_tables.is_none());
+        let s = parse(&[
+            "a",
+            "b",
+            "--primary",
+            "target",
+            "--read-mode",
+            "shadow",
+            "--shadow-sample",
+            "0.25",
+            "--shadow-max-in-flight",
+            "16",
+            "--filter-tables",
+            r"shop\.audit_.*",
+            "--divergence-samples",
+            "5",
+            "--divergence-log",
+            "/tmp/d.jsonl",
+        ])
+        .unwrap()
+        .settings(2)
+        .unwrap();
+        assert_eq!(s.config.primary, Upstream::Target);
+        assert_eq!(s.config.read_mode, ReadMode::Shadow);
+        assert_eq!(s.config.shadow_sample, 0.25);
+        assert_eq!(s.config.shadow_max_in_flight, 16);
+        assert_eq!(s.config.divergence_samples, 5);
+        assert_eq!(s.config.filter_tables.unwrap().pattern(), r"shop\.audit_.*");
+        assert_eq!(s.divergence_log.unwrap().to_str(), Some("/tmp/d.jsonl"));
+
+        let error = parse(&["a", "b", "--filter-tables", "shop.("])
+            .unwrap()
+            .settings(2)
+            .unwrap_err();
+        assert!(
+            error.starts_with("--filter-tables 'shop.(' is not a valid regular expression"),
+            "{error}"
+        );
+        let error = parse(&["a", "b", "--shadow-sample", "2"])
+            .unwrap()
+            .settings(2)
+            .unwrap_err();
+        assert!(
+            error.starts_with("--shadow-sample 2 is out of range"),
+            "{error}"
+        );
+        let error = parse(&["a", "b", "--read-mode", "sometimes"]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("[possible values: primary, shadow, compare]"),
+            "{error}"
+        );
+        let error = parse(&["a", "b", "--primary", "both"]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("[possible values: source, target]"),
+            "{error}"
         );
     }
 

@@ -133,16 +133,28 @@ fn apply_read_setting(
     let value = value.map(String::as_str);
     Some(match key {
         "primary" => match value {
-            Some("source") => Ok(proxy.set_primary(Upstream::Source)),
-            Some("target") => Ok(proxy.set_primary(Upstream::Target)),
+            Some("source") => {
+                proxy.set_primary(Upstream::Source);
+                Ok(())
+            }
+            Some("target") => {
+                proxy.set_primary(Upstream::Target);
+                Ok(())
+            }
             _ => Err("not `source` or `target` (or removed)".to_owned()),
         },
         "read-mode" => match value.and_then(ReadMode::parse) {
-            Some(mode) => Ok(proxy.set_read_mode(mode)),
+            Some(mode) => {
+                proxy.set_read_mode(mode);
+                Ok(())
+            }
             None => Err("not `primary`, `shadow` or `compare` (or removed)".to_owned()),
         },
         "shadow-sample" => match value.and_then(|v| v.parse::<f64>().ok()) {
-            Some(f) if (0.0..=1.0).contains(&f) => Ok(proxy.shadow().set_fraction(f)),
+            Some(f) if (0.0..=1.0).contains(&f) => {
+                proxy.shadow().set_fraction(f);
+                Ok(())
+            }
             _ => Err("not a fraction from 0 to 1 (or removed)".to_owned()),
         },
         _ => return None,
