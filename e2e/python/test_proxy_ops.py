@@ -258,14 +258,18 @@ def test_config_file(main_bed, start_proxy, proxy_binary, tmp_path):
     options = json.loads(get(f"{proxy.ops_url}/admin/config")[1])
     assert options["wait-timeout"] == {"value": "800ms", "source": "config file"}
     assert options["schema-agreement-timeout"] == {"value": "3s", "source": "command line"}
-    assert "target at most 800ms" in proxy.log_text()
+    assert "secondary at most 800ms" in proxy.log_text()
 
     config.write_text('wait = false\nwait-timeout = "800ms"\nrequest-timeout = "5s"\n'
-                      'schema-agreement-timeout = "4s"\n')
+                      'schema-agreement-timeout = "4s"\nprimary = "target"\nread-mode = "shadow"\n'
+                      'shadow-sample = 0.5\n')
     proxy.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: "wait true -> false: applied to new requests" in proxy.log_text(),
                "the wait policy applied from the file")
-    assert json.loads(get(f"{proxy.ops_url}/admin/status")[1])["wait"] == "primary"
+    status = json.loads(get(f"{proxy.ops_url}/admin/status")[1])
+    assert (status["wait"], status["primary"], status["read_mode"]) == ("primary", "target", "shadow")
+    assert status["shadow"]["sample"] == 0.5
+    assert "read-mode (not set) -> shadow: applied to new requests" in proxy.log_text()
     assert "request-timeout changed (9s -> 5s): takes effect after a restart" in proxy.log_text()
 
     config.write_text("wait = true\nrequest-timout = 1\n")
