@@ -48,13 +48,7 @@ fn kcv_key() -> TableKey {
 }
 
 fn body_with(metadata: &RowsMetadata<'_>, rows: &[RowCells]) -> Bytes {
-    let mut writer = RowsWriter::new(metadata);
-    for row in rows {
-        writer
-            .push_row(row.iter().map(|c| c.as_deref()))
-            .expect("row fits the columns");
-    }
-    writer.finish()
+    RowsWriter::body_of(metadata, rows).expect("row fits the columns")
 }
 
 fn body(columns: &[(&str, ColumnType<'_>)], rows: &[RowCells]) -> Bytes {

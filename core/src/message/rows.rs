@@ -337,6 +337,19 @@ impl RowsWriter {
         self.rows as usize
     }
 
+    /// A whole RESULT body of `rows` of owned cells (`None`: null), as test clusters and
+    /// tests build answers.
+    pub fn body_of(
+        metadata: &RowsMetadata<'_>,
+        rows: &[Vec<Option<Vec<u8>>>],
+    ) -> Result<Bytes, RowsWriterError> {
+        let mut writer = Self::new(metadata);
+        for row in rows {
+            writer.push_row(row.iter().map(|c| c.as_deref()))?;
+        }
+        Ok(writer.finish())
+    }
+
     /// The RESULT body.
     pub fn finish(mut self) -> Bytes {
         let count = self.rows.to_be_bytes();

@@ -246,13 +246,7 @@ pub(crate) mod tests {
             },
             columns,
         ));
-        let mut writer = RowsWriter::new(&metadata);
-        for row in rows {
-            writer
-                .push_row(row.iter().map(|c| c.as_deref()))
-                .expect("as many cells as columns");
-        }
-        writer.finish()
+        RowsWriter::body_of(&metadata, rows).expect("as many cells as columns")
     }
 
     pub(crate) fn text(s: &str) -> Option<Vec<u8>> {
