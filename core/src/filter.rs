@@ -14,13 +14,13 @@ use crate::statement::tables::TableRef;
 #[derive(Clone)]
 pub struct TableFilter {
     pattern: String,
-    anchored: regex::Regex,
+    anchored: regex_lite::Regex,
 }
 
 impl TableFilter {
     /// Compiles `pattern`; the error names the option and says what is wrong.
     pub fn new(pattern: &str) -> Result<Self, String> {
-        let anchored = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+        let anchored = regex_lite::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
             format!("--filter-tables '{pattern}' is not a valid regular expression: {e}")
         })?;
         Ok(Self {

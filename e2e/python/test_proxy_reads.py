@@ -51,8 +51,9 @@ def diverged_table(target_session, keyspace):
 
 
 def test_reads_follow_the_primary_and_the_shadow_report_lists_the_differences(
-        main_bed, start_proxy, connect, keyspace):
-    proxy = start_proxy(main_bed)
+        main_bed, start_proxy, connect, keyspace, tmp_path):
+    divergence_log = tmp_path / "divergences.jsonl"
+    proxy = start_proxy(main_bed, "--divergence-log", str(divergence_log))
     session = connect(proxy.endpoint)
     known = lambda: metric(proxy, "cqlmirror_schema_tables", cluster="source")  # noqa: E731
     tables_before = wait_until(known, "the source's schema read")
@@ -121,6 +122,15 @@ def test_reads_follow_the_primary_and_the_shadow_report_lists_the_differences(
     assert keys("extra_rows") == [("6", "0")] * 2, rows
     assert metric(proxy, "cqlmirror_divergences_total", keyspace=keyspace, table="kv",
                   kind="different_values") == 2
+
+    # The divergence log has the same four divergences, one JSON object per line.
+    def logged():
+        lines = divergence_log.read_text().splitlines() if divergence_log.exists() else []
+        return lines if len(lines) >= 4 else None
+    lines = [json.loads(line) for line in wait_until(logged, "four divergences in the log")]
+    assert len(lines) == 4
+    assert all(d["keyspace"] == keyspace and d["table"] == "kv" for d in lines), lines
+    assert sum(d["counts"].get("different_values", 0) for d in lines) == 2
 
     printed = admin(proxy, "report")
     assert re.search(rf"{keyspace}\.kv\s+7\s+4\s+2\s+2\s+2\s+0\s+0\s+0", printed), printed

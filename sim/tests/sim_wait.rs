@@ -11,10 +11,12 @@ mod sim_common;
 use std::time::Duration;
 
 use cqlmirror_core::config::WaitPolicy;
+use cqlmirror_core::frame::Opcode;
 use cqlmirror_core::frame::ProtocolVersion;
+use cqlmirror_core::message::ErrorCode;
 use cqlmirror_core::routing::ReadMode;
 use cqlmirror_sim::client::OpKind;
-use cqlmirror_sim::cluster::ClusterEvent;
+use cqlmirror_sim::cluster::{ClusterEvent, Fault, FaultRule, Match};
 use cqlmirror_sim::{ClientSpec, Latency, Mix, Scenario, Workload};
 use sim_common::{expect, run, seeds};
 
@@ -156,18 +158,31 @@ fn wait_false_keeps_use_in_order_on_the_target() {
 }
 
 /// Reads in the primary and shadow modes are answered at the source's speed whatever the
-/// target does: slow, silent (accepts requests, answers none) or failing every request.
+/// target does: slow, silent (accepts requests, answers none) or failing its requests.
 #[test]
 fn a_slow_or_failing_target_costs_reads_nothing_in_primary_and_shadow_modes() {
     for seed in seeds(30..34) {
         for mode in [ReadMode::Primary, ReadMode::Shadow] {
-            for trouble in ["slow", "silent"] {
+            for trouble in ["slow", "silent", "failing"] {
                 let name = format!("read mode {mode}, target {trouble}");
                 let mut s = scenario(seed, WaitPolicy::Both, ProtocolVersion::V4);
                 s.config.read_mode = mode;
                 s.config.request_timeout = Duration::from_secs(2);
-                if trouble == "silent" {
-                    s.target.events = vec![(Duration::ZERO, ClusterEvent::Silence(true))];
+                match trouble {
+                    "silent" => {
+                        s.target.events = vec![(Duration::ZERO, ClusterEvent::Silence(true))];
+                    }
+                    "failing" => {
+                        // Errors for simple statements, no answer at all for prepared ones.
+                        s.target.faults = vec![
+                            FaultRule::new(
+                                Match::opcode(Opcode::QUERY),
+                                Fault::Error(ErrorCode::SERVER_ERROR),
+                            ),
+                            FaultRule::new(Match::opcode(Opcode::EXECUTE), Fault::NoAnswer),
+                        ];
+                    }
+                    _ => {}
                 }
                 let (world, v) = run(&name, s);
                 let reads = latencies_of(&world, is_read);
