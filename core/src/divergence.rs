@@ -70,6 +70,8 @@ pub struct Snapshot {
     pub samples: Vec<Divergence>,
     /// Divergences that fell out of the sample to keep it bounded.
     pub dropped_samples: u64,
+    /// Reads not compared because an answer was larger than [`MAX_COMPARED_BYTES`].
+    pub too_large: u64,
 }
 
 #[derive(Debug, Default)]
@@ -79,6 +81,7 @@ struct Inner {
     tables: BTreeMap<TableName, TableCounts>,
     samples: VecDeque<Divergence>,
     dropped_samples: u64,
+    too_large: u64,
 }
 
 /// The proxy-wide report (see the module docs).
@@ -87,6 +90,10 @@ pub struct DivergenceReport {
     capacity: usize,
     inner: Mutex<Inner>,
 }
+
+/// Answers larger than this (a body, compressed or not) are not compared: a comparison holds
+/// both answers and indexes the cells of rows that differ, several times their size.
+pub const MAX_COMPARED_BYTES: usize = 8 * 1024 * 1024;
 
 /// How many distinct tables the report counts; beyond that, a table is counted under an
 /// unknown name, so that reads of many tables cannot grow the report without bound.
@@ -157,7 +164,13 @@ impl DivergenceReport {
             tables: inner.tables.clone(),
             samples: inner.samples.iter().rev().cloned().collect(),
             dropped_samples: inner.dropped_samples,
+            too_large: inner.too_large,
         }
+    }
+
+    /// A read was not compared: an answer was larger than [`MAX_COMPARED_BYTES`].
+    pub fn record_too_large(&self) {
+        self.lock().too_large += 1;
     }
 
     /// Forgets everything (after the operator repaired what the report showed).
@@ -210,6 +223,8 @@ mod tests {
         assert_eq!(s.samples.len(), 2);
         assert_eq!(s.samples[0].table, name("b"), "latest first");
         assert_eq!(s.dropped_samples, 2);
+        report.record_too_large();
+        assert_eq!(report.snapshot().too_large, 1);
         report.clear();
         assert_eq!(report.snapshot(), Snapshot::default());
     }

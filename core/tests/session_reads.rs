@@ -315,3 +315,32 @@ fn filtered_tables_never_reach_the_target() {
     );
     let _ = ResultMessage::Void;
 }
+
+#[test]
+fn answers_too_large_to_compare_are_counted_not_compared() {
+    let mut bench = Bench::ready(|c| c.read_mode = ReadMode::Compare);
+    let big = "x".repeat(cqlmirror_core::divergence::MAX_COMPARED_BYTES + 1);
+    bench.answers = [Some(rows(&[(1, &big)])), Some(rows(&[(1, "small")]))];
+    bench
+        .client_in
+        .extend_from_slice(&query(10, "SELECT k, v FROM ks.t"));
+    bench.settle();
+    let frames = bench.client_frames();
+    assert_eq!(frames.len(), 1);
+    let failures: Vec<_> = bench
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Failure { .. }))
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(
+        frames[0].body().len(),
+        rows(&[(1, &big)]).1.len(),
+        "{:?}: {:?}",
+        frames[0].opcode(),
+        String::from_utf8_lossy(&frames[0].body()[..frames[0].body().len().min(200)])
+    );
+    let report = bench.proxy.divergences().snapshot();
+    assert_eq!((report.compared, report.too_large), (0, 1));
+    assert_eq!(bench.session.in_flight(), 0, "the request retired");
+}

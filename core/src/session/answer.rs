@@ -128,6 +128,19 @@ impl Session {
             bug!("an outcome from the {upstream} cluster for a request that is gone");
             return;
         };
+        // An answer too large to compare cheaply is not compared: holding it (and pairing its
+        // rows) would cost several times its size.
+        if let (Some(_), Outcome::Answer(envelope)) = (&request.compare, &outcome) {
+            if envelope.body().len() > crate::divergence::MAX_COMPARED_BYTES {
+                self.proxy.divergences().record_too_large();
+                if let Some(request) = self.requests.get_mut(id) {
+                    request.compare = None;
+                }
+            }
+        }
+        let Some(request) = self.requests.get(id) else {
+            return;
+        };
         // An answer is kept only while something still needs its body: the primary's until
         // the client has it, and the handshake's, which are merged. The rest is a digest, so
         // that a slow cluster does not make the session hold the other's answers.

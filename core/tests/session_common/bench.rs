@@ -52,6 +52,8 @@ pub struct Bench {
     pub client_in: BytesMut,
     /// The runtime's receive buffer: read from the socket, not taken by the session yet.
     pub client_buf: BytesMut,
+    /// Each cluster connection's receive buffer.
+    pub upstream_buf: [BytesMut; 2],
     /// What the client received, when it reads.
     pub client_got: BytesMut,
     pub client_reads: bool,
@@ -95,6 +97,7 @@ impl Bench {
             now,
             client_in: BytesMut::new(),
             client_buf: BytesMut::new(),
+            upstream_buf: Default::default(),
             client_got: BytesMut::new(),
             client_reads: true,
             cluster_out: Default::default(),
@@ -210,9 +213,11 @@ impl Bench {
                 let out = &mut self.cluster_out[upstream.index()];
                 if !out.is_empty() && self.session.wants_read(peer) {
                     moved = true;
-                    let mut chunk = out.split_to(out.len().min(READ));
-                    self.session
-                        .handle_upstream_bytes(upstream, &mut chunk, self.now);
+                    // One socket read into the receive buffer, which keeps a partial frame.
+                    let chunk = out.split_to(out.len().min(READ));
+                    let buf = &mut self.upstream_buf[upstream.index()];
+                    buf.extend_from_slice(&chunk);
+                    self.session.handle_upstream_bytes(upstream, buf, self.now);
                 }
             }
             if !self.client_in.is_empty() && self.session.wants_read(Peer::Client) {

@@ -96,6 +96,7 @@ pub fn to_json(proxy: &Proxy) -> String {
         "tables": tables,
         "samples": snapshot.samples.iter().map(divergence_json).collect::<Vec<_>>(),
         "dropped_samples": snapshot.dropped_samples,
+        "not_compared_too_large": snapshot.too_large,
     })
     .to_string()
 }
@@ -255,6 +256,13 @@ pub fn to_table(report: &Value) -> String {
                 }
             }
         }
+    }
+    let too_large = n(report, "not_compared_too_large");
+    if too_large > 0 {
+        let _ = writeln!(
+            out,
+            "\n({too_large} reads not compared: an answer was larger than 8 MiB)"
+        );
     }
     let dropped = n(report, "dropped_samples");
     if dropped > 0 {
