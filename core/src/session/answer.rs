@@ -922,10 +922,19 @@ impl Session {
             };
             (client_id, entry.query.clone(), entry.keyspace.clone())
         };
-        let keyspace = if version >= ProtocolVersion::V5 {
-            keyspace.as_deref()
+        // v5 names the keyspace in the PREPARE; v3 and v4 prepare in the connection's, so a
+        // statement prepared in another keyspace is prepared with its tables qualified (the
+        // cluster then knows it by another id, which the proxy maps the client's id to).
+        let (keyspace, query) = if version >= ProtocolVersion::V5 {
+            (keyspace.as_deref(), query)
         } else {
-            None
+            let query = match keyspace.as_deref() {
+                Some(prepared_in) if self.keyspace.as_deref() != Some(prepared_in) => {
+                    tables::qualified(&query, prepared_in).unwrap_or(query)
+                }
+                _ => query,
+            };
+            (None, query)
         };
         let body = Prepare {
             query: &query,
@@ -997,14 +1006,12 @@ impl Session {
             return self.leg_done(id, upstream, Outcome::Answer(unprepared), now);
         };
         let origin = self.proxy.prepared().get(&statement).map(|p| p.origin);
-        let rebuilt = if origin == Some(upstream) {
-            // The client holds this cluster's ids: if it now gives the statement another id,
-            // the request cannot be repaired here.
-            if ids.id != statement {
-                return self.leg_done(id, upstream, Outcome::Answer(unprepared), now);
-            }
+        let rebuilt = if origin == Some(upstream) && ids.id == statement {
+            // The client holds this cluster's ids, and the cluster gave the same again.
             Ok(body)
         } else {
+            // Another cluster, or the client's own that now knows the statement by another
+            // id (prepared from a qualified text): later requests are mapped to it.
             self.proxy
                 .prepared()
                 .set_ids(&statement, upstream, ids.clone());

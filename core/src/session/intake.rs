@@ -377,9 +377,12 @@ impl Session {
                 let known = self.proxy.prepared().get(id).map(|p| {
                     let own = Upstream::BOTH.map(|upstream| {
                         p.ids(upstream)
+                            // Another id (the cluster prepared it anew, perhaps from a
+                            // qualified text), or in v5 the other cluster's own result
+                            // metadata id.
                             .filter(|own| {
-                                p.origin != upstream
-                                    && (own.id.as_ref() != id || version >= ProtocolVersion::V5)
+                                own.id.as_ref() != id
+                                    || (p.origin != upstream && version >= ProtocolVersion::V5)
                             })
                             .cloned()
                     });

@@ -88,6 +88,68 @@ pub fn read_table(text: &str) -> Option<TableRef> {
     None
 }
 
+/// `text` with every table it names without a keyspace (`INSERT INTO t`, `UPDATE t`,
+/// `DELETE ... FROM t`, `SELECT ... FROM t`, `TRUNCATE t`, in a statement or a text batch)
+/// qualified with `keyspace`, quoted; `None` when every table already names its keyspace.
+///
+/// For preparing a statement again on a cluster connection whose keyspace (`USE`) is not the
+/// one the statement was prepared in: protocol v3 and v4 PREPARE carries no keyspace.
+pub fn qualified(text: &str, keyspace: &str) -> Option<String> {
+    let tokens: Vec<Token<'_>> = Lexer::new(text).collect();
+    let mut at_offsets = Vec::new();
+    let (mut deleting, mut selecting, mut depth) = (false, false, 0usize);
+    for (i, token) in tokens.iter().enumerate() {
+        if token.is_symbol('(') {
+            depth += 1;
+        } else if token.is_symbol(')') {
+            depth = depth.saturating_sub(1);
+        }
+        let name_at =
+            if token.is_word("insert") && tokens.get(i + 1).is_some_and(|t| t.is_word("into")) {
+                Some(i + 2)
+            } else if token.is_word("update") {
+                Some(i + 1)
+            } else if token.is_word("truncate") {
+                Some(if tokens.get(i + 1).is_some_and(|t| t.is_word("table")) {
+                    i + 2
+                } else {
+                    i + 1
+                })
+            } else if token.is_word("delete") {
+                deleting = true;
+                None
+            } else if token.is_word("select") {
+                selecting = true;
+                None
+            } else if (deleting || selecting) && depth == 0 && token.is_word("from") {
+                (deleting, selecting) = (false, false);
+                Some(i + 1)
+            } else {
+                None
+            };
+        let Some(at) = name_at else { continue };
+        let Some(name) = tokens.get(at).filter(|t| t.is_identifier()) else {
+            continue;
+        };
+        if !tokens.get(at + 1).is_some_and(|t| t.is_symbol('.')) {
+            at_offsets.push(name.span.start);
+        }
+    }
+    if at_offsets.is_empty() {
+        return None;
+    }
+    let prefix = format!("\"{}\".", keyspace.replace('"', "\"\""));
+    let mut out = String::with_capacity(text.len() + at_offsets.len() * prefix.len());
+    let mut copied = 0;
+    for at in at_offsets {
+        out.push_str(text.get(copied..at)?);
+        out.push_str(&prefix);
+        copied = at;
+    }
+    out.push_str(text.get(copied..)?);
+    Some(out)
+}
+
 /// `name` or `keyspace.name` starting at `at`, and the index after it.
 fn qualified_name(tokens: &[Token<'_>], at: usize) -> Option<(TableRef, usize)> {
     let first = tokens.get(at).filter(|t| t.is_identifier())?;
@@ -171,6 +233,42 @@ mod tests {
         assert_eq!(read_table("SELECT now()"), None);
         assert_eq!(written_tables("TRUNCATE TABLE ks.t"), [t(Some("ks"), "t")]);
         assert_eq!(written_tables("truncate t"), [t(None, "t")]);
+    }
+
+    #[test]
+    fn unqualified_tables_are_qualified_with_the_keyspace() {
+        let q = |text| qualified(text, "ks");
+        assert_eq!(
+            q("INSERT INTO t (k) VALUES (?)").as_deref(),
+            Some("INSERT INTO \"ks\".t (k) VALUES (?)")
+        );
+        assert_eq!(
+            q("update T set v = 'from x' where k = ?").as_deref(),
+            Some("update \"ks\".T set v = 'from x' where k = ?")
+        );
+        assert_eq!(
+            q("DELETE v FROM \"Tab\" WHERE k = 1").as_deref(),
+            Some("DELETE v FROM \"ks\".\"Tab\" WHERE k = 1")
+        );
+        assert_eq!(
+            q("SELECT cast(v AS text), count(*) /* FROM c */ FROM t WHERE k = ?").as_deref(),
+            Some("SELECT cast(v AS text), count(*) /* FROM c */ FROM \"ks\".t WHERE k = ?")
+        );
+        assert_eq!(
+            q("TRUNCATE TABLE t").as_deref(),
+            Some("TRUNCATE TABLE \"ks\".t")
+        );
+        assert_eq!(
+            q("BEGIN BATCH INSERT INTO a (k) VALUES (1); UPDATE other.b SET v = 1 WHERE k = 1; APPLY BATCH")
+                .as_deref(),
+            Some("BEGIN BATCH INSERT INTO \"ks\".a (k) VALUES (1); UPDATE other.b SET v = 1 WHERE k = 1; APPLY BATCH")
+        );
+        assert_eq!(q("SELECT * FROM other.t WHERE k = ?"), None);
+        assert_eq!(q("INSERT INTO x.y (k) VALUES (1)"), None);
+        assert_eq!(
+            qualified("SELECT * FROM t", "Mixed\"Case").as_deref(),
+            Some("SELECT * FROM \"Mixed\"\"Case\".t")
+        );
     }
 
     #[test]

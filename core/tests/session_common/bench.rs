@@ -12,7 +12,8 @@ use bytes::{Bytes, BytesMut};
 use cqlmirror_core::config::{Config, Endpoint, Upstream};
 use cqlmirror_core::frame::{Direction, Envelope, Opcode, ProtocolVersion};
 use cqlmirror_core::message::{
-    Body, ErrorCode, ErrorMessage, Query, QueryParams, ResultMessage, Startup,
+    Body, Columns, ErrorCode, ErrorMessage, Execute, Prepare, Prepared, PreparedMetadata, Query,
+    QueryParams, ResultMessage, RowsMetadata, Startup,
 };
 use cqlmirror_core::proxy::{Proxy, WallClock};
 use cqlmirror_core::session::{Action, Event, Peer, Session};
@@ -66,6 +67,8 @@ pub struct Bench {
     pub received: [Vec<Envelope>; 2],
     /// What each cluster answers QUERY, EXECUTE and BATCH with (a Void RESULT when `None`).
     pub answers: [Option<(Opcode, Bytes)>; 2],
+    /// Clusters that answer their next EXECUTE with UNPREPARED (they forgot the statement).
+    pub unprepared_next: [bool; 2],
     /// Clusters that answer every QUERY with an ERROR of this code.
     pub failing: [Option<ErrorCode>; 2],
     pub closed: Vec<Peer>,
@@ -106,6 +109,7 @@ impl Bench {
             failing: [None, None],
             received: Default::default(),
             answers: [None, None],
+            unprepared_next: [false, false],
             closed: Vec::new(),
             connects: Vec::new(),
             queries: [0, 0],
@@ -145,6 +149,21 @@ impl Bench {
         match request.opcode() {
             Opcode::STARTUP | Opcode::REGISTER => (Opcode::READY, Bytes::new()),
             Opcode::OPTIONS => (Opcode::SUPPORTED, Bytes::from_static(&[0, 0])),
+            // The statement's id is its text: another text, another id.
+            Opcode::PREPARE => {
+                let version = request.version();
+                let prepare = Prepare::decode(request.body(), version).unwrap();
+                let prepared = Prepared {
+                    id: prepare.query.as_bytes(),
+                    result_metadata_id: (version >= ProtocolVersion::V5).then_some(&b"meta"[..]),
+                    metadata: PreparedMetadata::default(),
+                    result_metadata: RowsMetadata::new(Columns::Skipped { count: 0 }),
+                };
+                (
+                    Opcode::RESULT,
+                    ResultMessage::Prepared(prepared).to_bytes(version),
+                )
+            }
             _ => (
                 Opcode::RESULT,
                 ResultMessage::Void.to_bytes(request.version()),
@@ -189,7 +208,16 @@ impl Bench {
                     if self.silent[upstream.index()] && request.opcode() == Opcode::QUERY {
                         continue;
                     }
+                    let forgot = request.opcode() == Opcode::EXECUTE
+                        && std::mem::take(&mut self.unprepared_next[upstream.index()]);
                     let (opcode, body) = match self.failing[upstream.index()] {
+                        _ if forgot => {
+                            let id = Execute::peek_id(request.body()).unwrap();
+                            (
+                                Opcode::ERROR,
+                                ErrorMessage::unprepared(id).to_bytes(request.version()),
+                            )
+                        }
                         Some(code) if request.opcode() == Opcode::QUERY => (
                             Opcode::ERROR,
                             ErrorMessage::new(code, "refused by the test").to_bytes(VERSION),
