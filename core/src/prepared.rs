@@ -31,6 +31,9 @@ pub struct PreparedStatement {
     /// The origin's PREPARED answer (the RESULT message): its result metadata names and types
     /// the columns of answers sent without metadata, for comparing them.
     pub result: Option<Bytes>,
+    /// Every table it touches is in `--filter-tables` (decided once, when prepared): the
+    /// target never executes it.
+    pub off_target: bool,
 }
 
 impl PreparedStatement {
@@ -180,6 +183,7 @@ mod tests {
             ids: [source.map(ids), target.map(ids)],
             system: None,
             result: None,
+            off_target: false,
         }
     }
 

@@ -865,6 +865,12 @@ impl Session {
             all[upstream.index()] = Some(ids.clone());
             let statement = Statement::classify(query);
             let system = SystemQuery::of(&statement, query, keyspace.as_deref());
+            let off_target = crate::session::intake::off_target(
+                self.proxy.config().filter_tables.as_ref(),
+                &statement,
+                query,
+                keyspace.as_deref(),
+            );
             let entry = PreparedStatement {
                 statement,
                 query: query.clone(),
@@ -874,6 +880,7 @@ impl Session {
                 system,
                 // Copied: the answer is a slice of a read buffer, which it would keep alive.
                 result: Some(Bytes::copy_from_slice(&message)),
+                off_target,
             };
             self.proxy.prepared().insert(ids.id, entry);
         } else {

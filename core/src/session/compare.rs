@@ -138,7 +138,7 @@ impl Session {
             .query
             .as_ref()
             .and_then(|m| crate::message::Query::peek_text(m).ok())
-            .map(|t| t.chars().take(300).collect());
+            .map(cut_statement);
         for table in tables {
             let table = TableName {
                 keyspace: table.keyspace,
@@ -191,6 +191,11 @@ impl Session {
             divergence: Some(Arc::new(divergence)),
         });
     }
+}
+
+/// A statement as the report shows it: its first 300 characters.
+pub(super) fn cut_statement(text: &str) -> String {
+    text.chars().take(300).collect()
 }
 
 /// The table a comparison is about: the statement's when known, else the answer's metadata.

@@ -284,7 +284,7 @@ impl Session {
             now,
         );
         request.schema_change = intake.schema_change;
-        if route.mirror != Mirror::Apply && route.secondary.is_some() {
+        if route.mirror != Mirror::Apply {
             request.compare = Some(Box::new(self.compared(header.opcode, &message, permit)));
         }
         if header.opcode == Opcode::QUERY && intake.write {
@@ -369,8 +369,6 @@ impl Session {
             }
             Opcode::EXECUTE => {
                 let id = Execute::peek_id(message)?;
-                // Under the lock, only what is needed: the statement, and the ids of clusters
-                // that know it by another id than the client's (none, usually).
                 // Under the lock, only what is decided from the statement (nothing of it is
                 // copied), and the ids of clusters that know it by another id than the
                 // client's (none, usually).
@@ -393,7 +391,7 @@ impl Session {
                         stamp: statement.kind.is_data_write() && !statement.conditional,
                         barrier: is_barrier(statement),
                         schema_change: statement.kind == StatementKind::Schema,
-                        off_target: self.filtered(statement, &p.query, p.keyspace.as_deref()),
+                        off_target: p.off_target,
                     };
                     (decided, own, p.system.clone())
                 });
@@ -544,21 +542,14 @@ impl Session {
         }
     }
 
-    /// Whether `--filter-tables` keeps a statement off the target: every table it touches
-    /// matches (a text batch that mixes filtered and other tables goes to both: its
-    /// statements cannot be told apart without rewriting its text).
+    /// Whether `--filter-tables` keeps a statement off the target (see [`off_target`]).
     fn filtered(&self, statement: &Statement, text: &str, keyspace: Option<&str>) -> bool {
-        let Some(filter) = &self.proxy.config().filter_tables else {
-            return false;
-        };
-        let tables = match &statement.table {
-            Some(table) => vec![table.clone()],
-            None => tables::written_tables(text),
-        };
-        !tables.is_empty()
-            && tables
-                .into_iter()
-                .all(|t| filter.matches(&t.in_keyspace(keyspace)))
+        off_target(
+            self.proxy.config().filter_tables.as_ref(),
+            statement,
+            text,
+            keyspace,
+        )
     }
 
     /// What `--filter-tables` leaves of a BATCH for the target.
@@ -580,9 +571,7 @@ impl Session {
                     BatchEntry::Query(text) => {
                         self.filtered(&Statement::classify(text), text, keyspace)
                     }
-                    BatchEntry::Prepared(id) => cache.get(id).is_some_and(|p| {
-                        self.filtered(&p.statement, &p.query, p.keyspace.as_deref())
-                    }),
+                    BatchEntry::Prepared(id) => cache.get(id).is_some_and(|p| p.off_target),
                 };
                 if !filtered {
                     kept.push(entry);
@@ -609,9 +598,7 @@ impl Session {
         message: &Bytes,
         permit: Option<crate::routing::ShadowPermit>,
     ) -> Compared {
-        /// Statements are cut to this many characters in the report.
-        const STATEMENT_CHARS: usize = 300;
-        let cut = |text: &str| text.chars().take(STATEMENT_CHARS).collect::<String>();
+        let cut = crate::session::compare::cut_statement;
         let (table, ordered, statement, prepared) = match opcode {
             Opcode::QUERY => match Query::peek_text(message) {
                 Ok(text) => (
@@ -967,6 +954,28 @@ struct Decided {
     barrier: bool,
     schema_change: bool,
     off_target: bool,
+}
+
+/// Whether `filter` keeps a statement off the target: every table it touches matches (a
+/// text batch that mixes filtered and other tables goes to both: its statements cannot be
+/// told apart without rewriting its text).
+pub(super) fn off_target(
+    filter: Option<&crate::filter::TableFilter>,
+    statement: &Statement,
+    text: &str,
+    keyspace: Option<&str>,
+) -> bool {
+    let Some(filter) = filter else {
+        return false;
+    };
+    let tables = match &statement.table {
+        Some(table) => vec![table.clone()],
+        None => tables::written_tables(text),
+    };
+    !tables.is_empty()
+        && tables
+            .into_iter()
+            .all(|t| filter.matches(&t.in_keyspace(keyspace)))
 }
 
 /// What `--filter-tables` leaves of a BATCH for the target.
