@@ -50,7 +50,8 @@ fn main() {
         instant: start,
         unix_micros: 1_700_000_000_000_000,
     };
-    let proxy = Proxy::new(config, clock).expect("the configuration is valid");
+    let proxy = Proxy::new(config, clock, cqlmirror_core::entropy::Seed(1))
+        .expect("the configuration is valid");
     let mut session = Session::new(proxy, now);
     let mut wires = Wires::default();
 

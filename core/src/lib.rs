@@ -107,6 +107,7 @@ pub mod config;
 pub mod control;
 pub mod divergence;
 pub mod driver;
+pub mod entropy;
 pub mod error;
 pub mod failure;
 pub mod filter;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::admission::Admission;
 use crate::config::{Config, Endpoint, Upstream, WaitPolicy};
 use crate::divergence::DivergenceReport;
+use crate::entropy::{Entropy, Seed};
 use crate::failure::FailureKind;
 use crate::frame::ProtocolVersion;
 use crate::health::{ClusterState, Reachability, Readiness};
@@ -133,6 +134,7 @@ pub struct Proxy {
     /// unreachable (until the instant given).
     down: Mutex<std::collections::BTreeMap<(Upstream, std::net::SocketAddr), Option<Instant>>>,
     stats: Stats,
+    entropy: Entropy,
 }
 
 /// Counters kept by the proxy, readable at any time.
@@ -158,8 +160,8 @@ pub struct Stats {
 
 impl Proxy {
     /// A proxy for `config`; fails with a message naming the setting when it is unusable.
-    /// The source is primary.
-    pub fn new(config: Config, clock: WallClock) -> Result<Arc<Self>, String> {
+    /// Its random values come from `seed` (see [`crate::entropy`]).
+    pub fn new(config: Config, clock: WallClock, seed: Seed) -> Result<Arc<Self>, String> {
         config.validate()?;
         let highest = config
             .protocol_versions
@@ -198,6 +200,7 @@ impl Proxy {
             learned_logins: Default::default(),
             down: Mutex::new(std::collections::BTreeMap::new()),
             stats: Stats::default(),
+            entropy: Entropy::new(seed),
         }))
     }
 
@@ -229,6 +232,11 @@ impl Proxy {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// 64 random bits from the proxy's seeded generator.
+    pub fn random_u64(&self) -> u64 {
+        self.entropy.next_u64()
     }
 
     /// The id of the next session.
@@ -649,7 +657,12 @@ pub(crate) mod tests {
             unix_micros: 1_000_000,
         };
         (
-            Proxy::new(Config::new(ep("s"), ep("t")), clock).unwrap(),
+            Proxy::new(
+                Config::new(ep("s"), ep("t")),
+                clock,
+                crate::entropy::Seed(1),
+            )
+            .unwrap(),
             t0,
         )
     }

@@ -77,7 +77,7 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
         .max_connections
         .unwrap_or_else(|| descriptors.max_connections());
     let clock = WallClock::new(Instant::now(), SystemTime::now());
-    let proxy = match Proxy::new(settings.config.clone(), clock) {
+    let proxy = match Proxy::new(settings.config.clone(), clock, seed()) {
         Ok(proxy) => proxy,
         Err(e) => {
             eprintln!("{bin}: {e}");
@@ -180,4 +180,17 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
         eprintln!("{bin}: cannot start the runtime: {e}");
         ExitCode::from(1)
     })
+}
+
+/// A seed for the proxy's random values that differs between processes and starts: the
+/// standard library's per-process random hash keys (drawn from the operating system), mixed
+/// with the time and the process id.
+fn seed() -> cqlmirror_core::entropy::Seed {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    if let Ok(since) = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) {
+        hasher.write_u128(since.as_nanos());
+    }
+    cqlmirror_core::entropy::Seed(hasher.finish())
 }

@@ -231,6 +231,7 @@ pub fn session(data: &[u8], now: Instant) {
             instant: now,
             unix_micros: 1_700_000_000_000_000,
         },
+        cqlmirror_core::entropy::Seed(1),
     ) else {
         return;
     };

@@ -67,7 +67,11 @@ impl World {
             instant: base,
             unix_micros: scenario.epoch_micros,
         };
-        let proxy = Proxy::new(scenario.config.clone(), clock)?;
+        let proxy = Proxy::new(
+            scenario.config.clone(),
+            clock,
+            cqlmirror_core::entropy::Seed(scenario.seed),
+        )?;
         let clusters = [
             SimCluster::new(
                 Upstream::Source,

@@ -93,7 +93,7 @@ impl Bench {
             instant: now,
             unix_micros: 1_700_000_000_000_000,
         };
-        let proxy = Proxy::new(config, clock).unwrap();
+        let proxy = Proxy::new(config, clock, cqlmirror_core::entropy::Seed(1)).unwrap();
         Self {
             session: Session::new(std::sync::Arc::clone(&proxy), now),
             proxy,
