@@ -245,6 +245,10 @@ pub struct Config {
     pub filter_tables: Option<crate::filter::TableFilter>,
     /// Differing rows kept in memory for the divergence report.
     pub divergence_samples: usize,
+    /// Evaluate `now()`, `uuid()`, `currentTimestamp()`, `currentDate()`, `currentTime()`
+    /// (and their other names) in writes once, in the proxy, so that both clusters store the
+    /// same values (`--uuid`).
+    pub replace_functions: bool,
 }
 
 /// Default maximum frame size: 64 MiB, a quarter of the protocol's 256 MB cap.
@@ -288,6 +292,7 @@ impl Config {
             shadow_max_in_flight: 256,
             filter_tables: None,
             divergence_samples: 100,
+            replace_functions: true,
         }
     }
 

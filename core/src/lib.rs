@@ -112,6 +112,7 @@ pub mod error;
 pub mod failure;
 pub mod filter;
 pub mod frame;
+pub mod generated;
 pub mod health;
 pub mod message;
 mod nonblocking;

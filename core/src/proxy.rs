@@ -17,6 +17,8 @@ use crate::admission::Admission;
 use crate::config::{Config, Endpoint, Upstream, WaitPolicy};
 use crate::divergence::DivergenceReport;
 use crate::entropy::{Entropy, Seed};
+use crate::generated::{Generated, TimeUuids};
+use crate::statement::functions::Function;
 use crate::failure::FailureKind;
 use crate::frame::ProtocolVersion;
 use crate::health::{ClusterState, Reachability, Readiness};
@@ -135,6 +137,8 @@ pub struct Proxy {
     down: Mutex<std::collections::BTreeMap<(Upstream, std::net::SocketAddr), Option<Instant>>>,
     stats: Stats,
     entropy: Entropy,
+    /// Made at the first time-based UUID (its node id drawn from `entropy` then).
+    time_uuids: std::sync::OnceLock<TimeUuids>,
 }
 
 /// Counters kept by the proxy, readable at any time.
@@ -201,6 +205,7 @@ impl Proxy {
             down: Mutex::new(std::collections::BTreeMap::new()),
             stats: Stats::default(),
             entropy: Entropy::new(seed),
+            time_uuids: std::sync::OnceLock::new(),
         }))
     }
 
@@ -330,6 +335,14 @@ impl Proxy {
         self.wall_at_base
             .load(Ordering::Relaxed)
             .saturating_add(micros_since(self.base, now))
+    }
+
+    /// A value for a call of `function` (see [`crate::generated`]) at `now`.
+    pub fn generate(&self, function: Function, now: Instant) -> Generated {
+        let uuids = self
+            .time_uuids
+            .get_or_init(|| TimeUuids::new(self.random_u64()));
+        Generated::of(function, self.wall_micros(now), uuids, || self.random_u64())
     }
 
     /// A write timestamp for `now`: wall-clock microseconds, strictly increasing across the

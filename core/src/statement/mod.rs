@@ -8,6 +8,7 @@
 //! which is the safe side for a dual-write proxy.
 
 pub mod datacenters;
+pub mod functions;
 pub mod lexer;
 pub mod tables;
 
@@ -85,6 +86,9 @@ pub struct Statement {
     pub keyspace: Option<String>,
     /// For SELECT: the table it reads (its keyspace when the statement names one).
     pub table: Option<tables::TableRef>,
+    /// For writes: calls a function whose value the proxy generates (`now()`, `uuid()`, ...:
+    /// see [`functions`]).
+    pub calls_functions: bool,
 }
 
 impl Statement {
@@ -114,12 +118,12 @@ impl Statement {
                 .map(|t| t.value().into_owned()),
             _ => None,
         };
-        let (conditional, order_sensitive) = match kind {
+        let (conditional, order_sensitive, calls_functions) = match kind {
             StatementKind::Insert
             | StatementKind::Update
             | StatementKind::Delete
             | StatementKind::Batch => scan_write(text),
-            _ => (false, false),
+            _ => (false, false, false),
         };
         let table = match kind {
             StatementKind::Select => tables::read_table(text),
@@ -131,6 +135,7 @@ impl Statement {
             keyspace,
             order_sensitive,
             table,
+            calls_functions,
         }
     }
 }
@@ -148,11 +153,11 @@ pub fn has_order_by(text: &str) -> bool {
     false
 }
 
-/// One pass over a write: whether it has an `IF` condition, and whether it is order-sensitive
-/// (see [`Statement::order_sensitive`]). Looks for `c = c + X` / `c = c - X` whose operand `X`
+/// One pass over a write: whether it has an `IF` condition, whether it is order-sensitive
+/// (see [`Statement::order_sensitive`]), and whether it calls a function the proxy evaluates. Looks for `c = c + X` / `c = c - X` whose operand `X`
 /// is a list or unknown (a number is a counter, `{...}` a set or map: those commute),
 /// `c = [...] + c` / `c = ? + c`, and `c[X]` with `X` not a string (a map key is).
-fn scan_write(text: &str) -> (bool, bool) {
+fn scan_write(text: &str) -> (bool, bool, bool) {
     /// The last three tokens, newest first: enough context for the patterns above.
     #[derive(Clone, Copy)]
     struct Seen {
@@ -164,9 +169,11 @@ fn scan_write(text: &str) -> (bool, bool) {
         ident: false,
     };
     let mut last = [none; 3];
-    let (mut conditional, mut sensitive) = (false, false);
+    let (mut conditional, mut sensitive, mut calls) = (false, false, false);
+    let mut scanner = functions::CallScanner::default();
     for token in Lexer::new(text) {
         conditional |= token.is_word("if");
+        calls |= scanner.feed(&token).is_some();
         let [p1, p2, p3] = last;
         let arithmetic = |k: TokenKind| matches!(k, TokenKind::Symbol('+' | '-'));
         // `c = c +|- X`: decided by X.
@@ -194,7 +201,7 @@ fn scan_write(text: &str) -> (bool, bool) {
             p2,
         ];
     }
-    (conditional, sensitive)
+    (conditional, sensitive, calls)
 }
 
 /// The words that decide a statement's kind, lower-case.
@@ -308,6 +315,18 @@ mod tests {
         assert!(!o("UPDATE t SET l = [1, 2], v = 3 WHERE k = 1"));
         assert!(!o("UPDATE t SET v = 'l + [1]' WHERE k = 1"));
         assert!(!o("SELECT l[0] FROM t"));
+    }
+
+    #[test]
+    fn writes_calling_functions() {
+        let f = |t| Statement::classify(t).calls_functions;
+        assert!(f("INSERT INTO t (k, v) VALUES (1, now())"));
+        assert!(f("UPDATE t SET v = 1 WHERE k = 1 IF ts < currentTimestamp()"));
+        assert!(f("BEGIN BATCH DELETE FROM t WHERE k = uuid(); APPLY BATCH"));
+        assert!(!f("INSERT INTO t (k, v) VALUES (1, 'now()')"));
+        assert!(!f("INSERT INTO t (k, v) VALUES (1, ks.now())"));
+        assert!(!f("SELECT now() FROM system.local"));
+        assert!(!f("CREATE TABLE t (k uuid PRIMARY KEY, v timeuuid)"));
     }
 
     #[test]
