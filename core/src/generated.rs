@@ -177,7 +177,11 @@ mod tests {
         let u = Uuid::from_bytes(uuids.next(WALL));
         assert_eq!(u.get_version(), Some(Version::Mac));
         assert_eq!(u.get_variant(), Variant::RFC4122);
-        assert_eq!(u.as_bytes()[10] & 0x01, 0x01, "multicast bit of the node id");
+        assert_eq!(
+            u.as_bytes()[10] & 0x01,
+            0x01,
+            "multicast bit of the node id"
+        );
         let (seconds, nanos) = u.get_timestamp().unwrap().to_unix();
         assert_eq!(seconds, (WALL / 1_000_000) as u64);
         assert_eq!(nanos, 123_456_000);
@@ -213,7 +217,10 @@ mod tests {
     fn literals_and_bytes() {
         let uuids = TimeUuids::new(1);
         let at = |f| Generated::of(f, WALL, &uuids, || 0);
-        assert_eq!(at(Function::Timestamp).literal(), "(timestamp)1796659800123");
+        assert_eq!(
+            at(Function::Timestamp).literal(),
+            "(timestamp)1796659800123"
+        );
         assert_eq!(at(Function::Date).literal(), "(date)'2026-12-07'");
         assert_eq!(at(Function::Time).literal(), "(time)'16:10:00.123456000'");
         assert_eq!(

@@ -8,11 +8,13 @@
 //! first, which costs the client one UNPREPARED and a new PREPARE through the proxy.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::config::Upstream;
 use crate::statement::Statement;
+use crate::statement::functions::GeneratedMarker;
 use crate::topology::SystemQuery;
 
 /// What the proxy knows about one prepared statement, keyed by the id the client holds.
@@ -34,6 +36,9 @@ pub struct PreparedStatement {
     /// Every table it touches is in `--filter-tables` (decided once, when prepared): the
     /// target never executes it.
     pub off_target: bool,
+    /// The bind markers the proxy put in place of function calls when it prepared the
+    /// statement (`query` is the text with them): each EXECUTE gets fresh values for them.
+    pub generated: Option<Arc<[GeneratedMarker]>>,
 }
 
 impl PreparedStatement {
@@ -184,6 +189,7 @@ mod tests {
             system: None,
             result: None,
             off_target: false,
+            generated: None,
         }
     }
 

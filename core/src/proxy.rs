@@ -17,16 +17,16 @@ use crate::admission::Admission;
 use crate::config::{Config, Endpoint, Upstream, WaitPolicy};
 use crate::divergence::DivergenceReport;
 use crate::entropy::{Entropy, Seed};
-use crate::generated::{Generated, TimeUuids};
-use crate::statement::functions::Function;
 use crate::failure::FailureKind;
 use crate::frame::ProtocolVersion;
+use crate::generated::{Generated, TimeUuids};
 use crate::health::{ClusterState, Reachability, Readiness};
 use crate::message::Secret as Token;
 use crate::prepared::PreparedCache;
 use crate::report::Reporter;
 use crate::routing::{ReadMode, ShadowBudget};
 use crate::schema::{Schema, TableKey};
+use crate::statement::functions::Function;
 use crate::topology::ClusterView;
 
 /// Identifies a session in logs.

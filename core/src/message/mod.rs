@@ -31,6 +31,7 @@ pub mod batch;
 pub mod error;
 pub mod event;
 pub mod execute;
+pub mod generated;
 pub mod metadata;
 pub mod params;
 pub mod prepare;

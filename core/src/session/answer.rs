@@ -373,8 +373,15 @@ impl Session {
             request.version,
             request.route.primary,
         );
+        let generated = match &request.kind {
+            Kind::Prepare { generated, .. } => generated.clone(),
+            _ => None,
+        };
         match request.leg(primary).outcome().cloned() {
-            Some(Outcome::Answer(envelope)) => self.answer_client(stream, version, &envelope),
+            Some(Outcome::Answer(envelope)) => match generated {
+                Some(markers) => self.answer_prepared(stream, version, &envelope, &markers),
+                None => self.answer_client(stream, version, &envelope),
+            },
             Some(Outcome::Failed(FailureKind::Timeout)) => {
                 let timeout = self.request_timeout();
                 let message =
@@ -854,6 +861,7 @@ impl Session {
             keyspace,
             client_id,
             early,
+            generated,
         } = &mut request.kind
         else {
             bug!("a PREPARE answer paired with another kind of request");
@@ -881,6 +889,12 @@ impl Session {
                 // Copied: the answer is a slice of a read buffer, which it would keep alive.
                 result: Some(Bytes::copy_from_slice(&message)),
                 off_target,
+                // Named as the cluster names them, for values bound by name.
+                generated: generated.as_deref().map(|markers| {
+                    let mut markers = markers.to_vec();
+                    crate::message::generated::name_markers(&message, version, &mut markers);
+                    std::sync::Arc::from(markers)
+                }),
             };
             self.proxy.prepared().insert(ids.id, entry);
         } else {

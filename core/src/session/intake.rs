@@ -21,7 +21,7 @@ use crate::session::leg::Purpose;
 use crate::session::order::Held;
 use crate::session::request::{Compared, Kind, Leg, Outcome, Outgoing, Repair, Request, RequestId};
 use crate::session::topology::TopologyRead;
-use crate::session::{Phase, Session};
+use crate::session::{Phase, Session, functions};
 use crate::statement::datacenters::map_datacenters;
 use crate::statement::{Statement, StatementKind, has_order_by, tables};
 use crate::topology::SystemQuery;
@@ -325,6 +325,14 @@ impl Session {
                     self.keyspace.clone_from(&statement.keyspace);
                 }
                 let off_target = self.filtered(&statement, text, self.keyspace.as_deref());
+                // Calls of now(), uuid(), ...: one value each, the same for both clusters.
+                let replaced = if statement.calls_functions && self.proxy.config().replace_functions
+                {
+                    self.query_with_values(message, text, version, now)?
+                } else {
+                    None
+                };
+                let with_values = replaced.clone().unwrap_or_else(|| message.clone());
                 Ok(Inspected::Request(Intake {
                     class: crate::routing::class_of(&statement, self.keyspace.as_deref()),
                     off_target,
@@ -336,9 +344,10 @@ impl Session {
                         Kind::Plain
                     },
                     message: if stamp {
-                        self.stamped(opcode, message, version, now)?
+                        self.stamped(opcode, &with_values, version, now)?
+                            .or(replaced)
                     } else {
-                        None
+                        replaced
                     },
                     mapped,
                     schema_change: statement.kind == StatementKind::Schema,
@@ -346,6 +355,21 @@ impl Session {
             }
             Opcode::PREPARE => {
                 let prepare = Prepare::decode(message, version)?;
+                // A write calling now(), uuid(), ... is prepared with markers in their place,
+                // which each EXECUTE binds to values the proxy generates.
+                let markers =
+                    functions::markers_for(self.proxy.config().replace_functions, prepare.query);
+                let (query, message, generated) = match markers {
+                    Some(w) => {
+                        let body = Prepare {
+                            query: &w.text,
+                            keyspace: prepare.keyspace,
+                        }
+                        .to_bytes(version);
+                        (w.text, Some(body), Some(functions::shared(w.markers)))
+                    }
+                    None => (prepare.query.to_owned(), None, None),
+                };
                 Ok(Inspected::Request(Intake {
                     class: RequestClass::Prepare,
                     write: false,
@@ -353,15 +377,16 @@ impl Session {
                     // which the proxy repairs: no need to hold anything back for it.
                     barrier: false,
                     kind: Kind::Prepare {
-                        query: prepare.query.to_owned(),
+                        query,
                         keyspace: prepare
                             .keyspace
                             .map(str::to_owned)
                             .or_else(|| self.keyspace.clone()),
                         client_id: None,
                         early: None,
+                        generated,
                     },
-                    message: None,
+                    message,
                     mapped: [None, None],
                     schema_change: false,
                     off_target: false,
@@ -393,9 +418,9 @@ impl Session {
                         schema_change: statement.kind == StatementKind::Schema,
                         off_target: p.off_target,
                     };
-                    (decided, own, p.system.clone())
+                    (decided, own, p.system.clone(), p.generated.clone())
                 });
-                if let Some((_, _, Some(query))) = known {
+                if let Some((_, _, Some(query), _)) = known {
                     let params = Execute::decode(message, version)?.params;
                     return Ok(Inspected::TopologyRead {
                         query,
@@ -420,18 +445,26 @@ impl Session {
                         schema_change: false,
                         off_target: false,
                     },
-                    |(decided, _, _)| *decided,
+                    |(decided, _, _, _)| *decided,
                 );
+                // Fresh values for the markers the proxy put in place of function calls.
+                let with_values = match known.as_ref().and_then(|(_, _, _, g)| g.as_deref()) {
+                    Some(markers) => {
+                        Some(self.execute_with_values(message, version, markers, now)?)
+                    }
+                    None => None,
+                };
                 let stamped = if stamp {
-                    self.stamped(opcode, message, version, now)?
+                    let base = with_values.as_ref().unwrap_or(message);
+                    self.stamped(opcode, base, version, now)?.or(with_values)
                 } else {
-                    None
+                    with_values
                 };
                 let with_client_ids = stamped.clone().unwrap_or_else(|| message.clone());
                 // The cluster the client's ids come from needs nothing; another needs its own
                 // id, and in v5 its own result metadata id too.
                 let mut mapped = [None, None];
-                if let Some((_, own, _)) = &known {
+                if let Some((_, own, _, _)) = &known {
                     for (slot, own) in mapped.iter_mut().zip(own) {
                         if let Some(own) = own {
                             *slot = Some(
@@ -464,12 +497,14 @@ impl Session {
                 let mut stamp = true;
                 let mut ordered = false;
                 let mut remap = [false; 2];
+                let mut calls = false;
                 {
                     let cache = self.proxy.prepared();
                     for entry in batch.statements.iter() {
                         let known = match entry.statement {
                             BatchEntry::Query(text) => {
                                 let statement = Statement::classify(text);
+                                calls |= statement.calls_functions;
                                 Some((statement.conditional, statement.order_sensitive))
                             }
                             BatchEntry::Prepared(id) => cache.get(id).map(|p| {
@@ -477,6 +512,7 @@ impl Session {
                                     remap[upstream.index()] |=
                                         p.ids(upstream).is_some_and(|own| own.id.as_ref() != id);
                                 }
+                                calls |= p.generated.is_some();
                                 (p.statement.conditional, p.statement.order_sensitive)
                             }),
                         };
@@ -484,10 +520,17 @@ impl Session {
                         ordered |= known.is_some_and(|(_, order_sensitive)| order_sensitive);
                     }
                 }
-                let stamped = if stamp {
-                    self.stamped(opcode, message, version, now)?
+                // Calls in text entries and markers of prepared ones: one value each.
+                let with_values = if calls && self.proxy.config().replace_functions {
+                    self.batch_with_values(message, version, now)?
                 } else {
                     None
+                };
+                let stamped = if stamp {
+                    let base = with_values.as_ref().unwrap_or(message);
+                    self.stamped(opcode, base, version, now)?.or(with_values)
+                } else {
+                    with_values
                 };
                 let with_client_ids = stamped.clone().unwrap_or_else(|| message.clone());
                 // `--filter-tables`: the target gets the batch without the statements of

@@ -19,6 +19,7 @@
 mod agreement;
 mod answer;
 mod compare;
+mod functions;
 mod handshake;
 mod intake;
 mod leg;
@@ -182,6 +183,10 @@ pub enum Event {
         reached: bool,
         waited: Duration,
     },
+    /// The proxy generated the value of a call of `function` in a write (`--uuid`).
+    GeneratedValue {
+        function: crate::statement::functions::Function,
+    },
 }
 
 /// How one cluster finished its part of a request.
@@ -223,6 +228,7 @@ impl Event {
             | Self::OutcomesDiffer { .. }
             | Self::Compared { .. }
             | Self::Answered { .. }
+            | Self::GeneratedValue { .. }
             | Self::Draining { .. } => Level::Debug,
         }
     }
@@ -329,6 +335,9 @@ impl fmt::Display for Event {
                 "answered {opcode}{} in {latency:?} ({primary} primary; {added:?} after its answer)",
                 if *write { " (write)" } else { "" }
             ),
+            Self::GeneratedValue { function } => {
+                write!(f, "generated the value of a {} call", function.label())
+            }
             Self::Draining { in_flight } => write!(
                 f,
                 "shutting down: no new requests; closing after the {in_flight} in flight"

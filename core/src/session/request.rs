@@ -109,6 +109,9 @@ pub(crate) enum Kind {
         /// A secondary's ids when it answered before the primary, by [`Upstream::index`]
         /// (boxed: rare, and requests stay small).
         early: Option<Box<[Option<ClusterIds>; 2]>>,
+        /// The bind markers the proxy put in place of function calls (`query` is the text
+        /// with them): taken out of the metadata the client sees.
+        generated: Option<std::sync::Arc<[crate::statement::functions::GeneratedMarker]>>,
     },
     /// EXECUTE or BATCH: a cluster's UNPREPARED is repaired by re-preparing there.
     Prepared(Repair),

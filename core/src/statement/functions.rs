@@ -173,7 +173,9 @@ fn replaced(text: &str, calls: &[Call], mut replace: impl FnMut(usize, &Call) ->
     for (i, call) in calls.iter().enumerate() {
         out.push_str(text.get(copied..call.span.start).unwrap_or(""));
         out.push_str(&replace(i, call));
-        let next = text.get(call.span.end..).and_then(|rest| rest.chars().next());
+        let next = text
+            .get(call.span.end..)
+            .and_then(|rest| rest.chars().next());
         if next.is_some_and(|c| !(c.is_whitespace() || matches!(c, ')' | ',' | ';'))) {
             out.push(' ');
         }
@@ -337,9 +339,15 @@ mod tests {
                 "INSERT INTO t (now, uuid) VALUES ((uuid)?, now())",
                 "INSERT INTO t (now, uuid) VALUES ((uuid)?, <now>)",
             ),
-            ("CREATE TABLE t (id uuid PRIMARY KEY, now timeuuid)", "CREATE TABLE t (id uuid PRIMARY KEY, now timeuuid)"),
+            (
+                "CREATE TABLE t (id uuid PRIMARY KEY, now timeuuid)",
+                "CREATE TABLE t (id uuid PRIMARY KEY, now timeuuid)",
+            ),
             // Arguments are not these functions.
-            ("INSERT INTO t (k) VALUES (now(1))", "INSERT INTO t (k) VALUES (now(1))"),
+            (
+                "INSERT INTO t (k) VALUES (now(1))",
+                "INSERT INTO t (k) VALUES (now(1))",
+            ),
             // Spaces and comments inside a call.
             (
                 "INSERT INTO t (k) VALUES (now /* c */ ( ))",
@@ -355,7 +363,10 @@ mod tests {
                 "DELETE FROM t WHERE k = 1 IF ts < <current_timestamp>",
             ),
             // Something that could join the replacement is kept apart.
-            ("INSERT INTO t (k) VALUES (now()x)", "INSERT INTO t (k) VALUES (<now> x)"),
+            (
+                "INSERT INTO t (k) VALUES (now()x)",
+                "INSERT INTO t (k) VALUES (<now> x)",
+            ),
         ];
         for (text, expected) in cases {
             assert_eq!(rewrite(text), expected, "{text}");
@@ -414,7 +425,11 @@ mod tests {
             w.text,
             "INSERT INTO t (k, a, b) VALUES (:cqlmirror_generated_0, (timeuuid):cqlmirror_generated_1, (date):cqlmirror_generated_2) USING TTL :ttl"
         );
-        let names: Vec<_> = w.markers.iter().map(|m| (m.index, m.name.as_str())).collect();
+        let names: Vec<_> = w
+            .markers
+            .iter()
+            .map(|m| (m.index, m.name.as_str()))
+            .collect();
         assert_eq!(
             names,
             vec![(1, "cqlmirror_generated_1"), (2, "cqlmirror_generated_2")]
@@ -437,9 +452,41 @@ mod tests {
     fn cql_text() -> impl Strategy<Value = String> {
         proptest::collection::vec(
             prop::sample::select(vec![
-                "now", "NOW", "uuid", "currentTimeUUID", "current_date", "\"now\"", "system",
-                "ks", ".", "(", ")", "()", "?", ":n", "'", "''", "\"", "$$", "--", "/*", "*/",
-                "//", "\n", " ", "x", "1", "1e", "-", "+", ",", ";", "=", "é", "INSERT", "IF",
+                "now",
+                "NOW",
+                "uuid",
+                "currentTimeUUID",
+                "current_date",
+                "\"now\"",
+                "system",
+                "ks",
+                ".",
+                "(",
+                ")",
+                "()",
+                "?",
+                ":n",
+                "'",
+                "''",
+                "\"",
+                "$$",
+                "--",
+                "/*",
+                "*/",
+                "//",
+                "\n",
+                " ",
+                "x",
+                "1",
+                "1e",
+                "-",
+                "+",
+                ",",
+                ";",
+                "=",
+                "é",
+                "INSERT",
+                "IF",
             ]),
             0..30,
         )

@@ -321,7 +321,9 @@ mod tests {
     fn writes_calling_functions() {
         let f = |t| Statement::classify(t).calls_functions;
         assert!(f("INSERT INTO t (k, v) VALUES (1, now())"));
-        assert!(f("UPDATE t SET v = 1 WHERE k = 1 IF ts < currentTimestamp()"));
+        assert!(f(
+            "UPDATE t SET v = 1 WHERE k = 1 IF ts < currentTimestamp()"
+        ));
         assert!(f("BEGIN BATCH DELETE FROM t WHERE k = uuid(); APPLY BATCH"));
         assert!(!f("INSERT INTO t (k, v) VALUES (1, 'now()')"));
         assert!(!f("INSERT INTO t (k, v) VALUES (1, ks.now())"));

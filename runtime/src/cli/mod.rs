@@ -16,6 +16,7 @@ use cqlmirror_core::topology::{TopologyMode, VirtualTopology};
 
 pub mod effective;
 pub mod file;
+pub mod functions;
 pub mod ops;
 mod parse;
 pub mod reads;
@@ -323,6 +324,9 @@ pub struct Cli {
     #[command(flatten)]
     pub reads: reads::ReadArgs,
 
+    #[command(flatten)]
+    pub functions: functions::FunctionArgs,
+
     /// A TOML file setting any option (keys: the long option names without dashes, e.g.
     /// `wait-timeout = "2s"`); the command line and the environment take precedence over it.
     /// SIGHUP reads it again: what can change at run time (--wait) is applied, the rest is
@@ -561,6 +565,7 @@ impl Cli {
         config.max_in_flight = self.max_in_flight;
         config.ready_without_secondary = self.ops.ready_without_secondary;
         self.reads.apply(&mut config)?;
+        self.functions.apply(&mut config);
         if self.max_connections == Some(0) {
             return Err("--max-connections must be at least 1".into());
         }

@@ -153,6 +153,10 @@ pub fn observe(event: &Event) {
             }
         }
         Event::ClientError { .. } => counter!("cqlmirror_client_errors_total").increment(1),
+        Event::GeneratedValue { function } => {
+            counter!("cqlmirror_generated_values_total", "function" => function.label())
+                .increment(1);
+        }
         Event::Ready { version, .. } => {
             counter!("cqlmirror_client_handshakes_total", "protocol_version" => version.label())
                 .increment(1);
