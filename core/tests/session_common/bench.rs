@@ -12,8 +12,8 @@ use bytes::{Bytes, BytesMut};
 use cqlmirror_core::config::{Config, Endpoint, Upstream};
 use cqlmirror_core::frame::{Direction, Envelope, Opcode, ProtocolVersion};
 use cqlmirror_core::message::{
-    Body, Columns, ErrorCode, ErrorMessage, Execute, Prepare, Prepared, PreparedMetadata, Query,
-    QueryParams, ResultMessage, RowsMetadata, Startup,
+    Body, ColumnSpec, ColumnType, Columns, ErrorCode, ErrorMessage, Execute, Prepare, Prepared,
+    PreparedMetadata, Query, QueryParams, ResultMessage, RowsMetadata, Startup, TableSpec,
 };
 use cqlmirror_core::proxy::{Proxy, WallClock};
 use cqlmirror_core::session::{Action, Event, Peer, Session};
@@ -42,6 +42,19 @@ pub fn query(stream: i16, text: &str) -> BytesMut {
         params: QueryParams::new(Consistency::ONE),
     };
     request(stream, Opcode::QUERY, query.to_bytes(VERSION))
+}
+
+/// The names of a statement's bind markers, as a cluster would give them.
+fn marker_names(text: &str) -> Vec<String> {
+    use cqlmirror_core::statement::lexer::{Lexer, TokenKind};
+    Lexer::new(text)
+        .enumerate()
+        .filter_map(|(i, t)| match t.kind {
+            TokenKind::Marker => Some(format!("m{i}")),
+            TokenKind::NamedMarker => Some(t.value().into_owned()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// One session, a client whose bytes wait in `client_in`, and two clusters that answer every
@@ -77,6 +90,9 @@ pub struct Bench {
     /// QUERYs each cluster received.
     pub queries: [usize; 2],
     pub events: Vec<Event>,
+    /// PREPARED answers describe the statement's bind markers (one column each, named as a
+    /// named marker or `m<i>`; the first is the partition key), as a cluster does.
+    pub describe_markers: bool,
 }
 
 impl Bench {
@@ -114,6 +130,7 @@ impl Bench {
             connects: Vec::new(),
             queries: [0, 0],
             events: Vec::new(),
+            describe_markers: false,
         }
     }
 
@@ -146,6 +163,11 @@ impl Bench {
     }
 
     pub fn answer(request: &Envelope) -> (Opcode, Bytes) {
+        Self::answer_describing(request, false)
+    }
+
+    /// [`Self::answer`], PREPARED answers describing the bind markers if `describe`.
+    pub fn answer_describing(request: &Envelope, describe: bool) -> (Opcode, Bytes) {
         match request.opcode() {
             Opcode::STARTUP | Opcode::REGISTER => (Opcode::READY, Bytes::new()),
             Opcode::OPTIONS => (Opcode::SUPPORTED, Bytes::from_static(&[0, 0])),
@@ -153,10 +175,30 @@ impl Bench {
             Opcode::PREPARE => {
                 let version = request.version();
                 let prepare = Prepare::decode(request.body(), version).unwrap();
+                let names = if describe {
+                    marker_names(prepare.query)
+                } else {
+                    Vec::new()
+                };
+                let metadata = PreparedMetadata {
+                    pk_indexes: if names.is_empty() { vec![] } else { vec![0] },
+                    global_table_spec: Some(TableSpec {
+                        keyspace: "ks",
+                        table: "t",
+                    }),
+                    columns: names
+                        .iter()
+                        .map(|name| ColumnSpec {
+                            table: None,
+                            name,
+                            column_type: ColumnType::Int,
+                        })
+                        .collect(),
+                };
                 let prepared = Prepared {
                     id: prepare.query.as_bytes(),
                     result_metadata_id: (version >= ProtocolVersion::V5).then_some(&b"meta"[..]),
-                    metadata: PreparedMetadata::default(),
+                    metadata,
                     result_metadata: RowsMetadata::new(Columns::Skipped { count: 0 }),
                 };
                 (
@@ -226,7 +268,7 @@ impl Bench {
                             (Some(answer), Opcode::QUERY | Opcode::EXECUTE | Opcode::BATCH) => {
                                 answer.clone()
                             }
-                            _ => Self::answer(&request),
+                            _ => Self::answer_describing(&request, self.describe_markers),
                         },
                     };
                     let answer = envelope(
