@@ -226,11 +226,8 @@ mod tests {
             ]
         );
         // No values at all: the generated ones alone.
-        let got: Vec<_> = Bound::new(None, &markers, &generated)
-            .values()
-            .iter()
-            .map(|(_, v)| v)
-            .collect();
+        let alone = Bound::new(None, &markers, &generated);
+        let got: Vec<_> = alone.values().iter().map(|(_, v)| v).collect();
         assert_eq!(got, vec![Value::Bytes(b"g0"), Value::Bytes(b"g2")]);
     }
 
