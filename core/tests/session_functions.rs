@@ -365,3 +365,117 @@ fn with_uuid_false_bodies_are_untouched() {
             .any(|e| matches!(e, cqlmirror_core::session::Event::GeneratedValue { .. }))
     );
 }
+
+mod v5 {
+    //! The same over protocol v5: segments, 4-byte flags, result metadata ids, SKIP_METADATA.
+
+    use super::*;
+    use cqlmirror_core::frame::{Direction, ProtocolVersion};
+    use cqlmirror_core::message::Startup;
+    use session_common::{decode_segments, envelope, segment};
+
+    const V5: ProtocolVersion = ProtocolVersion::V5;
+
+    fn ready() -> Bench {
+        let mut bench = Bench::new(|_| {});
+        bench.describe_markers = true;
+        let startup = Startup {
+            options: vec![("CQL_VERSION", "3.0.0")],
+        };
+        bench.client_in = envelope(
+            V5,
+            Direction::Request,
+            1,
+            Opcode::STARTUP,
+            startup.to_bytes(V5),
+        );
+        bench.settle();
+        assert_eq!(bench.client_answers(), vec![(1, Opcode::READY)]);
+        bench
+    }
+
+    fn send(bench: &mut Bench, stream: i16, opcode: Opcode, body: Bytes) -> Envelope {
+        let request = envelope(V5, Direction::Request, stream, opcode, body);
+        bench.client_in.extend_from_slice(&segment(&request));
+        bench.settle();
+        decode_segments(&mut bench.client_got, Direction::Response)
+            .into_iter()
+            .find(|e| e.stream().0 == stream)
+            .unwrap()
+    }
+
+    fn prepared(bench: &mut Bench, stream: i16, text: &str) -> (Vec<u8>, Vec<String>) {
+        let body = Prepare {
+            query: text,
+            keyspace: Some("ks"),
+        }
+        .to_bytes(V5);
+        let answer = send(bench, stream, Opcode::PREPARE, body);
+        let ResultMessage::Prepared(p) = ResultMessage::decode(answer.body(), V5).unwrap() else {
+            panic!("not PREPARED")
+        };
+        assert_eq!(p.result_metadata_id, Some(&b"meta"[..]));
+        let names = p
+            .metadata
+            .columns
+            .iter()
+            .map(|c| c.name.to_owned())
+            .collect();
+        (p.id.to_vec(), names)
+    }
+
+    fn execute(bench: &mut Bench, stream: i16, id: &[u8], values: Values<'_>) -> Bytes {
+        let body = Execute {
+            id,
+            result_metadata_id: Some(b"meta"),
+            params: QueryParams {
+                values: Some(values),
+                skip_metadata: true,
+                ..QueryParams::new(Consistency::ONE)
+            },
+        }
+        .to_bytes(V5);
+        let answer = send(bench, stream, Opcode::EXECUTE, body);
+        assert_eq!(answer.opcode(), Opcode::RESULT);
+        same_on_both(bench, Opcode::EXECUTE)
+    }
+
+    #[test]
+    fn execute_by_position_and_by_name() {
+        let mut bench = ready();
+        let (id, names) = prepared(&mut bench, 2, "INSERT INTO t (k, v) VALUES (?, now())");
+        assert_eq!(id, b"INSERT INTO t (k, v) VALUES (?, (timeuuid)?)");
+        assert_eq!(names.len(), 1);
+        let k = [Value::Bytes(b"k")];
+        let body = execute(&mut bench, 3, &id, Values::positional(&k));
+        let sent = Execute::decode(&body, V5).unwrap();
+        assert_eq!(sent.result_metadata_id, Some(&b"meta"[..]));
+        assert!(sent.params.skip_metadata);
+        let values: Vec<_> = sent.params.values.unwrap().iter().map(|(_, v)| v).collect();
+        assert_eq!(values[0], Value::Bytes(b"k"));
+        let Value::Bytes(time) = values[1] else {
+            panic!("no value")
+        };
+        assert_eq!(
+            Uuid::from_slice(time).unwrap().get_version(),
+            Some(Version::Mac)
+        );
+
+        let (id, names) = prepared(
+            &mut bench,
+            4,
+            "UPDATE t SET ts = currentTimestamp() WHERE k = :k",
+        );
+        assert_eq!(names, vec!["k"]);
+        let k = [("k", Value::Bytes(b"k"))];
+        let body = execute(&mut bench, 5, &id, Values::named(&k));
+        let sent = Execute::decode(&body, V5).unwrap();
+        let values: Vec<_> = sent.params.values.unwrap().iter().collect();
+        assert_eq!(values[0], (Some("k"), Value::Bytes(b"k")));
+        assert_eq!(values[1].0, Some("cqlmirror_generated_0"));
+        assert_eq!(
+            values[1].1,
+            Value::Bytes(&1_700_000_000_000i64.to_be_bytes())
+        );
+    }
+}

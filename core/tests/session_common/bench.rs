@@ -19,7 +19,7 @@ use cqlmirror_core::proxy::{Proxy, WallClock};
 use cqlmirror_core::session::{Action, Event, Peer, Session};
 use cqlmirror_core::wire::Consistency;
 
-use super::{decode_all, envelope};
+use super::{decode_all, decode_segments, envelope, segment};
 
 pub const VERSION: ProtocolVersion = ProtocolVersion::V4;
 /// What one socket read hands the session at most.
@@ -93,6 +93,8 @@ pub struct Bench {
     /// PREPARED answers describe the statement's bind markers (one column each, named as a
     /// named marker or `m<i>`; the first is the partition key), as a cluster does.
     pub describe_markers: bool,
+    /// Per cluster: protocol v5 segments are in use (after its READY to a v5 STARTUP).
+    pub segmented: [bool; 2],
 }
 
 impl Bench {
@@ -131,6 +133,7 @@ impl Bench {
             queries: [0, 0],
             events: Vec::new(),
             describe_markers: false,
+            segmented: [false, false],
         }
     }
 
@@ -241,7 +244,12 @@ impl Bench {
                 while let Some(bytes) = self.session.poll_transmit(peer) {
                     wire.extend_from_slice(&bytes);
                 }
-                for request in decode_all(&mut wire, Direction::Request) {
+                let requests = if self.segmented[upstream.index()] {
+                    decode_segments(&mut wire, Direction::Request)
+                } else {
+                    decode_all(&mut wire, Direction::Request)
+                };
+                for request in requests {
                     moved = true;
                     self.received[upstream.index()].push(request.clone());
                     if request.opcode() == Opcode::QUERY {
@@ -271,13 +279,21 @@ impl Bench {
                             _ => Self::answer_describing(&request, self.describe_markers),
                         },
                     };
-                    let answer = envelope(
+                    let mut answer = envelope(
                         request.version(),
                         Direction::Response,
                         request.stream().0,
                         opcode,
                         body,
                     );
+                    if self.segmented[upstream.index()] {
+                        answer = segment(&answer);
+                    } else if request.opcode() == Opcode::STARTUP
+                        && request.version() == ProtocolVersion::V5
+                    {
+                        // READY goes as it is; everything after it in segments.
+                        self.segmented[upstream.index()] = true;
+                    }
                     self.cluster_out[upstream.index()].extend_from_slice(&answer);
                 }
                 let out = &mut self.cluster_out[upstream.index()];

@@ -6,7 +6,8 @@ pub mod bench;
 
 use bytes::{Bytes, BytesMut};
 use cqlmirror_core::frame::{
-    Direction, Envelope, EnvelopeDecoder, Flags, Header, Opcode, ProtocolVersion, StreamId,
+    Direction, Envelope, EnvelopeDecoder, Flags, Header, Opcode, ProtocolVersion, SegmentFormat,
+    SegmentReader, SegmentWriter, StreamId,
 };
 
 /// One envelope's bytes.
@@ -35,6 +36,28 @@ pub fn decode_all(wire: &mut BytesMut, direction: Direction) -> Vec<Envelope> {
     let mut decoder = EnvelopeDecoder::new(1 << 24).expecting(direction);
     let mut out = Vec::new();
     while let Ok(Some(envelope)) = decoder.decode(wire) {
+        out.push(envelope);
+    }
+    out
+}
+
+/// `envelopes` in one self-contained v5 segment (uncompressed).
+pub fn segment(envelopes: &[u8]) -> BytesMut {
+    let mut wire = BytesMut::new();
+    SegmentWriter::new(SegmentFormat::Uncompressed)
+        .write_segment(true, envelopes, &mut wire)
+        .unwrap();
+    wire
+}
+
+/// The whole envelopes in the v5 segments at the start of `wire`, taken from it.
+pub fn decode_segments(wire: &mut BytesMut, direction: Direction) -> Vec<Envelope> {
+    let mut reader = SegmentReader::new(
+        SegmentFormat::Uncompressed,
+        EnvelopeDecoder::new(1 << 24).expecting(direction),
+    );
+    let mut out = Vec::new();
+    while let Ok(Some(envelope)) = reader.decode(wire) {
         out.push(envelope);
     }
     out
