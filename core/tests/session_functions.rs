@@ -479,3 +479,26 @@ mod v5 {
         );
     }
 }
+
+#[test]
+fn a_cluster_that_forgot_the_statement_prepares_the_text_with_markers() {
+    let mut bench = Bench::ready(|_| {});
+    bench.describe_markers = true;
+    prepare(&mut bench, 2, "INSERT INTO t (k, v) VALUES (?, now())");
+    let rewritten = "INSERT INTO t (k, v) VALUES (?, (timeuuid)?)";
+    bench.unprepared_next[TARGET] = true;
+    let k = [Value::Bytes(b"k")];
+    execute(&mut bench, 3, rewritten.as_bytes(), Values::positional(&k));
+    assert_eq!(bench.client_answers(), vec![(3, Opcode::RESULT)]);
+    let prepared: Vec<_> = of(&bench, TARGET, Opcode::PREPARE)
+        .iter()
+        .map(|e| Prepare::decode(e.body(), VERSION).unwrap().query.to_owned())
+        .collect();
+    assert_eq!(prepared, [rewritten, rewritten]);
+    // The retry carries the values the first attempt had: the same as the source's.
+    let source = of(&bench, SOURCE, Opcode::EXECUTE);
+    let target = of(&bench, TARGET, Opcode::EXECUTE);
+    assert_eq!(target.len(), 2);
+    assert_eq!(source[0].body(), target[1].body());
+    assert_eq!(executed_values(source[0].body()).len(), 2);
+}

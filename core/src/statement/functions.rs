@@ -55,6 +55,12 @@ impl Function {
             TokenKind::QuotedIdent => token.raw.strip_prefix('"')?.strip_suffix('"')?,
             _ => return None,
         };
+        // Most words are none of these: rejected by length and first letter, as every
+        // write's tokens pass here.
+        let first = name.as_bytes().first().map(u8::to_ascii_lowercase);
+        if !matches!(name.len(), 3 | 4 | 10..=17) || !matches!(first, Some(b'n' | b'c' | b'u')) {
+            return None;
+        }
         let exact = token.kind == TokenKind::QuotedIdent;
         NAMES
             .iter()
