@@ -3,10 +3,12 @@ with --uuid (the default) the proxy evaluates them once and both clusters store 
 values, for simple, prepared (protocol v4 and v5, positional and named), batched and
 conditional writes; with --uuid false the clusters' values differ (the check can fail)."""
 
+import struct
 import uuid
 
 from cassandra.query import BatchStatement
 
+import rawcql
 import workload
 from test_proxy_reads import metric
 
@@ -103,6 +105,62 @@ def test_each_function_gets_the_same_value_on_both_clusters(main_bed, start_prox
     assert src_rows[16][8] == "lwt" and src_rows[26][8] == "lwt"
     for function in ("now", "uuid", "current_timestamp", "current_date", "current_time"):
         assert metric(proxy, "cqlmirror_generated_values_total", function=function) > 0, function
+
+
+PREPARE, EXECUTE = 0x09, 0x0A
+
+
+def raw_v5(sock, opcode, body, stream):
+    """Sends one v5 request in a segment; returns its answer (a Frame)."""
+    sock.sendall(rawcql.segment(rawcql.envelope(opcode, body, stream=stream, version=5)))
+    return rawcql.parse_frame(rawcql.read_segment_payload(sock))
+
+
+def short_bytes(data):
+    return struct.pack(">H", len(data)) + data
+
+
+def test_a_v5_execute_skipping_result_metadata_by_position_and_by_name(main_bed, start_proxy, connect, keyspace):
+    """The Python driver skips result metadata only for statements whose results have columns,
+    which writes' have not, and binds names itself: a raw v5 client sends EXECUTE with
+    SKIP_METADATA (flag 0x02) and a result metadata id, by position and by name, as other
+    drivers do."""
+    proxy = start_proxy(main_bed)
+    session = connect(proxy.endpoint)
+    create(session, keyspace)
+    sock = rawcql.handshake((proxy.host, proxy.port), version=5)
+    text = f"INSERT INTO {keyspace}.f (k, tu, ts) VALUES (?, now(), currentTimestamp())".encode()
+    answer = raw_v5(sock, PREPARE, struct.pack(">I", len(text)) + text + struct.pack(">I", 0), 2)
+    assert answer.opcode == rawcql.RESULT, answer.error()
+    body = answer.body
+    assert struct.unpack(">i", body[:4])[0] == 0x0004, "PREPARED"
+    at = 4
+    (n,) = struct.unpack(">H", body[at:at + 2])
+    prepared_id = body[at + 2:at + 2 + n]
+    at += 2 + n
+    (n,) = struct.unpack(">H", body[at:at + 2])
+    metadata_id = body[at + 2:at + 2 + n]
+    at += 2 + n
+    _flags, columns = struct.unpack(">ii", body[at:at + 8])
+    assert columns == 1, "the client sees its own marker only"
+    for k in (1, 2):
+        values = struct.pack(">H", 1) + struct.pack(">i", 4) + struct.pack(">i", k)
+        params = struct.pack(">HI", 0x0001, 0x01 | 0x02) + values
+        answer = raw_v5(sock, EXECUTE, short_bytes(prepared_id) + short_bytes(metadata_id) + params, 3)
+        assert answer.opcode == rawcql.RESULT, answer.error()
+    # Values by name (flag 0x40), which the Python driver never sends: the proxy adds its own
+    # under the names the cluster gave its markers.
+    values = struct.pack(">H", 1) + short_bytes(b"k") + struct.pack(">i", 4) + struct.pack(">i", 3)
+    params = struct.pack(">HI", 0x0001, 0x01 | 0x02 | 0x40) + values
+    answer = raw_v5(sock, EXECUTE, short_bytes(prepared_id) + short_bytes(metadata_id) + params, 4)
+    assert answer.opcode == rawcql.RESULT, answer.error()
+    sock.close()
+    src, tgt = connect(main_bed.source), connect(main_bed.target)
+    src_rows, tgt_rows = table_rows(src, keyspace), table_rows(tgt, keyspace)
+    show("v5 skip-metadata", src_rows, tgt_rows)
+    assert src_rows == tgt_rows
+    assert src_rows[1][0] != src_rows[2][0] and src_rows[1][0].version == 1
+    assert src_rows[3][0].version == 1 and src_rows[3][3] is not None
 
 
 def test_with_uuid_false_the_clusters_evaluate_on_their_own(main_bed, start_proxy, connect, keyspace):
