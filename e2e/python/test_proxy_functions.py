@@ -54,7 +54,10 @@ def test_each_function_gets_the_same_value_on_both_clusters(main_bed, start_prox
         f"INSERT INTO {ks}.f (k, tu, tu2, ts, d, ti, n) VALUES (2, now(), NOW(), current_timestamp(), "
         "current_date(), current_time(), toUnixTimestamp(current_timeuuid()))"
     )
-    v4.execute(f"UPDATE {ks}.f SET tu = system.now(), ts2 = toTimestamp(now()), d = toDate(now()) WHERE k = 3")
+    v4.execute(
+        f"UPDATE {ks}.f SET tu = system.now(), ts2 = toTimestamp(now()), d = toDate(now()), "
+        "ts = currentTimestamp() - 1h, tu2 = minTimeuuid(currentTimestamp()) WHERE k = 3"
+    )
 
     # Prepared, v5 (SKIP_METADATA for results with columns) and v4, positional and named.
     insert = (
