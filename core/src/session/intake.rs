@@ -332,7 +332,6 @@ impl Session {
                 } else {
                     None
                 };
-                let with_values = replaced.clone().unwrap_or_else(|| message.clone());
                 Ok(Inspected::Request(Intake {
                     class: crate::routing::class_of(&statement, self.keyspace.as_deref()),
                     off_target,
@@ -344,8 +343,8 @@ impl Session {
                         Kind::Plain
                     },
                     message: if stamp {
-                        self.stamped(opcode, &with_values, version, now)?
-                            .or(replaced)
+                        let base = replaced.as_ref().unwrap_or(message);
+                        self.stamped(opcode, base, version, now)?.or(replaced)
                     } else {
                         replaced
                     },
