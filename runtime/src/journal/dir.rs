@@ -51,8 +51,14 @@ pub struct DirLock {
 #[derive(Debug)]
 pub enum LockError {
     /// Another process holds it.
-    Held { dir: PathBuf, pid: Option<u32> },
-    Io { dir: PathBuf, error: io::Error },
+    Held {
+        dir: PathBuf,
+        pid: Option<u32>,
+    },
+    Io {
+        dir: PathBuf,
+        error: io::Error,
+    },
 }
 
 impl fmt::Display for LockError {
@@ -70,7 +76,11 @@ impl fmt::Display for LockError {
                 )
             }
             Self::Io { dir, error } => {
-                write!(f, "cannot lock journal directory {}: {error}", dir.display())
+                write!(
+                    f,
+                    "cannot lock journal directory {}: {error}",
+                    dir.display()
+                )
             }
         }
     }

@@ -125,9 +125,11 @@ pub struct JournalReader {
 
 /// What reading a frame found.
 enum Next {
-    Entry(Entry),
+    Entry(Box<Entry>),
     /// The end of the segment's bytes so far, possibly inside a frame (`torn`).
-    End { torn: bool },
+    End {
+        torn: bool,
+    },
 }
 
 impl JournalReader {
@@ -166,7 +168,7 @@ impl JournalReader {
             match read {
                 Ok(Next::Entry(entry)) => {
                     self.position = entry.next;
-                    return Some(Ok(entry));
+                    return Some(Ok(*entry));
                 }
                 Ok(Next::End { torn }) => {
                     // Read again next time: the writer may append to this very segment.
@@ -237,10 +239,7 @@ impl JournalReader {
     fn open_segment(&mut self) -> Result<bool, ReadError> {
         let io_error = |path: PathBuf| move |error| ReadError::Io { path, error };
         let segments = dir::segments(&self.dir).map_err(io_error(self.dir.clone()))?;
-        let Some(segment) = segments
-            .into_iter()
-            .find(|&s| s >= self.position.segment)
-        else {
+        let Some(segment) = segments.into_iter().find(|&s| s >= self.position.segment) else {
             return Ok(false);
         };
         if segment != self.position.segment {
@@ -309,7 +308,7 @@ fn read_frame(file: &mut BufReader<File>, at: Position) -> Result<Next, Damage> 
         offset: at.offset + FRAME_HEADER_LEN as u64 + length,
     };
     match Record::decode(&payload) {
-        Ok(record) => Ok(Next::Entry(Entry { at, next, record })),
+        Ok(record) => Ok(Next::Entry(Box::new(Entry { at, next, record }))),
         Err(error) => Err(Damage::Record { next, error }),
     }
 }

@@ -54,8 +54,14 @@ pub enum OpenError {
     Lock(LockError),
     /// The last segment's header is damaged or not a journal's: recovery cannot tell what the
     /// file holds, so it is left for the operator.
-    Segment { path: PathBuf, error: HeaderError },
-    Io { path: PathBuf, error: io::Error },
+    Segment {
+        path: PathBuf,
+        error: HeaderError,
+    },
+    Io {
+        path: PathBuf,
+        error: io::Error,
+    },
 }
 
 impl fmt::Display for OpenError {
@@ -82,8 +88,8 @@ enum Command {
 
 impl Journal {
     /// Opens the journal in `settings.dir` (created if missing): locks the directory, recovers
-    /// the last segment (truncated to its last valid record; removed if it holds none), starts
-    /// a new segment after it and the writer thread.
+    /// the newest segment (truncated to its last valid record; removed if it holds none, and
+    /// then the one before it recovered), starts a new segment after it and the writer thread.
     pub fn open(settings: JournalSettings) -> Result<Self, OpenError> {
         let dir = settings.dir.clone();
         let io_error = |path: &Path| {
@@ -94,17 +100,18 @@ impl Journal {
         let lock = DirLock::acquire(&dir).map_err(OpenError::Lock)?;
         let mut found = dir::segments(&dir).map_err(io_error(&dir))?;
         let next = found.last().map_or(1, |last| last + 1);
-        if let Some(&last) = found.last() {
-            if !recover(&dir, last)? {
-                found.pop();
+        // Down to the newest segment with records: a run that crashed while creating a
+        // segment may have followed one that crashed in the middle of an append.
+        while let Some(&last) = found.last() {
+            if recover(&dir, last)? {
+                break;
             }
+            found.pop();
         }
         let mut segments = Vec::with_capacity(found.len() + 1);
         for sequence in found {
             let path = dir::segment_path(&dir, sequence);
-            let size = std::fs::metadata(&path)
-                .map_err(io_error(&path))?
-                .len();
+            let size = std::fs::metadata(&path).map_err(io_error(&path))?.len();
             segments.push(Segment {
                 sequence,
                 created_micros: created_micros(&path),
@@ -112,8 +119,7 @@ impl Journal {
             });
         }
         let state = Arc::new(JournalState::default());
-        let (file, current) =
-            create_segment(&dir, next, settings.fsync).map_err(io_error(&dir))?;
+        let (file, current) = create_segment(&dir, next, settings.fsync).map_err(io_error(&dir))?;
         segments.push(current);
         let writer = Writer {
             dir: dir.clone(),
@@ -563,10 +569,9 @@ impl Writer {
     /// Copies the sizes into the shared state.
     fn publish(&self) {
         let segments = &self.segments;
-        self.state.bytes.store(
-            segments.iter().map(|s| s.size).sum(),
-            Ordering::Relaxed,
-        );
+        self.state
+            .bytes
+            .store(segments.iter().map(|s| s.size).sum(), Ordering::Relaxed);
         self.state
             .segments
             .store(segments.len() as u64, Ordering::Relaxed);
