@@ -4,7 +4,7 @@
 use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cqlmirror_core::config::Upstream;
 use cqlmirror_core::frame::ProtocolVersion;
@@ -15,8 +15,8 @@ use cqlmirror_core::journal::{
 use cqlmirror_core::message::error::ErrorCode;
 use cqlmirror_core::wire::Consistency;
 use cqlmirror_runtime::journal::{
-    FsyncPolicy, Journal, JournalReader, JournalSettings, LockError, OpenError, Position,
-    ReadError, Refused, segment_path, segments,
+    FsyncPolicy, Journal, JournalReader, JournalSettings, JournalStats, LockError, OpenError,
+    Position, ReadError, Refused, segment_path, segments,
 };
 
 /// A directory of its own for one test, removed before and after.
@@ -321,8 +321,20 @@ fn the_lock_refuses_a_second_opener() {
         .expect("closes");
 }
 
+/// Waits up to five seconds for `done` to hold.
+fn eventually(journal: &Journal, done: impl Fn(&JournalStats) -> bool) -> JournalStats {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = journal.stats();
+        if done(&stats) || Instant::now() > deadline {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
-fn every_fsync_policy_keeps_the_records() {
+fn each_fsync_policy_syncs_when_it_says_and_keeps_the_records() {
     for (name, fsync) in [
         ("always", FsyncPolicy::Always),
         ("interval", FsyncPolicy::Interval(Duration::from_millis(5))),
@@ -335,9 +347,23 @@ fn every_fsync_policy_keeps_the_records() {
         })
         .expect("opens");
         append_all(&journal, 0..50);
-        // Give the interval's timer a chance to fire on its own, then append more.
-        std::thread::sleep(Duration::from_millis(20));
+        // No flush: the policy alone decides when the records are synced.
+        let stats = eventually(&journal, |s| s.appended == 50);
+        assert_eq!(stats.appended, 50, "{name}");
+        if fsync == FsyncPolicy::Never {
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(journal.stats().syncs, 0, "{name}");
+        } else {
+            // `always` syncs each group it writes; `interval` on its timer, the journal idle.
+            let stats = eventually(&journal, |s| s.syncs > 0);
+            assert!(stats.syncs > 0, "{name}: {stats:?}");
+        }
         append_all(&journal, 50..100);
+        journal.flush().expect("flushes");
+        if fsync == FsyncPolicy::Never {
+            // A flush syncs whatever the policy.
+            assert_eq!(journal.stats().syncs, 1, "{name}");
+        }
         journal.close().expect("closes");
         assert_eq!(
             read_all(&dir.0, Position::START),

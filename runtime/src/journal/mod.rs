@@ -113,6 +113,7 @@ pub struct JournalState {
     pub(crate) refused_full: AtomicU64,
     pub(crate) refused_queue: AtomicU64,
     pub(crate) failed: AtomicU64,
+    pub(crate) syncs: AtomicU64,
     pub(crate) full: AtomicBool,
     pub(crate) failing: AtomicBool,
     /// 0 while the journal holds no segment with records.
@@ -133,6 +134,8 @@ pub struct JournalStats {
     pub refused_queue: u64,
     /// Records lost to a write error.
     pub failed: u64,
+    /// The fsyncs of appended records so far (one per group commit with `always`).
+    pub syncs: u64,
     /// The size cap is reached: records are refused until replayed segments are released.
     pub full: bool,
     /// The last write failed.
@@ -166,6 +169,7 @@ impl JournalState {
             refused_full: self.refused_full.load(Ordering::Relaxed),
             refused_queue: self.refused_queue.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
             full: self.full.load(Ordering::Relaxed),
             failing: self.failing.load(Ordering::Relaxed),
             oldest_micros: (oldest != 0).then_some(oldest),

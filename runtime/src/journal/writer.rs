@@ -427,14 +427,13 @@ impl Writer {
             self.state.refused_full.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if self.current().size + self.pending.len() as u64 >= self.settings.segment_size {
-            let _ = self.write_pending();
-            self.roll();
-        }
         self.payload.clear();
         record.encode(&mut self.payload);
-        let frame = segment::frame_len(self.payload.len()) as u64;
-        if self.total() + frame > self.settings.max_size {
+        let roll = self.current().size + self.pending.len() as u64 >= self.settings.segment_size;
+        // The cap counts the next segment's header too when this record starts one.
+        let needed = segment::frame_len(self.payload.len()) as u64
+            + if roll { HEADER_LEN as u64 } else { 0 };
+        if self.total() + needed > self.settings.max_size {
             self.state.full.store(true, Ordering::Relaxed);
             self.state.refused_full.fetch_add(1, Ordering::Relaxed);
             log::error!(
@@ -443,6 +442,10 @@ impl Writer {
                 self.settings.max_size
             );
             return;
+        }
+        if roll {
+            let _ = self.write_pending();
+            self.roll();
         }
         if segment::put_frame(&mut self.pending, &self.payload).is_none() {
             self.state.failed.fetch_add(1, Ordering::Relaxed);
@@ -497,6 +500,7 @@ impl Writer {
             return Ok(());
         }
         self.unsynced = false;
+        self.state.syncs.fetch_add(1, Ordering::Relaxed);
         self.file.sync_data().inspect_err(|e| {
             // After a failed fsync the kernel may have dropped the dirty pages: what was
             // written since the last good sync may be gone.
@@ -553,7 +557,9 @@ impl Writer {
             }
         });
         if removed > 0 {
-            dir::sync_dir(&self.dir)?;
+            if let Err(e) = dir::sync_dir(&self.dir) {
+                result = result.and(Err(e));
+            }
         }
         if self.state.full.load(Ordering::Relaxed) && self.total() < self.settings.max_size {
             self.state.full.store(false, Ordering::Relaxed);
