@@ -377,3 +377,44 @@ fn each_fsync_policy_syncs_when_it_says_and_keeps_the_records() {
     let error = "sometimes".parse::<FsyncPolicy>().expect_err("unknown");
     assert!(error.contains("always, interval or never"), "{error}");
 }
+
+/// A lock file left by a process that died (the kernel dropped its lock) does not keep the
+/// directory locked.
+#[test]
+fn a_lock_file_left_by_a_dead_process_is_taken_over() {
+    let dir = TempDir::new("stale-lock");
+    std::fs::create_dir_all(&dir.0).expect("creates");
+    std::fs::write(
+        dir.0.join(cqlmirror_runtime::journal::LOCK_FILE),
+        "4194999\n",
+    )
+    .expect("writes");
+    let journal = Journal::open(JournalSettings::new(&dir.0)).expect("not locked");
+    let pid =
+        std::fs::read_to_string(dir.0.join(cqlmirror_runtime::journal::LOCK_FILE)).expect("reads");
+    assert_eq!(pid.trim(), std::process::id().to_string());
+    journal.close().expect("closes");
+}
+
+#[test]
+fn a_segment_copied_under_another_name_is_reported_not_replayed_twice() {
+    let dir = TempDir::new("misnamed");
+    let journal = Journal::open(JournalSettings::new(&dir.0)).expect("opens");
+    append_all(&journal, 0..3);
+    journal.close().expect("closes");
+    let last = *segments(&dir.0).expect("lists").last().expect("a segment");
+    std::fs::copy(segment_path(&dir.0, last), segment_path(&dir.0, last + 10)).expect("copies");
+    let read: Vec<_> = JournalReader::open(&dir.0, Position::START).collect();
+    assert_eq!(read.len(), 4, "{read:?}");
+    assert!(
+        matches!(&read[3], Err(ReadError::Misnamed { sequence, .. }) if *sequence == last),
+        "{:?}",
+        read[3]
+    );
+    let records: Vec<_> = read
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|e| e.record)
+        .collect();
+    assert_eq!(records, (0..3).map(record).collect::<Vec<_>>());
+}

@@ -62,6 +62,12 @@ pub enum ReadError {
         path: PathBuf,
         error: HeaderError,
     },
+    /// A segment whose header names another sequence than its file name (a file copied or
+    /// renamed by hand); skipped, as its place in the order is unknown.
+    Misnamed {
+        path: PathBuf,
+        sequence: u64,
+    },
     /// A damaged or torn frame in a segment that is not the newest: the rest of that segment
     /// is skipped.
     Frame {
@@ -85,6 +91,11 @@ impl fmt::Display for ReadError {
             Self::Header { path, error } => {
                 write!(f, "journal segment {}: {error}; skipped", path.display())
             }
+            Self::Misnamed { path, sequence } => write!(
+                f,
+                "journal segment {} holds segment {sequence}: renamed or copied by hand; skipped",
+                path.display()
+            ),
             Self::Frame {
                 path,
                 offset,
@@ -249,17 +260,27 @@ impl JournalReader {
         let mut file = BufReader::new(File::open(&path).map_err(io_error(path.clone()))?);
         let mut header = [0u8; HEADER_LEN];
         let n = read_full(&mut file, &mut header).map_err(io_error(path.clone()))?;
-        if let Err(error) = SegmentHeader::decode(&header[..n]) {
-            let newest = self
-                .later_segment()
-                .map_err(io_error(self.dir.clone()))?
-                .is_none();
-            if newest && matches!(error, HeaderError::Short { .. }) {
-                // Being created right now.
-                return Ok(false);
+        match SegmentHeader::decode(&header[..n]) {
+            Ok(header) if header.sequence == segment => {}
+            Ok(header) => {
+                self.skip_segment();
+                return Err(ReadError::Misnamed {
+                    path,
+                    sequence: header.sequence,
+                });
             }
-            self.skip_segment();
-            return Err(ReadError::Header { path, error });
+            Err(error) => {
+                let newest = self
+                    .later_segment()
+                    .map_err(io_error(self.dir.clone()))?
+                    .is_none();
+                if newest && matches!(error, HeaderError::Short { .. }) {
+                    // Being created right now.
+                    return Ok(false);
+                }
+                self.skip_segment();
+                return Err(ReadError::Header { path, error });
+            }
         }
         let offset = self.position.offset.max(HEADER_LEN as u64);
         file.seek(SeekFrom::Start(offset))
