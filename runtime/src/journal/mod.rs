@@ -6,6 +6,11 @@
 //! ([`cqlmirror_core::journal`]); this module does the file I/O around them: a directory lock,
 //! recovery when the journal opens, segment rolls, group commit with an fsync policy, and a
 //! size cap that refuses records (counted, never silently) once reached.
+//!
+//! A journal directory holds `LOCK` (the pid of the process that has it, locked with `flock`)
+//! and the segments, `<sequence, 20 digits>.journal`, read in sequence order. Each run of the
+//! proxy appends to a new segment after recovering the newest one; replay removes segments it
+//! is done with through [`Journal::release_through`].
 
 mod dir;
 mod reader;

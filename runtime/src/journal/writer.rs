@@ -239,6 +239,7 @@ fn recover(dir: &Path, sequence: u64) -> Result<bool, OpenError> {
         path: path.clone(),
         error,
     };
+    // At most a segment's size and one record: read whole, once, at start-up.
     let bytes = std::fs::read(&path).map_err(io_error)?;
     let valid_len = match segment::scan(&bytes) {
         Err(HeaderError::Short { .. }) => HEADER_LEN.min(bytes.len()),
