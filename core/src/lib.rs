@@ -88,6 +88,7 @@
 //! - [`routing`]: where a request goes, and the roles of the two clusters.
 //! - [`prepared`]: prepared statements and each cluster's ids for them.
 //! - [`failure`]: why a request to a cluster failed.
+//! - [`journal`]: the records of writes a cluster missed, and their segment files.
 //! - [`driver`]: the buffering and drain order every readiness-based runtime needs.
 #![forbid(unsafe_code)]
 
@@ -114,6 +115,7 @@ pub mod filter;
 pub mod frame;
 pub mod generated;
 pub mod health;
+pub mod journal;
 pub mod message;
 mod nonblocking;
 pub mod prepared;

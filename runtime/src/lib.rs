@@ -10,6 +10,7 @@
 //! - `connection`: one client connection and its two backend connections.
 //! - `control`: the control connection to each cluster (topology, node status).
 //! - [`descriptors`]: the descriptor limit, raised at start-up.
+//! - [`journal`]: the journal of missed writes on disk: its writer and its reader.
 //! - `serve`: the accept loop, the drain at shutdown, the wall clock.
 //! - [`shutdown`]: SIGTERM and Ctrl-C.
 //! - [`logging`]: log set-up and the log line of each session event.
@@ -20,6 +21,7 @@ pub mod cli;
 mod connection;
 mod control;
 pub mod descriptors;
+pub mod journal;
 pub mod logging;
 pub mod ops;
 pub mod runtime;
