@@ -153,6 +153,10 @@ pub fn observe(event: &Event) {
             }
         }
         Event::ClientError { .. } => counter!("cqlmirror_client_errors_total").increment(1),
+        Event::SecondaryLag { upstream, .. } => {
+            counter!("cqlmirror_secondary_lag_pauses_total", "cluster" => upstream.name())
+                .increment(1);
+        }
         Event::Ready { version, .. } => {
             counter!("cqlmirror_client_handshakes_total", "protocol_version" => version.label())
                 .increment(1);
@@ -239,6 +243,7 @@ fn zero() {
             .absolute(0);
         }
         counter!("cqlmirror_timeouts_total", "cluster" => cluster).absolute(0);
+        counter!("cqlmirror_secondary_lag_pauses_total", "cluster" => cluster).absolute(0);
     }
     counter!("cqlmirror_client_errors_total").absolute(0);
     for result in ["equal", "different"] {
@@ -284,6 +289,10 @@ fn describe() {
     describe_counter!(
         "cqlmirror_missed_writes_by_table_total",
         "Writes the secondary missed, per table they change (a batch counts for each of its tables)"
+    );
+    describe_counter!(
+        "cqlmirror_secondary_lag_pauses_total",
+        "Times a client connection stopped being read because this cluster, as secondary, had --max-secondary-lag requests or --max-secondary-lag-bytes unfinished (the time paused adds to cassandraProxy_clientSocket_paused_seconds)"
     );
     describe_counter!(
         "cqlmirror_client_errors_total",
@@ -574,6 +583,24 @@ mod tests {
                 r#"cqlmirror_cluster_errors_total{cluster="source",code="WRITE_TIMEOUT"}"#
             )
             .is_none()
+        );
+    }
+
+    #[test]
+    fn pauses_for_a_lagging_secondary_are_counted_per_cluster() {
+        let lag = Event::SecondaryLag {
+            upstream: Upstream::Target,
+            requests: 1024,
+            bytes: 4096,
+        };
+        let text = exposition(&[lag.clone(), lag]);
+        assert_eq!(
+            value(
+                &text,
+                r#"cqlmirror_secondary_lag_pauses_total{cluster="target"}"#
+            ),
+            Some("2"),
+            "{text}"
         );
     }
 }

@@ -122,7 +122,8 @@ fn apply(
     }
 }
 
-/// Applies `primary`, `read-mode` or `shadow-sample` from the file; `None` for other keys.
+/// Applies `primary`, `read-mode`, `shadow-sample` or `write-order` from the file; `None` for
+/// other keys.
 fn apply_read_setting(
     key: &str,
     value: Option<&String>,
@@ -156,6 +157,13 @@ fn apply_read_setting(
                 Ok(())
             }
             _ => Err("not a fraction from 0 to 1 (or removed)".to_owned()),
+        },
+        "write-order" => match value.and_then(cqlmirror_core::config::WriteOrder::parse) {
+            Some(order) => {
+                proxy.set_write_order(order);
+                Ok(())
+            }
+            None => Err("not `parallel` or `primary-first` (or removed)".to_owned()),
         },
         _ => return None,
     })
