@@ -11,7 +11,7 @@ from cassandra.concurrent import execute_concurrent_with_args
 from test_proxy_failures import Frozen
 from test_proxy_reads import metric
 
-ROWS = 12_000
+ROWS = 8_000
 CONCURRENCY = 1000
 
 
