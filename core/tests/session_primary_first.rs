@@ -14,6 +14,7 @@ use cqlmirror_core::config::{Upstream, WaitPolicy, WriteOrder};
 use cqlmirror_core::frame::Opcode;
 use cqlmirror_core::message::{Body, ErrorCode, Query};
 use cqlmirror_core::routing::ReadMode;
+use cqlmirror_core::session::Peer;
 use session_common::bench::{Bench, VERSION, query};
 
 const SOURCE: usize = 0;
@@ -171,4 +172,26 @@ fn barriers_keep_their_order_on_the_secondary() {
     bench.release(Upstream::Target, 1);
     assert_eq!(missed(&bench), 0);
     assert_eq!(bench.session.in_flight(), 0);
+}
+
+#[test]
+fn a_failed_secondary_misses_writes_at_once_and_never_holds_the_client() {
+    let mut bench = Bench::ready(|c| {
+        c.wait = WaitPolicy::Primary;
+        c.write_order = WriteOrder::PrimaryFirst;
+        c.max_secondary_lag = 1;
+    });
+    bench.silent[SOURCE] = true;
+    bench
+        .session
+        .handle_closed(Peer::Target, "connection reset", bench.now);
+    bench.settle();
+    bench.client_read_size = query(5, "INSERT INTO ks.t (k) VALUES (1)").len();
+    send(&mut bench, 5, "INSERT INTO ks.t (k) VALUES (1)");
+    send(&mut bench, 6, "INSERT INTO ks.t (k) VALUES (2)");
+    // Nothing waits for the target: both reach the source although the bound is one.
+    assert_eq!(bench.queries, [2, 0]);
+    bench.release(Upstream::Source, 2);
+    assert_eq!(bench.client_answers().len(), 2);
+    assert_eq!(missed(&bench), 2);
 }

@@ -775,8 +775,13 @@ impl Session {
             let leg = match bodies[upstream.index()].as_ref() {
                 None => Leg::Unused,
                 Some(_) if upstream != primary && !primary_has => Leg::Unused,
-                Some(out) if upstream != primary && defer => {
-                    // Sent once the primary accepted it (see `order.rs`).
+                Some(out)
+                    if upstream != primary
+                        && defer
+                        && self.upstreams[upstream.index()].is_usable() =>
+                {
+                    // Sent once the primary accepted it (see `order.rs`). A secondary that
+                    // failed already misses it now, as with `parallel`.
                     if let Some(request) = self.requests.get_mut(id) {
                         request.deferred = Some(Box::new(out.clone()));
                     }

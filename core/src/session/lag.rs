@@ -117,7 +117,7 @@ impl Session {
     /// The client is paused and the secondary finished nothing within `--wait-timeout`: it
     /// stalls, and clients are no longer held for it.
     pub(super) fn lag_check(&mut self, now: Instant) {
-        if !self.lag.deadline().is_some_and(|d| d <= now) {
+        if self.lag.deadline().is_none_or(|d| d > now) {
             return;
         }
         self.lag.paused = false;
