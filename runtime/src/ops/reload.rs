@@ -1,5 +1,5 @@
 //! SIGHUP reads the config file again: what can change while the proxy runs is applied (the
-//! wait policy), every other change is logged as needing a restart, and a file that does not
+//! wait policy, the primary, the read mode, the shadow sample, the write order), every other change is logged as needing a restart, and a file that does not
 //! read (bad TOML, an unknown key) changes nothing.
 
 use std::collections::BTreeMap;
