@@ -159,6 +159,9 @@ pub struct Stats {
     /// Requests the sessions hold now: not answered to the client yet, or still running on a
     /// cluster.
     pub in_flight: AtomicI64,
+    /// Requests the secondary has not finished, over all client connections (see
+    /// `--max-secondary-lag`).
+    pub secondary_lag: AtomicI64,
 }
 
 impl Proxy {

@@ -46,6 +46,11 @@ fn missed(bench: &Bench) -> u64 {
     bench.proxy.stats().missed_writes[Upstream::Target.index()].load(Ordering::Relaxed)
 }
 
+/// The proxy-wide count of requests the secondary has not finished.
+fn lag(bench: &Bench) -> i64 {
+    bench.proxy.stats().secondary_lag.load(Ordering::Relaxed)
+}
+
 fn pauses(bench: &Bench) -> usize {
     bench
         .events
@@ -64,6 +69,7 @@ fn a_slow_secondary_pauses_the_client_at_the_bound_and_resumes_under_it() {
     assert!(!bench.session.wants_read(Peer::Client));
     assert!(!bench.client_in.is_empty());
     assert_eq!(pauses(&bench), 1);
+    assert_eq!(lag(&bench), BOUND as i64);
 
     // A quarter under the bound is needed to resume: one answer is not enough.
     bench.release(Upstream::Target, 1);
@@ -93,6 +99,7 @@ fn a_slow_secondary_pauses_the_client_at_the_bound_and_resumes_under_it() {
             .any(|e| matches!(e, Event::MissedWrite { .. }))
     );
     assert!(bench.session.wants_read(Peer::Client));
+    assert_eq!(lag(&bench), 0);
 }
 
 #[test]

@@ -9,6 +9,7 @@ import time
 from cassandra.concurrent import execute_concurrent_with_args
 
 from test_proxy_failures import Frozen
+from test_proxy_ops import get
 from test_proxy_reads import metric
 
 ROWS = 8_000
@@ -51,6 +52,8 @@ def test_saturated_wait_false_misses_nothing(main_bed, start_proxy, connect, key
     assert metric(proxy, "cqlmirror_missed_writes_total", cluster="target") == 0
     pauses = metric(proxy, "cqlmirror_secondary_lag_pauses_total", cluster="target")
     assert pauses > 0, f"the bound was never reached in {elapsed:.1f}s"
+    # Nothing is left unfinished on the target.
+    assert "cqlmirror_secondary_lag_requests 0" in get(f"{proxy.ops_url}/metrics")[1]
 
 
 def test_frozen_target_pauses_the_client_until_it_catches_up(main_bed, start_proxy, connect,

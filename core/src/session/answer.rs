@@ -504,6 +504,10 @@ impl Session {
         if let Some(bytes) = request.lag {
             bug!("a request retired while counted as lagging on the secondary");
             self.lag.forget(bytes);
+            self.proxy
+                .stats()
+                .secondary_lag
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         let succeeded = |u: Upstream| request.leg(u).outcome().is_some_and(Outcome::is_success);
         for upstream in Upstream::BOTH {

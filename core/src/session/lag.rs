@@ -18,6 +18,7 @@
 //! without the bound. A secondary whose connection failed has nothing in flight: its
 //! requests failed at once, so the bound does not hold the client either.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::failure::FailureKind;
@@ -40,6 +41,11 @@ impl Lag {
     pub(crate) fn forget(&mut self, bytes: usize) {
         self.requests = self.requests.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(bytes);
+    }
+
+    /// Requests counted now.
+    pub(crate) fn requests(&self) -> usize {
+        self.requests
     }
 
     /// The deadline the session's timer must cover.
@@ -77,6 +83,10 @@ impl Session {
         let secondary = request.route.secondary;
         self.lag.requests += 1;
         self.lag.bytes += bytes;
+        self.proxy
+            .stats()
+            .secondary_lag
+            .fetch_add(1, Ordering::Relaxed);
         let config = self.proxy.config();
         let over = reached(self.lag.requests, config.max_secondary_lag)
             || reached(self.lag.bytes, config.max_secondary_lag_bytes);
@@ -99,6 +109,10 @@ impl Session {
         };
         self.lag.requests -= 1;
         self.lag.bytes -= bytes;
+        self.proxy
+            .stats()
+            .secondary_lag
+            .fetch_sub(1, Ordering::Relaxed);
         if !self.lag.paused {
             return;
         }

@@ -463,6 +463,10 @@ impl Drop for Session {
             i64::try_from(self.requests.len()).unwrap_or(i64::MAX),
             std::sync::atomic::Ordering::Relaxed,
         );
+        self.proxy.stats().secondary_lag.fetch_sub(
+            i64::try_from(self.lag.requests()).unwrap_or(i64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 }
 

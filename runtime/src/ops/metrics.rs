@@ -182,6 +182,11 @@ fn refresh(proxy: &Proxy, binary: &'static str) {
     counter!("cqlmirror_topology_reads_total").absolute(load(&stats.topology_reads));
     gauge!("cqlmirror_requests_in_flight")
         .set(stats.in_flight.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    gauge!("cqlmirror_secondary_lag_requests").set(
+        stats
+            .secondary_lag
+            .load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
     gauge!("cqlmirror_prepared_statements").set(proxy.prepared_len() as f64);
     counter!("cqlmirror_prepared_evictions_total").absolute(proxy.prepared_evictions());
     for peer in Peer::ALL {
@@ -309,6 +314,10 @@ fn describe() {
     describe_gauge!(
         "cqlmirror_requests_in_flight",
         "Requests the proxy holds: not answered to the client yet, or still running on a cluster"
+    );
+    describe_gauge!(
+        "cqlmirror_secondary_lag_requests",
+        "Requests the secondary has not finished (in flight, queued or held for it), over all client connections; each connection may have at most --max-secondary-lag"
     );
     describe_gauge!(
         "cqlmirror_client_connections",
