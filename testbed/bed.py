@@ -831,7 +831,7 @@ def main():
                     help="these sides' nodes require a client certificate signed by the bed's "
                          "CA (with --tls; <state>/tls/node.pem and node.key are one)")
     up.add_argument("--heap", default="512m", help="JVM heap per node (default 512m)")
-    up.add_argument("--subnet", type=int, default=0, choices=range(0, 8),
+    up.add_argument("--subnet", type=int, default=0, choices=range(0, 16),
                     help="third octet of the bed's loopback addresses (default 0: 127.0.0.x)")
     up.add_argument("--timeout", type=float, default=180, help="seconds to wait for CQL (default 180)")
     up.add_argument("--owner-pid", type=int,

@@ -175,6 +175,36 @@ pub enum WaitPolicy {
     Primary,
 }
 
+/// When the secondary gets a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteOrder {
+    /// Both clusters at once: `--write-order parallel`, the default.
+    #[default]
+    Parallel,
+    /// The secondary once the primary accepted it (a RESULT), so that a statement the primary
+    /// refuses never lands on the secondary alone; one more round trip per write.
+    PrimaryFirst,
+}
+
+impl WriteOrder {
+    /// The option's value for this order.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Parallel => "parallel",
+            Self::PrimaryFirst => "primary-first",
+        }
+    }
+
+    /// The order an option's value names.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "parallel" => Some(Self::Parallel),
+            "primary-first" => Some(Self::PrimaryFirst),
+            _ => None,
+        }
+    }
+}
+
 /// One backend cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
@@ -192,6 +222,13 @@ pub struct Config {
     pub source: ClusterConfig,
     pub target: ClusterConfig,
     pub wait: WaitPolicy,
+    /// When the secondary gets a write (switchable at run time).
+    pub write_order: WriteOrder,
+    /// Per client connection, the most requests not finished on the secondary (in flight,
+    /// queued or held for it) before the proxy stops reading the client; 0: no bound.
+    pub max_secondary_lag: usize,
+    /// The same bound on those requests' bytes; 0: no bound.
+    pub max_secondary_lag_bytes: usize,
     /// How long a client's answer (and its handshake) waits for the secondary once the
     /// primary answered (at most `request_timeout`); the secondary's request goes on until
     /// `request_timeout`.
@@ -269,6 +306,9 @@ impl Config {
                 data_center: None,
             },
             wait: WaitPolicy::Both,
+            write_order: WriteOrder::Parallel,
+            max_secondary_lag: 1024,
+            max_secondary_lag_bytes: 4 * 1024 * 1024,
             wait_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(12),
             connect_timeout: Duration::from_secs(5),
@@ -316,6 +356,12 @@ impl Config {
         if !(1..=32_768).contains(&self.max_in_flight) {
             return Err(
                 "--max-in-flight must be from 1 to 32768 (a connection's stream ids)".into(),
+            );
+        }
+        if self.max_secondary_lag > 32_768 {
+            return Err(
+                "--max-secondary-lag must be from 0 (no bound) to 32768 (a connection's stream ids)"
+                    .into(),
             );
         }
         if self.max_connections == 0 {

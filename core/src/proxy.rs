@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::admission::Admission;
-use crate::config::{Config, Endpoint, Upstream, WaitPolicy};
+use crate::config::{Config, Endpoint, Upstream, WaitPolicy, WriteOrder};
 use crate::divergence::DivergenceReport;
 use crate::entropy::{Entropy, Seed};
 use crate::failure::FailureKind;
@@ -98,6 +98,9 @@ pub struct Proxy {
     /// When clients get their answer ([`WaitPolicy`] as 0: both, 1: primary); starts as
     /// configured, changed at run time through the admin API.
     wait: AtomicU8,
+    /// When the secondary gets a write ([`WriteOrder`] as 0: parallel, 1: primary first);
+    /// starts as configured, changed at run time.
+    write_order: AtomicU8,
     /// How reads are served, as an index into [`ReadMode::ALL`]; changed at run time.
     read_mode: AtomicU8,
     /// What shadow reads may cost (see [`ShadowBudget`]).
@@ -160,6 +163,9 @@ pub struct Stats {
     /// Requests the sessions hold now: not answered to the client yet, or still running on a
     /// cluster.
     pub in_flight: AtomicI64,
+    /// Requests the secondary has not finished, over all client connections (see
+    /// `--max-secondary-lag`).
+    pub secondary_lag: AtomicI64,
 }
 
 impl Proxy {
@@ -173,6 +179,7 @@ impl Proxy {
             .max()
             .map_or(5, |v| v.number());
         let wait = u8::from(config.wait == WaitPolicy::Primary);
+        let write_order = config.write_order;
         let (primary, read_mode) = (config.primary, config.read_mode);
         let shadow = Arc::new(ShadowBudget::new(
             config.shadow_sample,
@@ -189,6 +196,7 @@ impl Proxy {
             last_timestamp: AtomicI64::new(i64::MIN),
             primary: AtomicU8::new(primary.index() as u8),
             wait: AtomicU8::new(wait),
+            write_order: AtomicU8::new(u8::from(write_order == WriteOrder::PrimaryFirst)),
             read_mode: AtomicU8::new(read_mode_index(read_mode)),
             shadow,
             divergences,
@@ -279,6 +287,23 @@ impl Proxy {
     pub fn set_wait_policy(&self, wait: WaitPolicy) {
         self.wait
             .store(u8::from(wait == WaitPolicy::Primary), Ordering::Relaxed);
+    }
+
+    /// When the secondary gets a write now.
+    pub fn write_order(&self) -> WriteOrder {
+        if self.write_order.load(Ordering::Relaxed) == 1 {
+            WriteOrder::PrimaryFirst
+        } else {
+            WriteOrder::Parallel
+        }
+    }
+
+    /// Changes when the secondary gets a write, for every write received from now on.
+    pub fn set_write_order(&self, order: WriteOrder) {
+        self.write_order.store(
+            u8::from(order == WriteOrder::PrimaryFirst),
+            Ordering::Relaxed,
+        );
     }
 
     /// How reads are served now.

@@ -84,6 +84,8 @@ pub struct Host {
     /// The most bytes of cluster answers the session held in its table of requests, when
     /// tracked (it walks the table at every drain).
     max_held_answers: usize,
+    /// The most stream ids in flight on each cluster connection at any drain.
+    max_upstream_in_flight: [usize; 2],
     track_held_answers: bool,
     /// When each upstream connection was lost or could not be opened (not closed by the
     /// session).
@@ -116,6 +118,7 @@ impl Host {
             source_exhausted_at: None,
             max_queued: [0; 3],
             max_held_answers: 0,
+            max_upstream_in_flight: [0; 2],
             track_held_answers: false,
             lost_at: [None; 2],
             finished_at: None,
@@ -146,6 +149,11 @@ impl Host {
     /// The most bytes queued in the session for `peer` at any drain.
     pub fn max_queued(&self, peer: Peer) -> usize {
         self.max_queued[peer.index()]
+    }
+
+    /// The most stream ids in flight on the connection to `upstream` at any drain.
+    pub fn max_upstream_in_flight(&self, upstream: Upstream) -> usize {
+        self.max_upstream_in_flight[upstream.index()]
     }
 
     /// Tracks [`Host::max_held_answers`] from now on.
@@ -569,6 +577,11 @@ impl Host {
             let q = self.session().queued(peer);
             let m = &mut self.max_queued[peer.index()];
             *m = (*m).max(q);
+        }
+        for upstream in Upstream::BOTH {
+            let n = self.session().upstream_in_flight(upstream);
+            let m = &mut self.max_upstream_in_flight[upstream.index()];
+            *m = (*m).max(n);
         }
         if self.track_held_answers {
             self.max_held_answers = self

@@ -185,12 +185,43 @@ impl Session {
             request.stored += bytes;
             self.stored += bytes;
         }
+        let primary = upstream == request.route.primary;
+        let accepted = primary && outcome.is_success();
         *request.leg_mut(upstream) = Leg::Done(outcome);
+        if primary {
+            self.release_deferred(id, accepted, now);
+        } else {
+            self.lag_remove(id, now);
+        }
         self.progress(id, now);
         if let Some(answer) = finished {
             // What waited for this request on this cluster may go now.
             self.order.finished(upstream, answer);
             self.release_held(now);
+        }
+    }
+
+    /// The primary is done with a write held for it (`--write-order primary-first`): the
+    /// secondary gets it if the primary `accepted` it, and never otherwise.
+    fn release_deferred(&mut self, id: RequestId, accepted: bool, now: Instant) {
+        let Some(request) = self.requests.get_mut(id) else {
+            return;
+        };
+        let (Some(out), Some(secondary)) = (request.deferred.take(), request.route.secondary)
+        else {
+            return;
+        };
+        let leg = if accepted {
+            self.dispatch(id, secondary, &out, now)
+        } else {
+            Leg::Unused
+        };
+        let pending = leg.is_pending();
+        if let Some(request) = self.requests.get_mut(id) {
+            *request.leg_mut(secondary) = leg;
+        }
+        if !pending {
+            self.lag_remove(id, now);
         }
     }
 
@@ -477,6 +508,14 @@ impl Session {
             .in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.stored -= request.stored;
+        if let Some(bytes) = request.lag {
+            bug!("a request retired while counted as lagging on the secondary");
+            self.lag.forget(bytes);
+            self.proxy
+                .stats()
+                .secondary_lag
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let succeeded = |u: Upstream| request.leg(u).outcome().is_some_and(Outcome::is_success);
         for upstream in Upstream::BOTH {
             let other_ok = succeeded(upstream.other());

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::config::Upstream;
+use crate::config::{Upstream, WriteOrder};
 use crate::error::{DecodeError, DecodeErrorKind};
 use crate::failure::FailureKind;
 use crate::frame::{Direction, Envelope, Flags, Header, Opcode, Prefix, ProtocolVersion, StreamId};
@@ -779,7 +779,8 @@ impl Session {
     /// Records a request and sends it to the clusters of its route, primary first. `bodies`
     /// holds what each cluster gets, indexed by [`Upstream::index`]. A cluster that is still
     /// in its handshake, or still runs something this request must come after, gets it later
-    /// (see `order.rs`).
+    /// (see `order.rs`); so does the secondary of a write with `--write-order primary-first`,
+    /// once the primary accepted it.
     pub(super) fn launch(
         &mut self,
         request: Request,
@@ -788,12 +789,15 @@ impl Session {
         now: Instant,
     ) -> RequestId {
         let Route {
-            primary, secondary, ..
+            primary,
+            secondary,
+            mirror,
         } = request.route;
-        let opcode = request.opcode;
-        let version = request.version;
-        let (barrier, seen) = (request.barrier, request.seen);
         let steady = self.phase == Phase::Ready;
+        let defer = steady
+            && request.write
+            && mirror == Mirror::Apply
+            && self.proxy.write_order() == WriteOrder::PrimaryFirst;
         let id = self.requests.insert(request);
         self.proxy
             .stats()
@@ -814,56 +818,92 @@ impl Session {
                 None => Leg::Unused,
                 Some(_) if upstream != primary && !primary_has => Leg::Unused,
                 Some(out)
-                    if steady
-                        && self.upstreams[upstream.index()].is_usable()
-                        && (!self.upstreams[upstream.index()].is_ready()
-                            || self.order.must_wait(upstream, barrier)) =>
+                    if upstream != primary
+                        && defer
+                        && self.upstreams[upstream.index()].is_usable() =>
                 {
-                    // The cluster is still in its handshake, or this request must come after
-                    // something the client saw answered: it waits (see `order.rs`).
-                    // The client waits for its primary: that one keeps the deadline it got now.
-                    let deadline = (upstream == primary).then(|| now + self.request_timeout());
-                    self.hold(
-                        upstream,
-                        Held {
-                            id,
-                            opcode,
-                            version,
-                            out: out.clone(),
-                            barrier,
-                            seen,
-                            deadline,
-                        },
-                    );
-                    primary_has |= upstream == primary;
+                    // Sent once the primary accepted it (see `order.rs`). A secondary that
+                    // failed already misses it now, as with `parallel`.
+                    if let Some(request) = self.requests.get_mut(id) {
+                        request.deferred = Some(Box::new(out.clone()));
+                    }
                     Leg::Waiting
                 }
-                Some(out) => {
-                    let usable = if steady {
-                        self.upstreams[upstream.index()].is_ready()
-                    } else {
-                        self.upstreams[upstream.index()].is_usable()
-                    };
-                    let sent = if usable {
-                        self.send_request(upstream, Purpose::Request(id), opcode, version, out, now)
-                    } else {
-                        Err(self.upstreams[upstream.index()].failure())
-                    };
-                    match sent {
-                        Ok(()) => {
-                            primary_has |= upstream == primary;
-                            Leg::Waiting
-                        }
-                        Err(kind) => Leg::Done(Outcome::Failed(kind)),
-                    }
-                }
+                Some(out) => self.dispatch(id, upstream, out, now),
             };
-            if let Some(request) = self.requests.get_mut(id) {
+            primary_has |= upstream == primary && leg.is_pending();
+            if upstream != primary && leg.is_pending() {
+                let bytes = bodies[upstream.index()]
+                    .as_ref()
+                    .map_or(0, |o| o.body.len());
+                if let Some(request) = self.requests.get_mut(id) {
+                    *request.leg_mut(upstream) = leg;
+                }
+                self.lag_add(id, bytes, now);
+            } else if let Some(request) = self.requests.get_mut(id) {
                 *request.leg_mut(upstream) = leg;
             }
         }
         self.progress(id, now);
         id
+    }
+
+    /// Sends request `id` to `upstream` now, or holds it there (see `order.rs`); the leg it
+    /// then has on that cluster.
+    pub(super) fn dispatch(
+        &mut self,
+        id: RequestId,
+        upstream: Upstream,
+        out: &Outgoing,
+        now: Instant,
+    ) -> Leg {
+        let Some(request) = self.requests.get(id) else {
+            return Leg::Unused;
+        };
+        let (opcode, version) = (request.opcode, request.version);
+        let (barrier, seen) = (request.barrier, request.seen);
+        let primary = upstream == request.route.primary;
+        let steady = self.phase == Phase::Ready;
+        let leg = &self.upstreams[upstream.index()];
+        if steady
+            && leg.is_usable()
+            && (!leg.is_ready()
+                || self.order.must_wait(upstream, barrier, seen)
+                || (!primary && leg.streams.is_full()))
+        {
+            // The cluster is still in its handshake, or this request must come after
+            // something the client saw answered, or (the secondary) has no free stream id:
+            // it waits (see `order.rs`). The client waits for its primary: that one keeps the
+            // deadline it got now.
+            let deadline = primary.then(|| now + self.request_timeout());
+            self.hold(
+                upstream,
+                Held {
+                    id,
+                    opcode,
+                    version,
+                    out: out.clone(),
+                    barrier,
+                    seen,
+                    deadline,
+                },
+            );
+            return Leg::Waiting;
+        }
+        let usable = if steady {
+            leg.is_ready()
+        } else {
+            leg.is_usable()
+        };
+        let sent = if usable {
+            self.send_request(upstream, Purpose::Request(id), opcode, version, out, now)
+        } else {
+            Err(leg.failure())
+        };
+        match sent {
+            Ok(()) => Leg::Waiting,
+            Err(kind) => Leg::Done(Outcome::Failed(kind)),
+        }
     }
 
     /// Sends one request to a cluster under a fresh stream id and arms its timeout.

@@ -8,7 +8,9 @@
 //! - `intake`: client frames, what each request is, what each cluster gets;
 //! - `handshake`: OPTIONS, STARTUP and authentication on three connections;
 //! - `answer`: cluster frames, answering the client, failures and repairs;
-//! - `order`: when a cluster gets a request (its handshake, causal order);
+//! - `order`: when a cluster gets a request (its handshake, causal order, the primary's
+//!   answer with `--write-order primary-first`);
+//! - `lag`: how far the secondary may fall behind the client (`--max-secondary-lag`);
 //! - `leg`, `outbox`, `streams`: each connection's framing, queue and stream ids;
 //! - `request`: requests in flight and what each cluster did with them.
 //!
@@ -22,6 +24,7 @@ mod compare;
 mod functions;
 mod handshake;
 mod intake;
+mod lag;
 mod leg;
 mod order;
 mod outbox;
@@ -176,6 +179,14 @@ pub enum Event {
     /// A node of the primary is not in the ghost map: it was left out of what the client
     /// sees. `first` is true the first time the proxy met that address.
     UnmappedNode { address: IpAddr, first: bool },
+    /// The secondary, `upstream`, reached `--max-secondary-lag` (`requests` not finished
+    /// there) or `--max-secondary-lag-bytes` (`bytes`) behind this client: the client is not
+    /// read until it catches up.
+    SecondaryLag {
+        upstream: Upstream,
+        requests: usize,
+        bytes: usize,
+    },
     /// After a schema change, `upstream`'s nodes agreed on the schema (`reached`), or the
     /// proxy stopped waiting for them after `waited`.
     SchemaAgreement {
@@ -229,7 +240,8 @@ impl Event {
             | Self::Compared { .. }
             | Self::Answered { .. }
             | Self::GeneratedValue { .. }
-            | Self::Draining { .. } => Level::Debug,
+            | Self::Draining { .. }
+            | Self::SecondaryLag { .. } => Level::Debug,
         }
     }
 }
@@ -358,6 +370,14 @@ impl fmt::Display for Event {
                 f,
                 "the {upstream} cluster's nodes did not agree on the schema within {waited:?} (--schema-agreement-timeout): the schema change is answered anyway; a node may be down"
             ),
+            Self::SecondaryLag {
+                upstream,
+                requests,
+                bytes,
+            } => write!(
+                f,
+                "the {upstream} cluster (secondary) has {requests} requests ({bytes} bytes) of this client unfinished (--max-secondary-lag, --max-secondary-lag-bytes): the client is not read until it catches up"
+            ),
             Self::UnmappedNode { address, .. } => write!(
                 f,
                 "node {address} is not in --ghostIps: drivers are not told about it (add it to the map to let them use it)"
@@ -417,6 +437,8 @@ pub struct Session {
     /// with the deadline of that wait (`--wait-timeout`), in deadline order.
     waits: VecDeque<(Instant, request::RequestId, u64)>,
     order: order::Order,
+    /// What the secondary has not finished (see `lag.rs`).
+    lag: lag::Lag,
     timers: BTreeSet<(Instant, Timer)>,
     /// No in-flight request's deadline is earlier than this. Keeping one timer per request
     /// in `timers` cost a tree insert and removal per request and cluster; instead, when this
@@ -450,6 +472,10 @@ impl Drop for Session {
             i64::try_from(self.requests.len()).unwrap_or(i64::MAX),
             std::sync::atomic::Ordering::Relaxed,
         );
+        self.proxy.stats().secondary_lag.fetch_sub(
+            i64::try_from(self.lag.requests()).unwrap_or(i64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 }
 
@@ -478,6 +504,7 @@ impl Session {
             serials: 0,
             waits: VecDeque::new(),
             order: order::Order::default(),
+            lag: lag::Lag::default(),
             timers: BTreeSet::new(),
             stream_check: None,
             idle_deadline: config.idle_timeout.map(|d| now + d),
@@ -545,6 +572,8 @@ impl Session {
     /// Bytes arrived from a cluster.
     pub fn handle_upstream_bytes(&mut self, upstream: Upstream, buf: &mut BytesMut, now: Instant) {
         self.read_upstream(upstream, buf, now);
+        // An answer frees a stream id, which a request held for want of one may take.
+        self.release_held(now);
         self.after_input(now);
     }
 
@@ -596,6 +625,7 @@ impl Session {
             self.wait_expired(id, serial, now);
         }
         self.expire_held(now);
+        self.lag_check(now);
         let scan = self.stream_check.is_some_and(|check| check <= now);
         if scan {
             for leg in &self.upstreams {
@@ -665,6 +695,7 @@ impl Session {
         let idle = self.idle_deadline.filter(|_| self.client.is_open());
         let wait = self.waits.front().map(|&(at, _, _)| at);
         let held = self.order.next_deadline();
+        let lag = self.lag.deadline();
         let handshake = self.handshake_deadline.filter(|_| self.client.is_open());
         let partial = self
             .partial_since
@@ -676,6 +707,7 @@ impl Session {
             idle,
             wait,
             held,
+            lag,
             handshake,
             partial,
         ]
@@ -697,6 +729,9 @@ impl Session {
     /// and the next request would only get an "out of stream ids" error. Requests that timed
     /// out do not count: their ids stay taken until a late answer, and a cluster that never
     /// sends it must get clients errors (OVERLOADED once the ids run out), not silence.
+    ///
+    /// Nor while the secondary lags `--max-secondary-lag` requests or
+    /// `--max-secondary-lag-bytes` behind this client (see `lag.rs`), unless it stalls.
     #[must_use]
     pub fn wants_read(&self, peer: Peer) -> bool {
         let limit = self.proxy.config().write_buffer_size;
@@ -708,6 +743,7 @@ impl Session {
                     && !self.draining
                     && self.client.outbox.queued() + self.stored < limit
                     && primary.live_in_flight() < self.proxy.config().max_in_flight
+                    && !self.lag_pauses()
                     && self
                         .upstreams
                         .iter()

@@ -18,6 +18,17 @@
 //!   before sending it is done there, and any request sent after a barrier was answered waits
 //!   for that barrier.
 //!
+//! - **The primary's answer, with `--write-order primary-first`.** A write goes to the
+//!   secondary only once the primary accepted it, so that a statement the primary refuses
+//!   never lands on the secondary alone. Until then the request waits in its own record, not
+//!   here; once the primary answered it is sent or held like any request arriving then, under
+//!   the causal order above as of its own arrival. A write the primary refused or failed is
+//!   never sent to the secondary (and is not missed there: the client was told it failed).
+//! - **No free stream id on the secondary.** A request for the secondary waits here for an
+//!   answer to free one instead of failing as missed ("out of stream ids"); requests for the
+//!   primary still fail at once with OVERLOADED, which the client sees. The lag bound (see
+//!   `lag.rs`) keeps this rare.
+//!
 //! Order is kept per cluster, whatever its role: when the primary changes, requests the new
 //! primary still runs as the old secondary come before the requests it now answers first.
 //! Without a change of primary nothing is ever unfinished on the primary, so its requests go
@@ -88,11 +99,12 @@ pub(crate) struct Order {
 }
 
 impl Order {
-    /// Whether a request for `upstream` that arrives now must wait: something is held for it
-    /// already (arrival order), or something answered before it is unfinished there.
-    pub(crate) fn must_wait(&self, upstream: Upstream, barrier: bool) -> bool {
+    /// Whether a request for `upstream` that arrived when the client had been answered
+    /// `seen` requests must wait: something is held for it already (arrival order), or
+    /// something answered before it arrived is unfinished there.
+    pub(crate) fn must_wait(&self, upstream: Upstream, barrier: bool, seen: u64) -> bool {
         let lane = &self.lanes[upstream.index()];
-        !lane.held.is_empty() || lane.blocked(barrier, self.answered)
+        !lane.held.is_empty() || lane.blocked(barrier, seen)
     }
 
     /// Bytes of the requests held for `upstream`.
@@ -150,6 +162,11 @@ impl Session {
                     break;
                 };
                 if lane.blocked(front.barrier, front.seen) {
+                    break;
+                }
+                // A request for the secondary waits for a free stream id (an answer frees
+                // one); one for the primary fails at once with OVERLOADED below.
+                if front.deadline.is_none() && self.upstreams[upstream.index()].streams.is_full() {
                     break;
                 }
                 let Some(held) = lane.held.pop_front() else {

@@ -209,6 +209,12 @@ pub(crate) struct Request {
     /// A read whose answers are compared (shadowed or compared): both answers are kept until
     /// both clusters are done (boxed: most requests are not compared).
     pub(crate) compare: Option<Box<Compared>>,
+    /// The bytes counted in the session's lag while the secondary has not finished this
+    /// request (see `lag.rs`).
+    pub(crate) lag: Option<usize>,
+    /// With `--write-order primary-first`: what the secondary gets once the primary accepted
+    /// the write (boxed: requests stay small).
+    pub(crate) deferred: Option<Box<Outgoing>>,
 }
 
 /// What comparing the clusters' answers to a read needs besides the answers.
@@ -260,6 +266,8 @@ impl Request {
             query: None,
             primary_done: None,
             compare: None,
+            lag: None,
+            deferred: None,
         }
     }
 

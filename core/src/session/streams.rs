@@ -78,6 +78,11 @@ impl<T> StreamTable<T> {
         Some(value)
     }
 
+    /// Whether every id is in flight: the next insert fails.
+    pub(crate) fn is_full(&self) -> bool {
+        self.free.is_empty() && self.slots.len() > MAX_STREAM as usize
+    }
+
     /// Ids in flight.
     pub(crate) fn len(&self) -> usize {
         self.in_use
@@ -105,8 +110,10 @@ mod tests {
             assert_eq!(t.insert(i), Ok(StreamId(i)));
         }
         assert_eq!(t.insert(-5), Err(-5));
+        assert!(t.is_full());
         assert_eq!(t.len(), 32768);
         assert_eq!(t.remove(StreamId(1234)), Some(1234));
+        assert!(!t.is_full());
         assert_eq!(t.insert(99), Ok(StreamId(1234)));
         assert_eq!(t.get(StreamId(1234)), Some(&99));
         assert_eq!(t.get(StreamId(-1)), None);

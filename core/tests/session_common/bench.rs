@@ -71,11 +71,16 @@ pub struct Bench {
     /// What the client received, when it reads.
     pub client_got: BytesMut,
     pub client_reads: bool,
+    /// What one read from the client's socket takes at most ([`READ`] unless a test says).
+    pub client_read_size: usize,
     pub cluster_out: [BytesMut; 2],
     /// Whether each cluster's connection is established when asked for.
     pub reachable: [bool; 2],
-    /// Clusters that keep the QUERYs they get unanswered.
+    /// Clusters that keep the QUERYs they get unanswered (in `unanswered`, until
+    /// [`Bench::release`]).
     pub silent: [bool; 2],
+    /// The QUERYs a silent cluster has not answered, oldest first.
+    pub unanswered: [Vec<Envelope>; 2],
     /// Every request each cluster received, in order.
     pub received: [Vec<Envelope>; 2],
     /// What each cluster answers QUERY, EXECUTE and BATCH with (a Void RESULT when `None`).
@@ -121,9 +126,11 @@ impl Bench {
             upstream_buf: Default::default(),
             client_got: BytesMut::new(),
             client_reads: true,
+            client_read_size: READ,
             cluster_out: Default::default(),
             reachable: [true, true],
             silent: [false, false],
+            unanswered: Default::default(),
             failing: [None, None],
             received: Default::default(),
             answers: [None, None],
@@ -216,6 +223,24 @@ impl Bench {
         }
     }
 
+    /// A silent cluster answers its `n` oldest unanswered QUERYs (a Void RESULT each), then
+    /// everything that can move does.
+    pub fn release(&mut self, upstream: Upstream, n: usize) {
+        let pending = &mut self.unanswered[upstream.index()];
+        let n = n.min(pending.len());
+        for request in pending.drain(..n) {
+            let answer = envelope(
+                request.version(),
+                Direction::Response,
+                request.stream().0,
+                Opcode::RESULT,
+                ResultMessage::Void.to_bytes(request.version()),
+            );
+            self.cluster_out[upstream.index()].extend_from_slice(&answer);
+        }
+        self.settle();
+    }
+
     /// Runs everything that can move, as a runtime would, until nothing does.
     pub fn settle(&mut self) {
         for _ in 0..1_000_000 {
@@ -256,6 +281,7 @@ impl Bench {
                         self.queries[upstream.index()] += 1;
                     }
                     if self.silent[upstream.index()] && request.opcode() == Opcode::QUERY {
+                        self.unanswered[upstream.index()].push(request);
                         continue;
                     }
                     let forgot = request.opcode() == Opcode::EXECUTE
@@ -309,7 +335,7 @@ impl Bench {
             if !self.client_in.is_empty() && self.session.wants_read(Peer::Client) {
                 moved = true;
                 // One socket read into the receive buffer, which keeps a partial frame.
-                let take = self.client_in.len().min(READ);
+                let take = self.client_in.len().min(self.client_read_size);
                 self.client_buf
                     .extend_from_slice(&self.client_in.split_to(take));
                 self.session

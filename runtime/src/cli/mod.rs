@@ -21,6 +21,7 @@ pub mod ops;
 mod parse;
 pub mod reads;
 mod tls;
+pub mod writes;
 
 pub use tls::TlsArgs;
 
@@ -62,7 +63,7 @@ pub fn describe(settings: &Settings) -> String {
         TopologyMode::Ghost(map) => format!("ghost addresses for {} nodes", map.len()),
     };
     format!(
-        "listening on {}{} (at most {} client connections); source {}; target {}{}; {} primary; reads: {}{}; wait for {} (secondary at most {:?}); request timeout {:?}; protocol versions {:?}; {topology}; {} threads",
+        "listening on {}{} (at most {} client connections); source {}; target {}{}; {} primary; reads: {}{}; wait for {} (secondary at most {:?}); writes {}, secondary lag at most {}; request timeout {:?}; protocol versions {:?}; {topology}; {} threads",
         settings.listen,
         settings.plain_listen.map_or(String::new(), |a| format!(
             " and on {a} for plaintext clients"
@@ -91,6 +92,13 @@ pub fn describe(settings: &Settings) -> String {
             WaitPolicy::Primary => "the primary only",
         },
         c.wait_timeout,
+        c.write_order.name(),
+        match (c.max_secondary_lag, c.max_secondary_lag_bytes) {
+            (0, 0) => "unbounded".to_owned(),
+            (n, 0) => format!("{n} requests"),
+            (0, b) => format!("{b} bytes"),
+            (n, b) => format!("{n} requests or {b} bytes"),
+        },
         c.request_timeout,
         c.protocol_versions
             .iter()
@@ -327,9 +335,13 @@ pub struct Cli {
     #[command(flatten)]
     pub functions: functions::FunctionArgs,
 
+    #[command(flatten)]
+    pub writes: writes::WriteArgs,
+
     /// A TOML file setting any option (keys: the long option names without dashes, e.g.
     /// `wait-timeout = "2s"`); the command line and the environment take precedence over it.
-    /// SIGHUP reads it again: what can change at run time (--wait) is applied, the rest is
+    /// SIGHUP reads it again: what can change at run time (--wait, --write-order, --primary,
+    /// --read-mode, --shadow-sample) is applied, the rest is
     /// logged as needing a restart.
     #[arg(long, value_name = "FILE", env = "CQLMIRROR_CONFIG")]
     pub config: Option<std::path::PathBuf>,
@@ -566,6 +578,7 @@ impl Cli {
         config.ready_without_secondary = self.ops.ready_without_secondary;
         self.reads.apply(&mut config)?;
         self.functions.apply(&mut config);
+        self.writes.apply(&mut config);
         if self.max_connections == Some(0) {
             return Err("--max-connections must be at least 1".into());
         }

@@ -2,7 +2,7 @@
 //! migration without a restart. A change applies to every request received from then on,
 //! on every open connection; requests in flight finish on the route they started with.
 //!
-//! - `GET /admin/status`: primary, wait policy, readiness, connections.
+//! - `GET /admin/status`: primary, wait policy, write order, readiness, connections.
 //! - `GET /admin/config`: every option in force and where it came from, secrets masked.
 //! - `POST /admin/primary` with body `source` or `target`.
 //! - `POST /admin/wait` with body `both` (`true`) or `primary` (`false`): whether clients wait
@@ -77,6 +77,7 @@ fn status(ops: &Ops) -> String {
         "primary": proxy.primary().name(),
         "wait": wait_name(proxy.wait_policy()),
         "read_mode": proxy.read_mode().name(),
+        "write_order": proxy.write_order().name(),
         "shadow": {
             "sample": proxy.shadow().fraction(),
             "in_flight": proxy.shadow().in_flight(),

@@ -157,6 +157,10 @@ pub fn observe(event: &Event) {
             counter!("cqlmirror_generated_values_total", "function" => function.label())
                 .increment(1);
         }
+        Event::SecondaryLag { upstream, .. } => {
+            counter!("cqlmirror_secondary_lag_pauses_total", "cluster" => upstream.name())
+                .increment(1);
+        }
         Event::Ready { version, .. } => {
             counter!("cqlmirror_client_handshakes_total", "protocol_version" => version.label())
                 .increment(1);
@@ -182,6 +186,11 @@ fn refresh(proxy: &Proxy, binary: &'static str) {
     counter!("cqlmirror_topology_reads_total").absolute(load(&stats.topology_reads));
     gauge!("cqlmirror_requests_in_flight")
         .set(stats.in_flight.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    gauge!("cqlmirror_secondary_lag_requests").set(
+        stats
+            .secondary_lag
+            .load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
     gauge!("cqlmirror_prepared_statements").set(proxy.prepared_len() as f64);
     counter!("cqlmirror_prepared_evictions_total").absolute(proxy.prepared_evictions());
     for peer in Peer::ALL {
@@ -243,6 +252,7 @@ fn zero() {
             .absolute(0);
         }
         counter!("cqlmirror_timeouts_total", "cluster" => cluster).absolute(0);
+        counter!("cqlmirror_secondary_lag_pauses_total", "cluster" => cluster).absolute(0);
     }
     counter!("cqlmirror_client_errors_total").absolute(0);
     for result in ["equal", "different"] {
@@ -290,6 +300,10 @@ fn describe() {
         "Writes the secondary missed, per table they change (a batch counts for each of its tables)"
     );
     describe_counter!(
+        "cqlmirror_secondary_lag_pauses_total",
+        "Times a client connection stopped being read because this cluster, as secondary, had --max-secondary-lag requests or --max-secondary-lag-bytes unfinished (the time paused adds to cassandraProxy_clientSocket_paused_seconds)"
+    );
+    describe_counter!(
         "cqlmirror_client_errors_total",
         "Client connections refused or closed for bad input or stalling"
     );
@@ -304,6 +318,10 @@ fn describe() {
     describe_gauge!(
         "cqlmirror_requests_in_flight",
         "Requests the proxy holds: not answered to the client yet, or still running on a cluster"
+    );
+    describe_gauge!(
+        "cqlmirror_secondary_lag_requests",
+        "Requests the secondary has not finished (in flight, queued or held for it), over all client connections; each connection may have at most --max-secondary-lag"
     );
     describe_gauge!(
         "cqlmirror_client_connections",
@@ -578,6 +596,24 @@ mod tests {
                 r#"cqlmirror_cluster_errors_total{cluster="source",code="WRITE_TIMEOUT"}"#
             )
             .is_none()
+        );
+    }
+
+    #[test]
+    fn pauses_for_a_lagging_secondary_are_counted_per_cluster() {
+        let lag = Event::SecondaryLag {
+            upstream: Upstream::Target,
+            requests: 1024,
+            bytes: 4096,
+        };
+        let text = exposition(&[lag.clone(), lag]);
+        assert_eq!(
+            value(
+                &text,
+                r#"cqlmirror_secondary_lag_pauses_total{cluster="target"}"#
+            ),
+            Some("2"),
+            "{text}"
         );
     }
 }

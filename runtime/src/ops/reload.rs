@@ -1,5 +1,5 @@
 //! SIGHUP reads the config file again: what can change while the proxy runs is applied (the
-//! wait policy), every other change is logged as needing a restart, and a file that does not
+//! wait policy, the primary, the read mode, the shadow sample, the write order), every other change is logged as needing a restart, and a file that does not
 //! read (bad TOML, an unknown key) changes nothing.
 
 use std::collections::BTreeMap;
@@ -122,7 +122,8 @@ fn apply(
     }
 }
 
-/// Applies `primary`, `read-mode` or `shadow-sample` from the file; `None` for other keys.
+/// Applies `primary`, `read-mode`, `shadow-sample` or `write-order` from the file; `None` for
+/// other keys.
 fn apply_read_setting(
     key: &str,
     value: Option<&String>,
@@ -156,6 +157,13 @@ fn apply_read_setting(
                 Ok(())
             }
             _ => Err("not a fraction from 0 to 1 (or removed)".to_owned()),
+        },
+        "write-order" => match value.and_then(cqlmirror_core::config::WriteOrder::parse) {
+            Some(order) => {
+                proxy.set_write_order(order);
+                Ok(())
+            }
+            None => Err("not `parallel` or `primary-first` (or removed)".to_owned()),
         },
         _ => return None,
     })
