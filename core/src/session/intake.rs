@@ -774,6 +774,7 @@ impl Session {
                 Some(out)
                     if steady
                         && self.upstreams[upstream.index()].is_usable()
+                        && !self.upstreams[upstream.index()].rejoining
                         && (!self.upstreams[upstream.index()].is_ready()
                             || self.order.must_wait(upstream, barrier)) =>
                 {
