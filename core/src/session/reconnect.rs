@@ -54,6 +54,19 @@ pub fn backoff(attempt: u32, random: u64) -> Duration {
     Duration::from_nanos(half + random % (base - half + 1))
 }
 
+/// A keyspace name as CQL reads it back: bare when it is a lower-case identifier (as most
+/// are, and as a driver would write it), else quoted, its quotes doubled.
+fn cql_identifier(name: &str) -> String {
+    let mut chars = name.chars();
+    let bare = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if bare {
+        name.to_owned()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
 /// A step of the session's own handshake on a connection it opened again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -295,7 +308,7 @@ impl Session {
         let (Some(version), Some(keyspace)) = (self.version, self.keyspace.clone()) else {
             return self.rejoined(upstream, now);
         };
-        let text = format!("USE \"{}\"", keyspace.replace('"', "\"\""));
+        let text = format!("USE {}", cql_identifier(&keyspace));
         let out = Outgoing {
             flags: Flags::empty(),
             body: Query {
@@ -361,5 +374,13 @@ mod tests {
         }
         assert_eq!(backoff(0, 0), FIRST_DELAY / 2);
         assert_eq!(backoff(30, 0), MAX_DELAY / 2);
+    }
+
+    #[test]
+    fn keyspace_names_are_quoted_only_when_needed() {
+        assert_eq!(cql_identifier("shop_2"), "shop_2");
+        assert_eq!(cql_identifier("Shop"), "\"Shop\"");
+        assert_eq!(cql_identifier("2shop"), "\"2shop\"");
+        assert_eq!(cql_identifier("a\"b"), "\"a\"\"b\"");
     }
 }
