@@ -851,10 +851,10 @@ pub fn writes_after_reconnection(world: &World, settle: Duration) -> Reconnected
             let (Some(consumed), true) = (op.consumed_at, op.kind.proxy_write()) else {
                 continue;
             };
-            if !op
+            if op
                 .answer
                 .as_ref()
-                .is_some_and(|a| a.opcode == Opcode::RESULT)
+                .is_none_or(|a| a.opcode != Opcode::RESULT)
             {
                 continue;
             }
