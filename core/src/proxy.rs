@@ -782,6 +782,19 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn sessions_coming_back_together_make_one_log_line_a_minute_per_cluster() {
+        let (p, now) = proxy();
+        let (t, s) = (Upstream::Target, Upstream::Source);
+        assert!(p.note_reconnected(t, now));
+        for session in 1..100 {
+            let at = now + Duration::from_millis(session);
+            assert!(!p.note_reconnected(t, at), "session {session}");
+        }
+        assert!(p.note_reconnected(s, now), "each cluster its own");
+        assert!(p.note_reconnected(t, now + REPORT_INTERVAL));
+    }
+
+    #[test]
     fn failures_are_reported_once_per_kind_until_success_and_at_most_once_an_interval() {
         let (p, now) = proxy();
         let (t, s) = (Upstream::Target, Upstream::Source);
