@@ -54,12 +54,76 @@ pub fn backoff(attempt: u32, random: u64) -> Duration {
     Duration::from_nanos(half + random % (base - half + 1))
 }
 
-/// A keyspace name as CQL reads it back: bare when it is a lower-case identifier (as most
-/// are, and as a driver would write it), else quoted, its quotes doubled.
+/// CQL's reserved words: a keyspace of such a name was created quoted and is named quoted.
+const RESERVED: &[&str] = &[
+    "add",
+    "allow",
+    "alter",
+    "and",
+    "apply",
+    "asc",
+    "authorize",
+    "batch",
+    "begin",
+    "by",
+    "columnfamily",
+    "create",
+    "delete",
+    "desc",
+    "describe",
+    "drop",
+    "entries",
+    "execute",
+    "from",
+    "full",
+    "grant",
+    "if",
+    "in",
+    "index",
+    "infinity",
+    "insert",
+    "into",
+    "is",
+    "keyspace",
+    "limit",
+    "materialized",
+    "modify",
+    "nan",
+    "norecursive",
+    "not",
+    "null",
+    "of",
+    "on",
+    "or",
+    "order",
+    "primary",
+    "rename",
+    "replace",
+    "revoke",
+    "schema",
+    "select",
+    "set",
+    "table",
+    "to",
+    "token",
+    "truncate",
+    "unlogged",
+    "update",
+    "use",
+    "using",
+    "view",
+    "where",
+    "with",
+];
+
+/// A keyspace name as CQL reads it back: bare when it is a lower-case identifier that is not
+/// a reserved word (as most are, and as a driver would write it), else quoted, its quotes
+/// doubled.
 fn cql_identifier(name: &str) -> String {
     let mut chars = name.chars();
     let bare = chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !RESERVED.contains(&name);
     if bare {
         name.to_owned()
     } else {
@@ -381,6 +445,7 @@ mod tests {
         assert_eq!(cql_identifier("shop_2"), "shop_2");
         assert_eq!(cql_identifier("Shop"), "\"Shop\"");
         assert_eq!(cql_identifier("2shop"), "\"2shop\"");
+        assert_eq!(cql_identifier("table"), "\"table\"");
         assert_eq!(cql_identifier("a\"b"), "\"a\"\"b\"");
     }
 }
