@@ -15,6 +15,7 @@ WRITERS = 3
 # The proxy's reconnection backoff is capped at 5 s (drawn between 2.5 and 5 s once capped):
 # with the node's CQL port open, the next attempt succeeds.
 BACK_WITHIN = 12.0
+COMMITLOG_SYNC = 10.0  # commitlog_sync_period of the bed's nodes
 
 
 class Writers:
@@ -82,7 +83,10 @@ def test_target_node_restart_is_written_again_on_the_same_connections(
     writers.start()
     node = outage_bed.target.host
     try:
-        time.sleep(2)
+        # The bed's nodes sync their commit log every 10 s and a node that does not stop within
+        # its grace is killed: the schema must be on disk before the restart, or the restarted
+        # node comes back without the keyspace.
+        time.sleep(COMMITLOG_SYNC + 1)
         assert rows_on(outage_bed.target, keyspace), "no write reached the target before the restart"
 
         run = bed.testbed("--name", outage_bed.name, "stop-node", node)
