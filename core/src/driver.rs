@@ -176,6 +176,15 @@ impl Driver {
         while let Some(action) = self.session.poll_action() {
             match action {
                 Action::Connect { upstream, endpoint } => {
+                    // A connection opened again after the previous one failed (see
+                    // `session/reconnect.rs`): the old socket, if still there, is closed
+                    // first, and nothing of it (partial frames, unwritten bytes) carries over.
+                    let peer = Peer::of(upstream);
+                    let conn = &mut self.conns[peer.index()];
+                    if conn.open && !conn.gone {
+                        self.closes.push_back(peer);
+                    }
+                    *conn = Connection::default();
                     self.connects.push_back((upstream, endpoint))
                 }
                 Action::Close(peer) => self.conns[peer.index()].closing = true,
@@ -214,7 +223,8 @@ impl Driver {
     // ---- what the runtime must do ------------------------------------------------------
 
     /// A backend connection to open; report with [`Driver::on_connected`] or
-    /// [`Driver::on_connect_failed`].
+    /// [`Driver::on_connect_failed`]. Take [`Driver::poll_close`] first: a connection opened
+    /// again replaces one whose socket is to be closed.
     pub fn poll_connect(&mut self) -> Option<(Upstream, Endpoint)> {
         self.connects.pop_front()
     }

@@ -121,6 +121,10 @@ pub struct Proxy {
     /// Per cluster and failure kind: when it was last reported, so that a cluster whose
     /// answers alternate with failures gets one log line a minute, not one per failure.
     last_reported: Mutex<[[Option<Instant>; FailureKind::COUNT]; 2]>,
+    /// Per cluster: when a session's connection that came back (see `session/reconnect.rs`)
+    /// was last worth a log line. Many sessions lose a node at once and come back together:
+    /// one line per [`REPORT_INTERVAL`] says so, the rest are debug detail.
+    last_reconnect_reported: Mutex<[Option<Instant>; 2]>,
     /// Per cluster: a client's answer waited `--wait-timeout` for it in vain and it has not
     /// answered anything since, so clients do not wait for it at all.
     stalled: [AtomicBool; 2],
@@ -205,6 +209,7 @@ impl Proxy {
             max_version: [AtomicU8::new(highest), AtomicU8::new(highest)],
             reported: Default::default(),
             last_reported: Mutex::new([[None; FailureKind::COUNT]; 2]),
+            last_reconnect_reported: Mutex::new([None; 2]),
             stalled: Default::default(),
             views: Default::default(),
             schemas: Default::default(),
@@ -617,6 +622,18 @@ impl Proxy {
         !flag.swap(true, Ordering::Relaxed)
     }
 
+    /// A session's connection to `upstream` came back; true when that deserves a log line
+    /// (none did in the last [`REPORT_INTERVAL`]).
+    pub(crate) fn note_reconnected(&self, upstream: Upstream, now: Instant) -> bool {
+        let mut last = lock(&self.last_reconnect_reported);
+        let last = &mut last[upstream.index()];
+        if last.is_some_and(|at| now.saturating_duration_since(at) < REPORT_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
     /// Counts a request that failed on `upstream` because its connection failed (reported
     /// once, when the connection failed).
     pub(crate) fn count_failed(&self, upstream: Upstream) {
@@ -800,6 +817,19 @@ pub(crate) mod tests {
             .client_errors_report(now + crate::report::REPORT_WINDOW)
             .unwrap();
         assert!(report.starts_with("5 more client errors"), "{report}");
+    }
+
+    #[test]
+    fn sessions_coming_back_together_make_one_log_line_a_minute_per_cluster() {
+        let (p, now) = proxy();
+        let (t, s) = (Upstream::Target, Upstream::Source);
+        assert!(p.note_reconnected(t, now));
+        for session in 1..100 {
+            let at = now + Duration::from_millis(session);
+            assert!(!p.note_reconnected(t, at), "session {session}");
+        }
+        assert!(p.note_reconnected(s, now), "each cluster its own");
+        assert!(p.note_reconnected(t, now + REPORT_INTERVAL));
     }
 
     #[test]

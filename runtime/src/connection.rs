@@ -71,6 +71,9 @@ pub(crate) async fn run<R: Runtime>(
     let mut stopping = Some(shutdown.waiter());
     let mut paused_since: [Option<Instant>; 3] = [None; 3];
     loop {
+        // Closes first: a connection opened again replaces the socket being closed, and
+        // closing must not cancel the new attempt.
+        close_sockets(&mut driver, &mut sockets, &mut connecting);
         while let Some((upstream, endpoint)) = driver.poll_connect() {
             let tls = tls.backend(upstream).cloned();
             connecting[upstream.index()] = Some(Box::pin(async move {
@@ -99,17 +102,7 @@ pub(crate) async fn run<R: Runtime>(
                 }
             }
         }
-        while let Some(peer) = driver.poll_close() {
-            if let Some(socket) = sockets[peer.index()].take() {
-                socket.close();
-                if let Some(upstream) = peer.upstream() {
-                    TRAFFIC.disconnected(upstream);
-                }
-            }
-            if let Some(upstream) = peer.upstream() {
-                connecting[upstream.index()] = None;
-            }
-        }
+        close_sockets(&mut driver, &mut sockets, &mut connecting);
         while let Some(event) = driver.poll_event() {
             crate::ops::metrics::observe(&event);
             log_event(id, &event);
@@ -232,6 +225,25 @@ pub(crate) async fn run<R: Runtime>(
         if wake.shutdown {
             stopping = None;
             driver.on_shutdown(now);
+        }
+    }
+}
+
+/// Closes the sockets the driver is done with, and abandons their connection attempts.
+fn close_sockets<S: Stream>(
+    driver: &mut Driver,
+    sockets: &mut [Option<Link<S>>; 3],
+    connecting: &mut [Option<Connecting<Link<S>>>; 2],
+) {
+    while let Some(peer) = driver.poll_close() {
+        if let Some(socket) = sockets[peer.index()].take() {
+            socket.close();
+            if let Some(upstream) = peer.upstream() {
+                TRAFFIC.disconnected(upstream);
+            }
+        }
+        if let Some(upstream) = peer.upstream() {
+            connecting[upstream.index()] = None;
         }
     }
 }

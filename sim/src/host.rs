@@ -529,7 +529,16 @@ impl Host {
                 while let Some(action) = direct.session.poll_action() {
                     match action {
                         Action::Connect { upstream, endpoint } => {
-                            self.state[Peer::of(upstream).index()] = PeerState::Connecting;
+                            // A connection opened again: nothing of the old one carries over.
+                            let i = Peer::of(upstream).index();
+                            if matches!(self.state[i], PeerState::Open | PeerState::Closing) {
+                                if let Some(pipe) = Self::outbound(Peer::of(upstream), links) {
+                                    pipe.finish(now);
+                                }
+                            }
+                            direct.recv[i].clear();
+                            direct.pending[i].clear();
+                            self.state[i] = PeerState::Connecting;
                             self.connects.push((upstream, endpoint));
                         }
                         Action::Close(peer) => {
@@ -555,10 +564,7 @@ impl Host {
                 direct.timer = direct.session.poll_timeout();
             }
             Driving::Driver(driver) => {
-                while let Some((upstream, endpoint)) = driver.poll_connect() {
-                    self.state[Peer::of(upstream).index()] = PeerState::Connecting;
-                    self.connects.push((upstream, endpoint));
-                }
+                // Closes first: a connection opened again replaces the one being closed.
                 while let Some(peer) = driver.poll_close() {
                     let i = peer.index();
                     if matches!(self.state[i], PeerState::Open | PeerState::Closing) {
@@ -567,6 +573,10 @@ impl Host {
                         }
                     }
                     self.state[i] = PeerState::Closed;
+                }
+                while let Some((upstream, endpoint)) = driver.poll_connect() {
+                    self.state[Peer::of(upstream).index()] = PeerState::Connecting;
+                    self.connects.push((upstream, endpoint));
                 }
                 while let Some(event) = driver.poll_event() {
                     self.events.push((now, event));

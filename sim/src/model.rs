@@ -822,6 +822,98 @@ fn check_writes(
     }
 }
 
+/// What [`writes_after_reconnection`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconnected {
+    /// Times a session's secondary connection came back.
+    pub reconnections: usize,
+    /// Writes the client was told succeeded that were read after a reconnection, with the
+    /// secondary's connection up from then until their timeout ran out: each must be on the
+    /// secondary.
+    pub checked: usize,
+    pub violations: Vec<String>,
+}
+
+/// A secondary connection that came back gets the writes again: every write the client was
+/// told succeeded, read by the proxy after the session's secondary connection was back
+/// (`Event::SecondaryReconnect`) and while it stayed up (no failure of it reported until
+/// `settle` after the write was read: give more than the secondary's latency, so that a write
+/// in flight when the connection failed again is not counted), is applied on the secondary
+/// exactly once. Meant for runs whose secondary fails only by losing its connections (no
+/// per-request faults): a write it refused or lost while connected would break the rule for
+/// other reasons.
+pub fn writes_after_reconnection(world: &World, settle: Duration) -> Reconnected {
+    let index = Index::new(world);
+    let mut out = Reconnected::default();
+    for (slot_index, slot) in world.slots().iter().enumerate() {
+        let Some(host) = &slot.host else { continue };
+        for op in slot.client.ops() {
+            let (Some(consumed), true) = (op.consumed_at, op.kind.proxy_write()) else {
+                continue;
+            };
+            if op
+                .answer
+                .as_ref()
+                .is_none_or(|a| a.opcode != Opcode::RESULT)
+            {
+                continue;
+            }
+            let (primary, None) = world.scenario().primary_at(consumed) else {
+                continue;
+            };
+            let secondary = primary.other();
+            let back = host
+                .events()
+                .iter()
+                .filter(|(at, e)| {
+                    *at <= consumed
+                        && matches!(e, Event::SecondaryReconnect {
+                            upstream,
+                            result: cqlmirror_core::session::reconnect::Reconnect::Reconnected { .. },
+                            ..
+                        } if *upstream == secondary)
+                })
+                .map(|(at, _)| *at)
+                .max();
+            let Some(back) = back else { continue };
+            let lost = host.events().iter().any(|(at, e)| {
+                *at >= back
+                    && *at <= consumed + settle
+                    // The connection failed; an ERROR answer is no excuse.
+                    && matches!(e, Event::Failure { upstream, kind, .. }
+                        if *upstream == secondary && *kind != FailureKind::Error)
+            });
+            if lost {
+                continue;
+            }
+            out.checked += 1;
+            for (id, _) in &op.writes {
+                let applied = index.applied(secondary, id).len();
+                if applied != 1 {
+                    out.violations.push(format!(
+                        "client {slot_index}: write {id} of {} (read at {consumed:?}, the {secondary} connection back since {back:?}) was applied {applied} times on the {secondary}",
+                        op.tag
+                    ));
+                }
+            }
+        }
+        out.reconnections += host
+            .events()
+            .iter()
+            .filter(|(_, e)| {
+                matches!(
+                    e,
+                    Event::SecondaryReconnect {
+                        result: cqlmirror_core::session::reconnect::Reconnect::Reconnected { .. },
+                        ..
+                    }
+                )
+            })
+            .count();
+    }
+    out
+}
+
 enum Missed {
     /// The proxy must count it.
     Required,

@@ -82,6 +82,7 @@ impl Session {
             Purpose::Login(id) => self.on_login(id, upstream, envelope, now),
             Purpose::Topology(table) => self.on_topology_answer(upstream, table, envelope, now),
             Purpose::Agreement(id, read) => self.on_versions(id, upstream, read, envelope, now),
+            Purpose::Rejoin(step) => self.on_rejoin_answer(upstream, step, &envelope, now),
         }
     }
 
@@ -577,6 +578,7 @@ impl Session {
         if let Some(secondary) = request.route.secondary {
             if request.write && succeeded(request.route.primary) && !succeeded(secondary) {
                 self.proxy.count_missed_write(secondary);
+                self.note_missed(secondary);
                 let tables = self.written_tables(&request);
                 self.events.push_back(Event::MissedWrite {
                     upstream: secondary,
@@ -632,6 +634,8 @@ impl Session {
                     self.topology_fetch_failed(upstream, &reason, now);
                 }
                 Purpose::Agreement(id, _) => self.agreement_failed(id, upstream, now),
+                // The connection being opened again failed: tried again below.
+                Purpose::Rejoin(_) => {}
             }
         }
         // Without the primary the client connection cannot go on (requests in flight to a
@@ -644,6 +648,7 @@ impl Session {
         if (primary && !handshaking) || self.proxy.config().dest_close {
             self.close_client(now);
         }
+        self.schedule_reconnect(upstream, now);
     }
 
     pub(super) fn upstream_lost(&mut self, upstream: Upstream, reason: &str, now: Instant) {
@@ -724,6 +729,7 @@ impl Session {
                 return self.topology_fetch_failed(upstream, &reason, now);
             }
             Purpose::Agreement(id, _) => return self.agreement_failed(id, upstream, now),
+            Purpose::Rejoin(step) => return self.rejoin_timed_out(upstream, step, now),
         };
         // A STARTUP or AUTH_RESPONSE that timed out leaves the cluster's handshake unfinished
         // for good, even while the client's own handshake goes on (it may still have to

@@ -78,6 +78,7 @@ impl Session {
         };
         self.version = Some(version);
         self.compression = compression;
+        self.remember_startup(envelope.body());
         self.handshake_primary = Some(self.proxy.primary());
         self.phase = Phase::Starting;
         for leg in &mut self.upstreams {
@@ -307,7 +308,9 @@ impl Session {
             if let Some(Kind::AuthResponse { token: Some(token) }) =
                 self.requests.get(id).map(|r| &r.kind)
             {
+                let token = token.clone();
                 self.proxy.learn_login(upstream, token.clone());
+                self.remember_login(upstream, token);
             }
             self.release_held(now);
         }
@@ -371,7 +374,7 @@ impl Session {
             Some(Outcome::Answer(envelope)) if envelope.opcode() == Opcode::READY => {
                 self.settle_secondary(route, &outcomes, secondary_pending, now);
                 self.answer_client(stream, version, &envelope);
-                self.become_ready(route, version);
+                self.become_ready(route, version, now);
             }
             Some(Outcome::Answer(envelope)) if envelope.opcode() == Opcode::AUTHENTICATE => {
                 self.answer_client(stream, version, &envelope);
@@ -407,7 +410,7 @@ impl Session {
             Some(Outcome::Answer(envelope)) if envelope.opcode() == Opcode::AUTH_SUCCESS => {
                 self.settle_secondary(route, &outcomes, secondary_pending, now);
                 self.answer_client(stream, version, &envelope);
-                self.become_ready(route, version);
+                self.become_ready(route, version, now);
             }
             Some(Outcome::Answer(envelope)) => self.answer_client(stream, version, &envelope),
             Some(Outcome::Failed(kind)) => {
@@ -463,7 +466,7 @@ impl Session {
         self.upstream_failed(secondary, FailureKind::Refused, detail, true, now);
     }
 
-    fn become_ready(&mut self, route: Route, version: ProtocolVersion) {
+    fn become_ready(&mut self, route: Route, version: ProtocolVersion, now: Instant) {
         self.phase = Phase::Ready;
         self.handshake_deadline = None;
         if version >= ProtocolVersion::V5 && self.client_framing_plain() {
@@ -477,6 +480,8 @@ impl Session {
             secondary,
             secondary_ready: self.upstreams[secondary.index()].is_ready(),
         });
+        // A secondary that failed during the handshake comes back like one that fails later.
+        self.schedule_reconnect(secondary, now);
     }
 
     /// Whether the client connection still uses plain envelopes (v5 switches once).
@@ -528,7 +533,7 @@ impl Session {
         }
     }
 
-    fn error_text(&self, envelope: &Envelope, version: ProtocolVersion) -> String {
+    pub(super) fn error_text(&self, envelope: &Envelope, version: ProtocolVersion) -> String {
         self.response_message(envelope)
             .ok()
             .and_then(|m| {

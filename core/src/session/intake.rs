@@ -867,6 +867,7 @@ impl Session {
         let leg = &self.upstreams[upstream.index()];
         if steady
             && leg.is_usable()
+            && !leg.rejoining
             && (!leg.is_ready()
                 || self.order.must_wait(upstream, barrier, seen)
                 || (!primary && leg.streams.is_full()))

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::config::Upstream;
+use crate::config::{Endpoint, Upstream};
 use crate::frame::{
     Direction, Envelope, EnvelopeDecoder, FrameDecoder, FrameEncoder, Framing, HEADER_LEN, Header,
     SegmentFormat,
@@ -140,6 +140,9 @@ pub(crate) enum Purpose {
     Topology(crate::topology::SystemTable),
     /// A read of the nodes' schema versions after this schema change (see `agreement.rs`).
     Agreement(RequestId, crate::session::agreement::VersionRead),
+    /// A step of the session's own handshake on a connection it opened again (see
+    /// `reconnect.rs`).
+    Rejoin(crate::session::reconnect::Step),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +191,9 @@ pub(crate) struct UpstreamLeg {
     pub(crate) timed_out: usize,
     /// The node the connection goes to.
     pub(crate) endpoint: Option<crate::config::Endpoint>,
+    /// A connection the session opened again after the previous one failed: until its own
+    /// handshake is done, requests do not wait for it (they are missed, see `reconnect.rs`).
+    pub(crate) rejoining: bool,
 }
 
 impl UpstreamLeg {
@@ -204,7 +210,23 @@ impl UpstreamLeg {
             streams: StreamTable::default(),
             timed_out: 0,
             endpoint: None,
+            rejoining: false,
         }
+    }
+
+    /// A new connection to the same cluster, replacing one that failed: fresh framing (v5
+    /// switches to segments again after its handshake), no queued bytes, no stream ids.
+    pub(crate) fn rejoin(which: Upstream, max_frame: usize, endpoint: Endpoint) -> Self {
+        let mut leg = Self::new(which, max_frame);
+        leg.endpoint = Some(endpoint);
+        leg.rejoining = true;
+        leg.handshake = Handshake::Starting;
+        leg
+    }
+
+    /// Whether the connection failed (not closed by the session): one to open again.
+    pub(crate) fn is_failed(&self) -> bool {
+        matches!(self.link, Link::Failed(_))
     }
 
     pub(crate) fn connected(&mut self) {
@@ -237,6 +259,8 @@ impl UpstreamLeg {
         match self.link {
             Link::Failed(kind) => kind,
             Link::Shut => FailureKind::Closed,
+            // Its handshake is the session's own, after a failure: the request meets that.
+            Link::Connecting | Link::Open if self.rejoining => FailureKind::Closed,
             Link::Connecting | Link::Open => FailureKind::Refused,
         }
     }

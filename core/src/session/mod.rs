@@ -28,6 +28,7 @@ mod lag;
 mod leg;
 mod order;
 mod outbox;
+pub mod reconnect;
 mod request;
 mod streams;
 mod supported;
@@ -187,6 +188,15 @@ pub enum Event {
         requests: usize,
         bytes: usize,
     },
+    /// The session's connection to `upstream`, its secondary, failed earlier: an attempt to
+    /// open it again failed, or it is back (see `reconnect.rs`). `first` is true for the
+    /// first reconnection of that cluster in a minute: the one worth an info line when many
+    /// sessions come back at once.
+    SecondaryReconnect {
+        upstream: Upstream,
+        result: reconnect::Reconnect,
+        first: bool,
+    },
     /// After a schema change, `upstream`'s nodes agreed on the schema (`reached`), or the
     /// proxy stopped waiting for them after `waited`.
     SchemaAgreement {
@@ -233,6 +243,8 @@ impl Event {
             Self::UnmappedNode { first: false, .. } => Level::Debug,
             Self::SchemaAgreement { reached: false, .. } => Level::Warn,
             Self::SchemaAgreement { reached: true, .. } => Level::Debug,
+            Self::SecondaryReconnect { first: true, .. } => Level::Info,
+            Self::SecondaryReconnect { first: false, .. } => Level::Debug,
             Self::Ready { .. }
             | Self::MissedWrite { .. }
             | Self::ClusterDone { .. }
@@ -378,6 +390,32 @@ impl fmt::Display for Event {
                 f,
                 "the {upstream} cluster (secondary) has {requests} requests ({bytes} bytes) of this client unfinished (--max-secondary-lag, --max-secondary-lag-bytes): the client is not read until it catches up"
             ),
+            Self::SecondaryReconnect {
+                upstream,
+                result:
+                    reconnect::Reconnect::Reconnected {
+                        down,
+                        attempts,
+                        missed,
+                    },
+                first,
+            } => write!(
+                f,
+                "the connection to the {upstream} cluster (secondary) is back after {down:?} ({attempts} attempt(s)); {missed} write(s) were missed meanwhile{}",
+                if *first {
+                    " (further reconnections of this cluster within a minute are logged at debug level)"
+                } else {
+                    ""
+                }
+            ),
+            Self::SecondaryReconnect {
+                upstream,
+                result: reconnect::Reconnect::Failed { attempt, retry_in },
+                ..
+            } => write!(
+                f,
+                "attempt {attempt} to connect to the {upstream} cluster (secondary) again failed; next in {retry_in:?}"
+            ),
             Self::UnmappedNode { address, .. } => write!(
                 f,
                 "node {address} is not in --ghostIps: drivers are not told about it (add it to the map to let them use it)"
@@ -394,6 +432,8 @@ enum Timer {
     Stream(Upstream, StreamId),
     /// Read the schema versions again (see `agreement.rs`).
     Agreement(Upstream, request::RequestId),
+    /// Open the failed connection to the secondary again (see `reconnect.rs`).
+    Reconnect(Upstream),
 }
 
 /// Where the handshake with the client stands.
@@ -463,6 +503,8 @@ pub struct Session {
     fetch: topology::Fetch,
     /// Schema changes waiting for a cluster's nodes to agree.
     agreements: Vec<agreement::Agreement>,
+    /// What the session needs to open a failed secondary's connection again.
+    rejoin: reconnect::Rejoin,
 }
 
 /// Requests still held when a session goes away were counted in flight and never finished.
@@ -518,6 +560,7 @@ impl Session {
             local_address: None,
             fetch: topology::Fetch::default(),
             agreements: Vec::new(),
+            rejoin: reconnect::Rejoin::default(),
             proxy,
         }
     }
@@ -598,6 +641,7 @@ impl Session {
     /// done or timed out, then the session finishes. The runtime gives up on sessions still
     /// open after its drain deadline.
     pub fn handle_shutdown(&mut self, now: Instant) {
+        self.stop_reconnecting();
         if !self.draining && !self.finished {
             self.draining = true;
             self.events.push_back(Event::Draining {
@@ -643,6 +687,7 @@ impl Session {
                 Timer::Connect(upstream) => self.connect_timed_out(upstream, now),
                 Timer::Stream(upstream, stream) => self.stream_timed_out(upstream, stream, at, now),
                 Timer::Agreement(upstream, id) => self.agreement_poll(upstream, id, now),
+                Timer::Reconnect(upstream) => self.reconnect(upstream, now),
             }
         }
 

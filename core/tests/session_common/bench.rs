@@ -12,8 +12,9 @@ use bytes::{Bytes, BytesMut};
 use cqlmirror_core::config::{Config, Endpoint, Upstream};
 use cqlmirror_core::frame::{Direction, Envelope, Opcode, ProtocolVersion};
 use cqlmirror_core::message::{
-    Body, ColumnSpec, ColumnType, Columns, ErrorCode, ErrorMessage, Execute, Prepare, Prepared,
-    PreparedMetadata, Query, QueryParams, ResultMessage, RowsMetadata, Startup, TableSpec,
+    AuthSuccess, Authenticate, Body, ColumnSpec, ColumnType, Columns, ErrorCode, ErrorMessage,
+    Execute, Prepare, Prepared, PreparedMetadata, Query, QueryParams, ResultMessage, RowsMetadata,
+    Startup, TableSpec,
 };
 use cqlmirror_core::proxy::{Proxy, WallClock};
 use cqlmirror_core::session::{Action, Event, Peer, Session};
@@ -76,6 +77,12 @@ pub struct Bench {
     pub cluster_out: [BytesMut; 2],
     /// Whether each cluster's connection is established when asked for.
     pub reachable: [bool; 2],
+    /// Clusters whose connections, when asked for, stay connecting (neither established nor
+    /// refused) until the test says.
+    pub connect_pending: [bool; 2],
+    /// Clusters that ask for credentials (AUTHENTICATE to STARTUP, AUTH_SUCCESS to any
+    /// AUTH_RESPONSE).
+    pub authenticate: [bool; 2],
     /// Clusters that keep the QUERYs they get unanswered (in `unanswered`, until
     /// [`Bench::release`]).
     pub silent: [bool; 2],
@@ -103,8 +110,13 @@ pub struct Bench {
 }
 
 impl Bench {
-    #[allow(clippy::disallowed_methods)]
     pub fn new(configure: impl FnOnce(&mut Config)) -> Self {
+        Self::seeded(1, configure)
+    }
+
+    /// A session of a proxy whose random values come from `seed`.
+    #[allow(clippy::disallowed_methods)]
+    pub fn seeded(seed: u64, configure: impl FnOnce(&mut Config)) -> Self {
         let now = Instant::now();
         let endpoint = |host: &str| Endpoint {
             host: host.to_owned(),
@@ -116,7 +128,7 @@ impl Bench {
             instant: now,
             unix_micros: 1_700_000_000_000_000,
         };
-        let proxy = Proxy::new(config, clock, cqlmirror_core::entropy::Seed(1)).unwrap();
+        let proxy = Proxy::new(config, clock, cqlmirror_core::entropy::Seed(seed)).unwrap();
         Self {
             session: Session::new(std::sync::Arc::clone(&proxy), now),
             proxy,
@@ -129,6 +141,8 @@ impl Bench {
             client_read_size: READ,
             cluster_out: Default::default(),
             reachable: [true, true],
+            connect_pending: [false, false],
+            authenticate: [false, false],
             silent: [false, false],
             unanswered: Default::default(),
             failing: [None, None],
@@ -151,6 +165,15 @@ impl Bench {
         bench.settle();
         assert_eq!(bench.client_answers(), vec![(1, Opcode::READY)]);
         bench
+    }
+
+    /// The connection to `upstream` ends (the node closed it or went away).
+    pub fn drop_connection(&mut self, upstream: Upstream) {
+        self.cluster_out[upstream.index()].clear();
+        self.upstream_buf[upstream.index()].clear();
+        self.session
+            .handle_closed(Peer::of(upstream), "connection reset by peer", self.now);
+        self.settle();
     }
 
     pub fn advance(&mut self, by: Duration) {
@@ -250,7 +273,13 @@ impl Bench {
                 if let Action::Connect { upstream, .. } = action {
                     self.connects.push(upstream);
                 }
+                if let Action::Connect { upstream, .. } = action {
+                    // A new connection: nothing of an earlier one carries over.
+                    self.cluster_out[upstream.index()].clear();
+                    self.upstream_buf[upstream.index()].clear();
+                }
                 match action {
+                    Action::Connect { upstream, .. } if self.connect_pending[upstream.index()] => {}
                     Action::Connect { upstream, .. } if self.reachable[upstream.index()] => {
                         self.session.handle_connected(upstream, self.now)
                     }
@@ -286,7 +315,19 @@ impl Bench {
                     }
                     let forgot = request.opcode() == Opcode::EXECUTE
                         && std::mem::take(&mut self.unprepared_next[upstream.index()]);
+                    let authenticate = self.authenticate[upstream.index()];
                     let (opcode, body) = match self.failing[upstream.index()] {
+                        _ if authenticate && request.opcode() == Opcode::STARTUP => (
+                            Opcode::AUTHENTICATE,
+                            Authenticate {
+                                authenticator: Authenticate::PASSWORD_AUTHENTICATOR,
+                            }
+                            .to_bytes(request.version()),
+                        ),
+                        _ if authenticate && request.opcode() == Opcode::AUTH_RESPONSE => (
+                            Opcode::AUTH_SUCCESS,
+                            AuthSuccess { token: None }.to_bytes(request.version()),
+                        ),
                         _ if forgot => {
                             let id = Execute::peek_id(request.body()).unwrap();
                             (

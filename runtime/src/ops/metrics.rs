@@ -18,6 +18,7 @@ use cqlmirror_core::config::{Upstream, WaitPolicy};
 use cqlmirror_core::failure::FailureKind;
 use cqlmirror_core::frame::Opcode;
 use cqlmirror_core::proxy::Proxy;
+use cqlmirror_core::session::reconnect::Reconnect;
 use cqlmirror_core::session::{ClusterResult, Event, Peer};
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -152,6 +153,21 @@ pub fn observe(event: &Event) {
                 super::report::log_divergence(d);
             }
         }
+        Event::SecondaryReconnect {
+            upstream, result, ..
+        } => {
+            let label = match result {
+                Reconnect::Reconnected { down, .. } => {
+                    counter!("cqlmirror_secondary_outage_seconds_total", "cluster" => upstream.name())
+                        .increment(down.as_secs());
+                    "reconnected"
+                }
+                Reconnect::Failed { .. } => "failed",
+            };
+            counter!("cqlmirror_secondary_reconnects_total", "cluster" => upstream.name(),
+                     "result" => label)
+            .increment(1);
+        }
         Event::ClientError { .. } => counter!("cqlmirror_client_errors_total").increment(1),
         Event::GeneratedValue { function } => {
             counter!("cqlmirror_generated_values_total", "function" => function.label())
@@ -253,6 +269,11 @@ fn zero() {
         }
         counter!("cqlmirror_timeouts_total", "cluster" => cluster).absolute(0);
         counter!("cqlmirror_secondary_lag_pauses_total", "cluster" => cluster).absolute(0);
+        for result in ["reconnected", "failed"] {
+            counter!("cqlmirror_secondary_reconnects_total", "cluster" => cluster,
+                     "result" => result)
+            .absolute(0);
+        }
     }
     counter!("cqlmirror_client_errors_total").absolute(0);
     for result in ["equal", "different"] {
@@ -286,6 +307,14 @@ fn describe() {
     describe_counter!(
         "cqlmirror_cluster_failures_total",
         "Failures of each cluster by kind (unreachable, connection lost, timeout, error, ...)"
+    );
+    describe_counter!(
+        "cqlmirror_secondary_reconnects_total",
+        "Attempts to open a failed connection to the secondary again, by result: reconnected (the writes of that client connection reach it again) or failed (tried again after a backoff)"
+    );
+    describe_counter!(
+        "cqlmirror_secondary_outage_seconds_total",
+        "Whole seconds the secondary's connections that came back had been down, summed"
     );
     describe_counter!(
         "cqlmirror_missed_writes_total",
@@ -615,5 +644,42 @@ mod tests {
             Some("2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn reconnects_of_the_secondary_are_counted_by_result() {
+        use cqlmirror_core::session::reconnect::Reconnect;
+        let reconnect = |result| Event::SecondaryReconnect {
+            upstream: Upstream::Target,
+            result,
+            first: false,
+        };
+        let text = exposition(&[
+            reconnect(Reconnect::Failed {
+                attempt: 1,
+                retry_in: Duration::from_millis(300),
+            }),
+            reconnect(Reconnect::Reconnected {
+                down: Duration::from_millis(2500),
+                attempts: 2,
+                missed: 7,
+            }),
+        ]);
+        for (series, expected) in [
+            (
+                r#"cqlmirror_secondary_reconnects_total{cluster="target",result="failed"}"#,
+                "1",
+            ),
+            (
+                r#"cqlmirror_secondary_reconnects_total{cluster="target",result="reconnected"}"#,
+                "1",
+            ),
+            (
+                r#"cqlmirror_secondary_outage_seconds_total{cluster="target"}"#,
+                "2",
+            ),
+        ] {
+            assert_eq!(value(&text, series), Some(expected), "{series} in\n{text}");
+        }
     }
 }
