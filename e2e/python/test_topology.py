@@ -247,9 +247,9 @@ def test_source_node_restart(topo_bed, start_proxy, driver_commands, keyspace):
 def test_target_node_restart(topo_bed, start_proxy, driver_commands, keyspace):
     """A target node stops in the middle of the workload and comes back: no client error (a
     failing secondary never reaches clients) and every row on the source. Writes sent to the
-    stopped node are missed writes (the journal of missed writes replays them; the proxy does
-    not reconnect a client connection's target leg yet): the target holds no row the source
-    does not, and when rows are missing the proxy warned about the lost target connection."""
+    stopped node before the proxy reconnected those client connections' target legs (to a live
+    node, in the background) are missed writes: the target holds no row the source does not,
+    and when rows are missing the proxy warned about the lost target connection."""
     proxy = start_proxy(topo_bed, *DC_MAP)
     node = topo_bed.target_nodes[1].rsplit(":", 1)[0]
     events = []
