@@ -286,6 +286,10 @@ pub struct Config {
     /// (and their other names) in writes once, in the proxy, so that both clusters store the
     /// same values (`--uuid`).
     pub replace_functions: bool,
+    /// Emit a journal record ([`crate::session::Event::Journal`]) for every write the
+    /// secondary misses, for the runtime's journal (`--journal-dir`). Off, the request path
+    /// keeps nothing for it.
+    pub journal: bool,
 }
 
 /// Default maximum frame size: 64 MiB, a quarter of the protocol's 256 MB cap.
@@ -333,6 +337,7 @@ impl Config {
             filter_tables: None,
             divergence_samples: 100,
             replace_functions: true,
+            journal: false,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Cluster frames: pairing answers with requests, answering the client, and what happens when
 //! a cluster fails, times out or asks for a statement to be prepared again.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -229,9 +230,11 @@ impl Session {
     /// What is kept of an answer whose body is no longer needed.
     fn digest(&self, envelope: &Envelope, version: ProtocolVersion) -> Digest {
         let opcode = envelope.opcode();
+        let error = opcode == Opcode::ERROR;
         Digest {
             opcode,
-            error: (opcode == Opcode::ERROR).then(|| self.describe_error(envelope, version)),
+            error: error.then(|| self.describe_error(envelope, version)),
+            code: error.then(|| self.error_code(envelope, version)).flatten(),
         }
     }
 
@@ -585,6 +588,16 @@ impl Session {
                     opcode: request.opcode,
                     tables,
                 });
+                if self.proxy.config().journal {
+                    match self.journal_record(&request, secondary, now) {
+                        Ok(Some(record)) => self.events.push_back(Event::Journal(Arc::new(record))),
+                        Ok(None) => {}
+                        Err(reason) => self.events.push_back(Event::Unjournaled {
+                            upstream: secondary,
+                            reason,
+                        }),
+                    }
+                }
             }
         }
     }
@@ -833,7 +846,11 @@ impl Session {
     /// The code of an ERROR answer; `None` for any other answer. An ERROR whose details do
     /// not decode still has its code (the body's first field); one whose body cannot be read
     /// at all gets -1 (no such code: reported as unknown).
-    fn error_code(&self, envelope: &Envelope, version: ProtocolVersion) -> Option<ErrorCode> {
+    pub(super) fn error_code(
+        &self,
+        envelope: &Envelope,
+        version: ProtocolVersion,
+    ) -> Option<ErrorCode> {
         if envelope.opcode() != Opcode::ERROR {
             return None;
         }

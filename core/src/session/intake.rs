@@ -288,7 +288,14 @@ impl Session {
             request.compare = Some(Box::new(self.compared(header.opcode, &message, permit)));
         }
         if header.opcode == Opcode::QUERY && intake.write {
-            request.query = Some(message);
+            // As the clusters get it (stamped, with generated values): the journal keeps it.
+            request.query = Some(intake.message.clone().unwrap_or(message));
+        }
+        if self.proxy.config().journal
+            && intake.write
+            && matches!(header.opcode, Opcode::QUERY | Opcode::BATCH)
+        {
+            request.journal_keyspace.clone_from(&self.keyspace);
         }
         self.launch(request, bodies, prefix, now);
     }
@@ -595,7 +602,7 @@ impl Session {
     }
 
     /// What `--filter-tables` leaves of a BATCH for the target.
-    fn filtered_batch(
+    pub(super) fn filtered_batch(
         &self,
         body: &Bytes,
         version: ProtocolVersion,
@@ -903,7 +910,12 @@ impl Session {
         };
         match sent {
             Ok(()) => Leg::Waiting,
-            Err(kind) => Leg::Done(Outcome::Failed(kind)),
+            Err(kind) => {
+                if let Some(request) = self.requests.get_mut(id) {
+                    request.unsent[upstream.index()] = true;
+                }
+                Leg::Done(Outcome::Failed(kind))
+            }
         }
     }
 
@@ -1062,7 +1074,7 @@ pub(super) fn off_target(
 }
 
 /// What `--filter-tables` leaves of a BATCH for the target.
-enum BatchFilter {
+pub(super) enum BatchFilter {
     /// Everything: no statement is filtered.
     Unfiltered,
     /// Nothing: every statement is.

@@ -24,6 +24,7 @@ mod compare;
 mod functions;
 mod handshake;
 mod intake;
+mod journal;
 mod lag;
 mod leg;
 mod order;
@@ -208,6 +209,41 @@ pub enum Event {
     GeneratedValue {
         function: crate::statement::functions::Function,
     },
+    /// With [`Config::journal`](crate::config::Config::journal): what replay needs to apply a
+    /// write the secondary missed (emitted with its [`Event::MissedWrite`]), for the journal.
+    Journal(Arc<crate::journal::Record>),
+    /// With [`Config::journal`](crate::config::Config::journal): a write the secondary missed
+    /// that no record can describe, so the journal cannot hold it (see [`Unjournaled`]).
+    Unjournaled {
+        upstream: Upstream,
+        reason: Unjournaled,
+    },
+}
+
+/// Why a missed write has no journal record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unjournaled {
+    /// An EXECUTE, or a BATCH entry, of a statement the proxy no longer knows (its prepared
+    /// cache forgot it, or the proxy restarted since it was prepared): its text is unknown.
+    UnknownStatement,
+    /// A schema change, TRUNCATE or access-control statement: applied later, out of order
+    /// with the writes around it, it could destroy data; the operator applies it.
+    NotDataWrite,
+    /// The request's body could not be read again (it was read once to be sent).
+    Malformed,
+}
+
+impl Unjournaled {
+    pub const ALL: [Self; 3] = [Self::UnknownStatement, Self::NotDataWrite, Self::Malformed];
+
+    /// The metric label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::UnknownStatement => "unknown-statement",
+            Self::NotDataWrite => "not-data-write",
+            Self::Malformed => "malformed",
+        }
+    }
 }
 
 /// How one cluster finished its part of a request.
@@ -245,6 +281,7 @@ impl Event {
             Self::SchemaAgreement { reached: true, .. } => Level::Debug,
             Self::SecondaryReconnect { first: true, .. } => Level::Info,
             Self::SecondaryReconnect { first: false, .. } => Level::Debug,
+            Self::Unjournaled { .. } => Level::Warn,
             Self::Ready { .. }
             | Self::MissedWrite { .. }
             | Self::ClusterDone { .. }
@@ -252,6 +289,7 @@ impl Event {
             | Self::Compared { .. }
             | Self::Answered { .. }
             | Self::GeneratedValue { .. }
+            | Self::Journal(_)
             | Self::Draining { .. }
             | Self::SecondaryLag { .. } => Level::Debug,
         }
@@ -362,6 +400,24 @@ impl fmt::Display for Event {
             Self::GeneratedValue { function } => {
                 write!(f, "generated the value of a {} call", function.label())
             }
+            Self::Journal(record) => write!(
+                f,
+                "journaled a {} write the {} cluster missed ({})",
+                record.kind.name(),
+                record.cluster,
+                record.outcome.name()
+            ),
+            Self::Unjournaled { upstream, reason } => write!(
+                f,
+                "a write the {upstream} cluster missed is not in the journal: {}",
+                match reason {
+                    Unjournaled::UnknownStatement =>
+                        "its prepared statement is no longer known to the proxy (raise --prepared-cache-size); compare the tables it wrote",
+                    Unjournaled::NotDataWrite =>
+                        "a schema change, TRUNCATE or access-control statement is never replayed; apply it to that cluster by hand",
+                    Unjournaled::Malformed => "its body could not be read again",
+                }
+            ),
             Self::Draining { in_flight } => write!(
                 f,
                 "shutting down: no new requests; closing after the {in_flight} in flight"

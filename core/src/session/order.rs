@@ -234,6 +234,10 @@ impl Session {
         let lane = &mut self.order.lanes[upstream.index()];
         lane.held_bytes = 0;
         for held in std::mem::take(&mut lane.held) {
+            // Held, never sent: known not applied there.
+            if let Some(request) = self.requests.get_mut(held.id) {
+                request.unsent[upstream.index()] = true;
+            }
             self.leg_done(held.id, upstream, Outcome::Failed(kind), now);
         }
     }

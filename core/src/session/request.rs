@@ -40,6 +40,8 @@ pub(crate) struct Digest {
     pub(crate) opcode: Opcode,
     /// For an ERROR, its code, name and message for the log.
     pub(crate) error: Option<String>,
+    /// For an ERROR, its code (what the journal says of the write's outcome).
+    pub(crate) code: Option<crate::message::ErrorCode>,
 }
 
 impl Outcome {
@@ -215,6 +217,12 @@ pub(crate) struct Request {
     /// With `--write-order primary-first`: what the secondary gets once the primary accepted
     /// the write (boxed: requests stay small).
     pub(crate) deferred: Option<Box<Outgoing>>,
+    /// Per cluster (by [`Upstream::index`]): the request failed there before it was sent (the
+    /// connection was down or in its handshake again), so it is known not applied there.
+    pub(crate) unsent: [bool; 2],
+    /// With the journal on, a QUERY's or BATCH's keyspace as it was when the request arrived
+    /// (a later `USE` changes the session's): the keyspace its record names.
+    pub(crate) journal_keyspace: Option<String>,
 }
 
 /// What comparing the clusters' answers to a read needs besides the answers.
@@ -268,6 +276,8 @@ impl Request {
             compare: None,
             lag: None,
             deferred: None,
+            unsent: [false; 2],
+            journal_keyspace: None,
         }
     }
 

@@ -204,6 +204,28 @@ fn scan_write(text: &str) -> (bool, bool, bool) {
     (conditional, sensitive, calls)
 }
 
+/// Whether a write updates a counter as its text shows: `c = c + N` or `c = c - N` with a
+/// number `N` (CQL allows that arithmetic on counter columns only). `c = c + ?` is unknown
+/// from the text alone (see [`Statement::order_sensitive`]).
+pub fn updates_counter(text: &str) -> bool {
+    // The last three tokens, newest first: `=`, `c`, `+|-`.
+    let mut last: [Option<TokenKind>; 3] = [None; 3];
+    let mut idents = [false; 3];
+    for token in Lexer::new(text) {
+        let arithmetic = matches!(last[0], Some(TokenKind::Symbol('+' | '-')));
+        if arithmetic
+            && idents[1]
+            && last[2] == Some(TokenKind::Symbol('='))
+            && token.kind == TokenKind::Number
+        {
+            return true;
+        }
+        last = [Some(token.kind), last[0], last[1]];
+        idents = [token.is_identifier(), idents[0], idents[1]];
+    }
+    false
+}
+
 /// The words that decide a statement's kind, lower-case.
 const KEYWORDS: [&str; 17] = [
     "select", "insert", "update", "delete", "begin", "use", "truncate", "grant", "revoke", "list",
@@ -284,6 +306,16 @@ mod tests {
         assert!(!c("CREATE TABLE IF NOT EXISTS t (k int PRIMARY KEY)"));
         assert!(!c("INSERT INTO t (k, v) VALUES (1, $$ if $$)"));
         assert!(!c("INSERT INTO t (k, v) VALUES (1, 'it''s if')"));
+    }
+
+    #[test]
+    fn counter_updates() {
+        assert!(updates_counter("UPDATE t SET c = c + 1 WHERE k = 0"));
+        assert!(updates_counter("update t set n=n-5, m = m + 2 where k = ?"));
+        assert!(!updates_counter("UPDATE t SET c = c + ? WHERE k = 0"));
+        assert!(!updates_counter("UPDATE t SET l = l + [1] WHERE k = 0"));
+        assert!(!updates_counter("UPDATE t SET s = s + {1} WHERE k = 0"));
+        assert!(!updates_counter("INSERT INTO t (k, v) VALUES (1, 2)"));
     }
 
     #[test]
