@@ -104,6 +104,7 @@ pub(crate) async fn run<R: Runtime>(
         }
         close_sockets(&mut driver, &mut sockets, &mut connecting);
         while let Some(event) = driver.poll_event() {
+            crate::journal::installed::observe(&event);
             crate::ops::metrics::observe(&event);
             log_event(id, &event);
         }

@@ -90,6 +90,30 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
         eprintln!("{bin}: {e}");
         return ExitCode::from(1);
     }
+    if let Some(journal) = settings.journal.clone() {
+        let (dir, fsync, max) = (journal.dir.clone(), journal.fsync, journal.max_size);
+        match journal::Journal::open(journal) {
+            Ok(journal) => {
+                let stats = journal.stats();
+                if journal::installed::install(journal).is_err() {
+                    eprintln!("{bin}: --journal-dir: a journal is open already");
+                    return ExitCode::from(1);
+                }
+                ops::metrics::zero_journal();
+                log::info!(
+                    "journaling writes the secondary misses in {} (fsync {}, at most {max} bytes; {} bytes in {} segments there already)",
+                    dir.display(),
+                    fsync.name(),
+                    stats.bytes,
+                    stats.segments
+                );
+            }
+            Err(e) => {
+                eprintln!("{bin}: --journal-dir {}: {e}", dir.display());
+                return ExitCode::from(1);
+            }
+        }
+    }
     let endpoint = match ops::Endpoint::start(ops::Ops {
         proxy: Arc::clone(&proxy),
         binary: bin,
@@ -176,6 +200,17 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
         }
         let served = serve::serve(runtime, listeners, proxy, tls, shutdown).await;
         endpoint.stop();
+        if let Some(journal) = journal::installed::installed() {
+            // Everything the sessions appended is on disk before the process ends.
+            match journal.flush() {
+                Ok(()) => log::info!(
+                    "journal {}: {} records written, flushed",
+                    journal.dir().display(),
+                    journal.stats().appended
+                ),
+                Err(e) => log::error!("journal {}: cannot flush: {e}", journal.dir().display()),
+            }
+        }
         served
     });
     served.unwrap_or_else(|e| {

@@ -17,6 +17,7 @@ use cqlmirror_core::topology::{TopologyMode, VirtualTopology};
 pub mod effective;
 pub mod file;
 pub mod functions;
+pub mod journal;
 pub mod ops;
 mod parse;
 pub mod reads;
@@ -338,6 +339,9 @@ pub struct Cli {
     #[command(flatten)]
     pub writes: writes::WriteArgs,
 
+    #[command(flatten)]
+    pub journal: journal::JournalArgs,
+
     /// A TOML file setting any option (keys: the long option names without dashes, e.g.
     /// `wait-timeout = "2s"`); the command line and the environment take precedence over it.
     /// SIGHUP reads it again: what can change at run time (--wait, --write-order, --primary,
@@ -475,6 +479,8 @@ pub struct Settings {
     pub config_file: Option<std::path::PathBuf>,
     /// `--divergence-log`: a JSON line per divergence.
     pub divergence_log: Option<std::path::PathBuf>,
+    /// `--journal-dir` and its settings: the journal of missed writes, when on.
+    pub journal: Option<crate::journal::JournalSettings>,
 }
 
 /// Why the command line could not be parsed.
@@ -579,6 +585,7 @@ impl Cli {
         self.reads.apply(&mut config)?;
         self.functions.apply(&mut config);
         self.writes.apply(&mut config);
+        let journal = self.journal.apply(&mut config)?;
         if self.max_connections == Some(0) {
             return Err("--max-connections must be at least 1".into());
         }
@@ -669,6 +676,7 @@ impl Cli {
             effective: self.effective.clone(),
             config_file: self.config.clone(),
             divergence_log: self.reads.divergence_log.clone(),
+            journal,
             max_connections: self.max_connections,
         })
     }

@@ -13,6 +13,7 @@
 //! is done with through [`Journal::release_through`].
 
 mod dir;
+pub mod installed;
 mod reader;
 mod writer;
 

@@ -81,7 +81,7 @@ impl fmt::Display for OpenError {
 impl std::error::Error for OpenError {}
 
 enum Command {
-    Append(Record),
+    Append(Arc<Record>),
     Flush(SyncSender<io::Result<()>>),
     Release(u64, SyncSender<io::Result<u64>>),
 }
@@ -151,7 +151,7 @@ impl Journal {
 
     /// Queues `record` for the journal without waiting. A refusal is counted (and logged now
     /// and then): the caller need not do more than count it too, if it wants.
-    pub fn append(&self, record: Record) -> Result<(), Refused> {
+    pub fn append(&self, record: impl Into<Arc<Record>>) -> Result<(), Refused> {
         if self.state.full.load(Ordering::Relaxed) {
             self.state.refused_full.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::Full);
@@ -159,7 +159,7 @@ impl Journal {
         let Some(tx) = &self.tx else {
             return Err(Refused::Closed);
         };
-        match tx.try_send(Command::Append(record)) {
+        match tx.try_send(Command::Append(record.into())) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 let n = self.state.refused_queue.fetch_add(1, Ordering::Relaxed);

@@ -85,7 +85,8 @@ fn status(ops: &Ops) -> String {
             "skipped_at_max": proxy.shadow().skipped(),
         },
         "client_connections": proxy.admission().open(),
-        "readiness": super::readiness_json(&proxy.readiness()),
+        "readiness": super::readiness_json(&super::readiness(proxy)),
+        "journal": super::journal_json(),
     })
     .to_string()
 }

@@ -177,6 +177,9 @@ pub fn observe(event: &Event) {
             counter!("cqlmirror_secondary_lag_pauses_total", "cluster" => upstream.name())
                 .increment(1);
         }
+        Event::Unjournaled { reason, .. } => {
+            counter!("cqlmirror_journal_refused_total", "reason" => reason.name()).increment(1);
+        }
         Event::Ready { version, .. } => {
             counter!("cqlmirror_client_handshakes_total", "protocol_version" => version.label())
                 .increment(1);
@@ -225,7 +228,7 @@ fn refresh(proxy: &Proxy, binary: &'static str) {
         }
     }
     let primary = proxy.primary();
-    let readiness = proxy.readiness();
+    let readiness = super::readiness(proxy);
     for upstream in Upstream::BOTH {
         let cluster = upstream.name();
         gauge!("cqlmirror_primary", "cluster" => cluster).set(f64::from(upstream == primary));
@@ -249,6 +252,17 @@ fn refresh(proxy: &Proxy, binary: &'static str) {
     gauge!("cqlmirror_shadow_reads_in_flight").set(shadow.in_flight() as f64);
     counter!("cqlmirror_shadow_reads_skipped_total").absolute(shadow.skipped());
     gauge!("cqlmirror_ready").set(f64::from(readiness.ready));
+    if let Some(journal) = crate::journal::installed::installed() {
+        let stats = journal.stats();
+        counter!("cqlmirror_journal_records_total").absolute(stats.appended);
+        gauge!("cqlmirror_journal_bytes").set(stats.bytes as f64);
+        gauge!("cqlmirror_journal_segments").set(stats.segments as f64);
+        gauge!("cqlmirror_journal_full").set(f64::from(stats.full));
+        gauge!("cqlmirror_journal_oldest_seconds").set(super::oldest_seconds(&stats));
+        for (reason, n) in crate::journal::installed::refusals(&stats) {
+            counter!("cqlmirror_journal_refused_total", "reason" => reason).absolute(n);
+        }
+    }
     gauge!("cqlmirror_build_info", "version" => cqlmirror_core::VERSION, "binary" => binary)
         .set(1.0);
 }
@@ -278,6 +292,13 @@ fn zero() {
     counter!("cqlmirror_client_errors_total").absolute(0);
     for result in ["equal", "different"] {
         counter!("cqlmirror_comparisons_total", "result" => result).absolute(0);
+    }
+}
+
+/// The journal's counters start at zero once it is open.
+pub fn zero_journal() {
+    for reason in crate::journal::installed::unjournaled_reasons() {
+        counter!("cqlmirror_journal_refused_total", "reason" => reason).absolute(0);
     }
 }
 
@@ -323,6 +344,29 @@ fn describe() {
     describe_counter!(
         "cassandraProxy_cqlDifferentResultCount_total",
         "The older proxy's name, real comparisons only: requests both clusters answered, one with an ERROR and the other not (rows are not compared yet)"
+    );
+    describe_counter!(
+        "cqlmirror_journal_records_total",
+        "Missed writes written to the journal (--journal-dir) since the proxy started"
+    );
+    describe_counter!(
+        "cqlmirror_journal_refused_total",
+        "Missed writes NOT in the journal, by reason: full (--journal-max-size reached), queue (the disk could not keep up), write-error, unknown-statement (a prepared statement the proxy forgot), not-data-write (schema, TRUNCATE: never replayed), malformed"
+    );
+    describe_gauge!(
+        "cqlmirror_journal_bytes",
+        Unit::Bytes,
+        "Bytes the journal's segments take on disk"
+    );
+    describe_gauge!("cqlmirror_journal_segments", "Segment files of the journal");
+    describe_gauge!(
+        "cqlmirror_journal_full",
+        "1 while the journal is at --journal-max-size and refuses records"
+    );
+    describe_gauge!(
+        "cqlmirror_journal_oldest_seconds",
+        Unit::Seconds,
+        "Age of the journal's oldest segment holding records: how far back replay must go"
     );
     describe_counter!(
         "cqlmirror_missed_writes_by_table_total",

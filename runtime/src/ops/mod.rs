@@ -103,6 +103,63 @@ impl Reply {
     }
 }
 
+/// The proxy's readiness, and the journal's: a journal that refuses missed writes (its
+/// `--journal-max-size` reached, or its disk failing) makes the proxy not ready, so that the
+/// loss is seen where deployments look, besides the metric and the log.
+pub fn readiness(proxy: &cqlmirror_core::proxy::Proxy) -> Readiness {
+    let mut readiness = proxy.readiness();
+    if let Some(journal) = crate::journal::installed::installed() {
+        let stats = journal.stats();
+        if stats.full {
+            readiness.ready = false;
+            readiness.reasons.push(format!(
+                "the journal in {} reached --journal-max-size: writes the secondary misses are not journaled; run replay (it releases what it applied) or raise --journal-max-size",
+                journal.dir().display()
+            ));
+        }
+        if stats.failing {
+            readiness.ready = false;
+            readiness.reasons.push(format!(
+                "the journal in {} cannot write (see the log): writes the secondary misses are not journaled",
+                journal.dir().display()
+            ));
+        }
+    }
+    readiness
+}
+
+/// The journal's part of `GET /admin/status`, `null` without `--journal-dir`.
+pub fn journal_json() -> serde_json::Value {
+    let Some(journal) = crate::journal::installed::installed() else {
+        return serde_json::Value::Null;
+    };
+    let stats = journal.stats();
+    let mut refused = serde_json::Map::new();
+    for (reason, n) in crate::journal::installed::refusals(&stats) {
+        refused.insert(reason.to_owned(), n.into());
+    }
+    serde_json::json!({
+        "dir": journal.dir().display().to_string(),
+        "records": stats.appended,
+        "bytes": stats.bytes,
+        "segments": stats.segments,
+        "refused": refused,
+        "full": stats.full,
+        "failing": stats.failing,
+        "oldest_seconds": oldest_seconds(&stats),
+    })
+}
+
+/// Seconds since the oldest segment holding records was created (0 when none does).
+pub fn oldest_seconds(stats: &crate::journal::JournalStats) -> f64 {
+    stats.oldest_micros.map_or(0.0, |oldest| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        (now.saturating_sub(oldest).max(0) as f64) / 1e6
+    })
+}
+
 /// The readiness endpoint's body: ready or not, each cluster's state, and the reasons.
 pub fn readiness_json(readiness: &Readiness) -> serde_json::Value {
     let mut clusters = serde_json::Map::new();
@@ -136,7 +193,7 @@ fn handle(ops: &Ops, mut request: Request) {
         },
         (Method::Get, "/health/liveness") => Reply::json(200, "{\"live\":true}".into()),
         (Method::Get, "/health/readiness") => {
-            let readiness = ops.proxy.readiness();
+            let readiness = readiness(&ops.proxy);
             Reply::json(
                 if readiness.ready { 200 } else { 503 },
                 readiness_json(&readiness).to_string(),
