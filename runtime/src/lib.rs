@@ -24,6 +24,7 @@ pub mod descriptors;
 pub mod journal;
 pub mod logging;
 pub mod ops;
+pub mod replay;
 pub mod runtime;
 mod serve;
 pub mod shutdown;
@@ -50,6 +51,7 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("admin") => return ops::client::main(bin, args.into_iter().skip(1).collect()),
+        Some("replay") => return replay::main(bin, args.into_iter().skip(1).collect()),
         // `BIN report ...` is `BIN admin report ...`: the command operators reach for most.
         Some("report") => {
             let admin = ["admin".to_owned(), "report".to_owned()]

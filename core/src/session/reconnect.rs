@@ -119,7 +119,7 @@ const RESERVED: &[&str] = &[
 /// A keyspace name as CQL reads it back: bare when it is a lower-case identifier that is not
 /// a reserved word (as most are, and as a driver would write it), else quoted, its quotes
 /// doubled.
-fn cql_identifier(name: &str) -> String {
+pub fn cql_identifier(name: &str) -> String {
     let mut chars = name.chars();
     let bare = chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')

@@ -530,7 +530,7 @@ impl Cli {
         args: &[std::ffi::OsString],
     ) -> Result<Self, ParseError> {
         let command = Self::command().name(bin).bin_name(bin).after_help(format!(
-            "A running proxy is steered through its admin API: `{bin} admin --help` (e.g. `{bin} admin set-primary target`)."
+            "A running proxy is steered through its admin API: `{bin} admin --help` (e.g. `{bin} admin set-primary target`); writes the secondary missed (--journal-dir) are applied to it with `{bin} replay --help`."
         ));
         let given = file::given(&command, args);
         let path = given
