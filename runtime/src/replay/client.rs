@@ -1,6 +1,10 @@
 //! One plain CQL connection for replay: blocking std TCP, one request at a time, the core's
-//! message encoders and decoders. Protocol v4 (no v5 segment framing needed): a record's
-//! keyspace is set with `USE`, its values are the same bytes in v3, v4 and v5.
+//! message encoders and decoders.
+//!
+//! Protocol v5 when the node speaks it (segments after STARTUP, as the core frames them): its
+//! `now_in_seconds` lets a replayed TTL count from the time of the original write, not from
+//! the replay. v4 otherwise (TTLs then count from the replay). A record's values are the same
+//! bytes in v3, v4 and v5; its keyspace is set with `USE`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -9,7 +13,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use cqlmirror_core::config::Credentials;
 use cqlmirror_core::frame::{
-    Direction, Envelope, EnvelopeDecoder, Flags, Header, Opcode, ProtocolVersion, StreamId,
+    Direction, Envelope, EnvelopeDecoder, Flags, Header, Opcode, ProtocolVersion, SegmentFormat,
+    SegmentReader, SegmentWriter, StreamId,
 };
 use cqlmirror_core::journal::Record;
 use cqlmirror_core::message::{
@@ -18,8 +23,8 @@ use cqlmirror_core::message::{
 use cqlmirror_core::session::reconnect::cql_identifier;
 use cqlmirror_core::wire::Consistency;
 
-/// The version replay speaks.
-pub const VERSION: ProtocolVersion = ProtocolVersion::V4;
+/// The versions replay speaks, preferred first.
+const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V5, ProtocolVersion::V4];
 /// The largest answer accepted (replay's answers are a few bytes).
 const MAX_FRAME: usize = 16 << 20;
 
@@ -43,7 +48,10 @@ impl std::fmt::Display for ApplyError {
 /// A connection to one node, ready for queries.
 pub struct Client {
     stream: TcpStream,
+    version: ProtocolVersion,
     decoder: EnvelopeDecoder,
+    /// v5 after STARTUP: envelopes travel in segments.
+    segments: Option<(SegmentWriter, SegmentReader)>,
     buf: BytesMut,
     /// The keyspace of the last `USE`.
     keyspace: Option<String>,
@@ -51,13 +59,31 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects, starts up (OPTIONS, STARTUP) and logs in with `credentials` when the node
-    /// asks (PasswordAuthenticator). `timeout` bounds the connect and each answer.
+    /// Connects, starts up (OPTIONS, STARTUP; v5, else v4) and logs in with `credentials`
+    /// when the node asks (PasswordAuthenticator). `timeout` bounds the connect and each
+    /// answer.
     pub fn connect(
         address: SocketAddr,
         credentials: Option<&Credentials>,
         timeout: Duration,
     ) -> Result<Self, String> {
+        let mut refused = String::new();
+        for version in VERSIONS {
+            match Self::connect_with(address, credentials, timeout, version)? {
+                Ok(client) => return Ok(client),
+                Err(why) => refused = why,
+            }
+        }
+        Err(format!("{address}: STARTUP refused: {refused}"))
+    }
+
+    /// `Ok(Err(why))` when the node refuses `version`.
+    fn connect_with(
+        address: SocketAddr,
+        credentials: Option<&Credentials>,
+        timeout: Duration,
+        version: ProtocolVersion,
+    ) -> Result<Result<Self, String>, String> {
         let stream = TcpStream::connect_timeout(&address, timeout)
             .map_err(|e| format!("cannot connect to {address}: {e}"))?;
         let _ = stream.set_nodelay(true);
@@ -67,23 +93,35 @@ impl Client {
             .map_err(|e| format!("{address}: {e}"))?;
         let mut client = Self {
             stream,
+            version,
             decoder: EnvelopeDecoder::new(MAX_FRAME).expecting(Direction::Response),
+            segments: None,
             buf: BytesMut::new(),
             keyspace: None,
             address,
         };
         let handshake = |e: ApplyError| format!("{address}: handshake: {e}");
-        client
-            .call(Opcode::OPTIONS, &[])
-            .map_err(handshake)
-            .and_then(|a| expect(&a, Opcode::SUPPORTED).map_err(|e| format!("{address}: {e}")))?;
+        let answer = client.call(Opcode::OPTIONS, &[]).map_err(handshake)?;
+        if answer.opcode() != Opcode::SUPPORTED {
+            return Ok(Err(client.describe(&answer)));
+        }
         let startup = Startup {
             options: vec![("CQL_VERSION", "3.0.0")],
         }
-        .to_bytes(VERSION);
-        let answer = client.call(Opcode::STARTUP, &startup).map_err(handshake)?;
+        .to_bytes(version);
+        let answer = client
+            .call(Opcode::STARTUP, &startup)
+            .map_err(handshake)?;
+        if version >= ProtocolVersion::V5 && answer.opcode() != Opcode::ERROR {
+            // Everything after READY or AUTHENTICATE goes in segments.
+            let reader = SegmentReader::new(
+                SegmentFormat::Uncompressed,
+                EnvelopeDecoder::new(MAX_FRAME).expecting(Direction::Response),
+            );
+            client.segments = Some((SegmentWriter::new(SegmentFormat::Uncompressed), reader));
+        }
         match answer.opcode() {
-            Opcode::READY => Ok(client),
+            Opcode::READY => Ok(Ok(client)),
             Opcode::AUTHENTICATE => {
                 let Some(credentials) = credentials else {
                     return Err(format!(
@@ -94,23 +132,28 @@ impl Client {
                 let response = AuthResponse {
                     token: Some(token.expose()),
                 }
-                .to_bytes(VERSION);
+                .to_bytes(version);
                 let answer = client
                     .call(Opcode::AUTH_RESPONSE, &response)
                     .map_err(handshake)?;
                 match answer.opcode() {
-                    Opcode::AUTH_SUCCESS => Ok(client),
+                    Opcode::AUTH_SUCCESS => Ok(Ok(client)),
                     Opcode::ERROR => Err(format!(
                         "{address}: login refused: {} (check --target-username and the password)",
-                        describe(&answer)
+                        client.describe(&answer)
                     )),
                     other => Err(format!(
                         "{address}: the authenticator asks for more than a password ({other}): only PasswordAuthenticator is supported"
                     )),
                 }
             }
-            _ => Err(format!("{address}: STARTUP refused: {}", describe(&answer))),
+            _ => Ok(Err(client.describe(&answer))),
         }
+    }
+
+    /// The protocol version of the connection.
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -126,15 +169,23 @@ impl Client {
                 text: &text,
                 params: QueryParams::new(Consistency::ONE),
             }
-            .to_bytes(VERSION);
+            .to_bytes(self.version);
             let answer = self.call(Opcode::QUERY, &body)?;
-            expect(&answer, Opcode::RESULT)
+            self.expect(&answer, Opcode::RESULT)
                 .map_err(|e| ApplyError::Refused(format!("USE {keyspace}: {e}")))?;
             self.keyspace = Some(keyspace);
         }
-        let (opcode, body) = record.request(VERSION);
+        let (opcode, body) = match now_in_seconds(record) {
+            Some(now) if self.version >= ProtocolVersion::V5 && record.now_in_seconds.is_none() => {
+                let mut at_the_time = record.clone();
+                at_the_time.now_in_seconds = Some(now);
+                at_the_time.request(self.version)
+            }
+            _ => record.request(self.version),
+        };
         let answer = self.call(opcode, &body)?;
-        expect(&answer, Opcode::RESULT).map_err(ApplyError::Refused)
+        self.expect(&answer, Opcode::RESULT)
+            .map_err(ApplyError::Refused)
     }
 
     /// Sends one request on stream 0 and waits for its answer (events are skipped).
@@ -143,7 +194,7 @@ impl Client {
             ApplyError::Connection(format!("the connection to {} failed: {e}", self.address))
         };
         let header = Header {
-            version: VERSION,
+            version: self.version,
             direction: Direction::Request,
             flags: Flags::empty(),
             stream: StreamId(0),
@@ -151,11 +202,19 @@ impl Client {
             length: 0,
         };
         let mut out = BytesMut::new();
-        Envelope::new(header, Bytes::copy_from_slice(body)).encode(&mut out);
+        let envelope = Envelope::new(header, Bytes::copy_from_slice(body));
+        match &mut self.segments {
+            Some((writer, _)) => writer.write(&envelope, &mut out),
+            None => envelope.encode(&mut out),
+        }
         self.stream.write_all(&out).map_err(lost)?;
         let mut chunk = [0u8; 16 * 1024];
         loop {
-            match self.decoder.decode(&mut self.buf) {
+            let decoded = match &mut self.segments {
+                Some((_, reader)) => reader.decode(&mut self.buf),
+                None => self.decoder.decode(&mut self.buf),
+            };
+            match decoded {
                 Ok(Some(envelope)) if envelope.stream() == StreamId(0) => return Ok(envelope),
                 Ok(Some(_)) => continue,
                 Ok(None) => {}
@@ -178,26 +237,40 @@ impl Client {
     }
 }
 
-/// `Ok` for an answer of `opcode`; an ERROR's code and message, or what came instead.
-fn expect(answer: &Envelope, opcode: Opcode) -> Result<(), String> {
-    if answer.opcode() == opcode {
-        Ok(())
-    } else {
-        Err(describe(answer))
-    }
+/// The second a record's write happened at, which its TTLs count from: its write timestamp
+/// when that is a time near the journaling (a client's own timestamps may be anything), else
+/// when it was journaled.
+fn now_in_seconds(record: &Record) -> Option<i32> {
+    const DAY_MICROS: i64 = 86_400 * 1_000_000;
+    let micros = record
+        .timestamp
+        .filter(|t| (record.wall_micros - t).abs() < DAY_MICROS)
+        .unwrap_or(record.wall_micros);
+    i32::try_from(micros.div_euclid(1_000_000)).ok()
 }
 
-fn describe(answer: &Envelope) -> String {
-    if answer.opcode() != Opcode::ERROR {
-        return format!("unexpected {} answer", answer.opcode());
+impl Client {
+    /// `Ok` for an answer of `opcode`; an ERROR's code and message, or what came instead.
+    fn expect(&self, answer: &Envelope, opcode: Opcode) -> Result<(), String> {
+        if answer.opcode() == opcode {
+            Ok(())
+        } else {
+            Err(self.describe(answer))
+        }
     }
-    match ErrorMessage::decode(answer.body(), VERSION) {
-        Ok(e) => format!(
-            "{} (0x{:04x}): {}",
-            e.code.name().unwrap_or("error"),
-            e.code.0,
-            e.message
-        ),
-        Err(e) => format!("an ERROR that does not decode: {e}"),
+
+    fn describe(&self, answer: &Envelope) -> String {
+        if answer.opcode() != Opcode::ERROR {
+            return format!("unexpected {} answer", answer.opcode());
+        }
+        match ErrorMessage::decode(answer.body(), self.version) {
+            Ok(e) => format!(
+                "{} (0x{:04x}): {}",
+                e.code.name().unwrap_or("error"),
+                e.code.0,
+                e.message
+            ),
+            Err(e) => format!("an ERROR that does not decode: {e}"),
+        }
     }
 }

@@ -226,9 +226,10 @@ fn run(cli: &ReplayCli) -> Result<Summary, String> {
     };
     if let Some(client) = &client {
         eprintln!(
-            "replay: {total} records from {from} in {} to {}",
+            "replay: {total} records from {from} in {} to {} (protocol {})",
             dir.display(),
-            client.address()
+            client.address(),
+            client.version()
         );
     }
     let progress = Progress::new(total);
