@@ -231,3 +231,49 @@ def test_replay_refuses_a_journal_in_use(outage_bed, start_proxy, proxy_binary, 
     run = replay(proxy_binary, journal, outage_bed.target)
     assert run.returncode != 0
     assert "in use" in run.stderr and "--journal-dir" in run.stderr, run.stderr
+
+
+def test_a_full_journal_is_counted_logged_and_not_ready(
+        outage_bed, start_proxy, connect, keyspace, tmp_path):
+    """--journal-max-size reached: the writes it refuses are counted, logged, and the proxy
+    says it is not ready (never a silent loss)."""
+    from test_proxy_ops import get
+
+    journal = tmp_path / "journal"
+    # A target nobody listens on: every write is missed, never sent.
+    nowhere = bed.Endpoint(host=outage_bed.target.host.rsplit(".", 1)[0] + ".250", port=9042,
+                           dc=outage_bed.target.dc)
+    the_bed = bed.Bed(outage_bed.name, outage_bed.source, nowhere)
+    p = start_proxy(the_bed, "--journal-dir", str(journal), "--journal-max-size", "8KiB",
+                    "--ready-without-secondary", "--connect-timeout", "1s")
+    status, _ = get(f"{p.ops_url}/health/readiness")
+    assert status == 200
+    session = connect(p.endpoint)
+    session.execute(workload.KEYSPACE_DDL.format(ks=keyspace))
+    session.execute(f"CREATE TABLE {keyspace}.t (k int PRIMARY KEY, v text)")
+    insert = session.prepare(f"INSERT INTO {keyspace}.t (k, v) VALUES (?, ?)")
+    for k in range(200):
+        session.execute(insert, (k, "x" * 100))
+    wait_for(lambda: metric(p, "cqlmirror_journal_refused_total", reason="full") > 0, 10,
+             "writes past the cap are counted as refused")
+    records = metric(p, "cqlmirror_journal_records_total")
+    refused = metric(p, "cqlmirror_journal_refused_total", reason="full")
+    assert 0 < records < 200 and records + refused >= 200, (records, refused)
+    # The schema changes are missed too, and never journaled (applied by hand).
+    assert metric(p, "cqlmirror_journal_refused_total", reason="not-data-write") >= 2
+    assert metric(p, "cqlmirror_journal_full") == 1
+    status, body = get(f"{p.ops_url}/health/readiness")
+    assert status == 503 and "--journal-max-size" in body, body
+    assert "reached its size cap" in p.log_text()
+
+
+def test_an_unusable_journal_dir_stops_the_start(outage_bed, proxy_binary, tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    p = proxies.Proxy(proxy_binary, outage_bed.source, outage_bed.target,
+                      ("--journal-dir", str(not_a_dir)), log_name="journal-not-a-dir")
+    try:
+        p.start(timeout=10)
+        raise AssertionError("the proxy started with a file as --journal-dir")
+    except proxies.ProxyError as e:
+        assert "--journal-dir" in str(e), e
