@@ -109,9 +109,7 @@ impl Client {
             options: vec![("CQL_VERSION", "3.0.0")],
         }
         .to_bytes(version);
-        let answer = client
-            .call(Opcode::STARTUP, &startup)
-            .map_err(handshake)?;
+        let answer = client.call(Opcode::STARTUP, &startup).map_err(handshake)?;
         if version >= ProtocolVersion::V5 && answer.opcode() != Opcode::ERROR {
             // Everything after READY or AUTHENTICATE goes in segments.
             let reader = SegmentReader::new(
@@ -272,5 +270,47 @@ impl Client {
             ),
             Err(e) => format!("an ERROR that does not decode: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqlmirror_core::config::Upstream;
+    use cqlmirror_core::journal::{Cause, Outcome, Statement, Values, Write, WriteKind};
+
+    fn record(wall_micros: i64, timestamp: Option<i64>) -> Record {
+        Record {
+            wall_micros,
+            cluster: Upstream::Target,
+            version: ProtocolVersion::V4,
+            keyspace: None,
+            write: Write::Single(Statement {
+                prepared: false,
+                text: "INSERT INTO ks.t (k) VALUES (1) USING TTL 60".into(),
+                values: Values::None,
+            }),
+            consistency: Consistency::ONE,
+            serial_consistency: None,
+            timestamp,
+            now_in_seconds: None,
+            kind: WriteKind::Plain,
+            outcome: Outcome::NotApplied,
+            cause: Cause::NotConnected,
+            tables: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ttls_count_from_the_write() {
+        // The proxy's timestamp, taken when the write arrived (journaled up to a timeout
+        // later).
+        let r = record(1_700_000_012_000_000, Some(1_700_000_000_500_000));
+        assert_eq!(now_in_seconds(&r), Some(1_700_000_000));
+        // A client timestamp that is no time at all: when it was journaled.
+        let r = record(1_700_000_012_000_000, Some(42));
+        assert_eq!(now_in_seconds(&r), Some(1_700_000_012));
+        let r = record(1_700_000_012_000_000, None);
+        assert_eq!(now_in_seconds(&r), Some(1_700_000_012));
     }
 }

@@ -515,3 +515,129 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Journal, JournalSettings};
+    use cqlmirror_core::frame::ProtocolVersion;
+    use cqlmirror_core::journal::{BoundValue, Cause, Outcome, Statement, WriteKind};
+    use cqlmirror_core::wire::Consistency;
+
+    fn record(kind: WriteKind, outcome: Outcome, cluster: Upstream) -> Record {
+        Record {
+            wall_micros: 1_700_000_000_000_000,
+            cluster,
+            version: ProtocolVersion::V4,
+            keyspace: Some("ks".into()),
+            write: Write::Single(Statement {
+                prepared: true,
+                text: "UPDATE t SET c = c + 1 WHERE k = ?".into(),
+                values: Values::Positional(vec![BoundValue::Bytes(vec![0, 0, 0, 7])]),
+            }),
+            consistency: Consistency::ONE,
+            serial_consistency: None,
+            timestamp: Some(1_700_000_000_000_000),
+            now_in_seconds: None,
+            kind,
+            outcome,
+            cause: Cause::Timeout,
+            tables: Vec::new(),
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("cqlmirror-replay-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn cli(dir: &Path, extra: &[&str]) -> ReplayCli {
+        let dir = dir.to_str().unwrap();
+        let args = ["replay", "--journal-dir", dir, "--request-timeout", "1s"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .chain(["127.0.0.1:1"]);
+        ReplayCli::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn a_dry_run_sorts_records_by_what_replay_does_with_them() {
+        let dir = temp_dir("dry");
+        let journal = Journal::open(JournalSettings::new(&dir)).unwrap();
+        for r in [
+            record(WriteKind::Plain, Outcome::Unknown, Upstream::Target),
+            record(WriteKind::Counter, Outcome::NotApplied, Upstream::Target),
+            record(WriteKind::Counter, Outcome::Unknown, Upstream::Target),
+            record(
+                WriteKind::OrderSensitive,
+                Outcome::Unknown,
+                Upstream::Target,
+            ),
+            record(WriteKind::Lwt, Outcome::NotApplied, Upstream::Target),
+            record(WriteKind::Plain, Outcome::NotApplied, Upstream::Source),
+        ] {
+            journal.append(r).unwrap();
+        }
+        journal.close().unwrap();
+        let summary = run(&cli(&dir, &["--dry-run"])).unwrap();
+        assert_eq!(
+            (
+                summary.read,
+                summary.applied,
+                summary.attention,
+                summary.other_cluster
+            ),
+            (6, 2, 3, 1)
+        );
+        assert!(summary.complete());
+        assert!(
+            !dir.join("replay.checkpoint").exists(),
+            "a dry run saves nothing"
+        );
+        // Replaying the source's missed writes instead.
+        let summary = run(&cli(&dir, &["--dry-run", "--cluster", "source"])).unwrap();
+        assert_eq!((summary.applied, summary.other_cluster), (1, 5));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_journal_in_use_and_an_unreachable_cluster() {
+        let dir = temp_dir("lock");
+        let journal = Journal::open(JournalSettings::new(&dir)).unwrap();
+        let e = run(&cli(&dir, &[])).unwrap_err();
+        assert!(e.contains("--journal-dir") && e.contains("in use"), "{e}");
+        journal.close().unwrap();
+        let e = run(&cli(&dir, &[])).unwrap_err();
+        assert!(e.starts_with("TARGET"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("500").unwrap(), 500.0);
+        assert_eq!(parse_rate("2.5/s").unwrap(), 2.5);
+        assert_eq!(parse_rate("0").unwrap(), 0.0);
+        assert!(parse_rate("-1").is_err());
+        assert!(
+            parse_rate("fast")
+                .unwrap_err()
+                .contains("records per second")
+        );
+    }
+
+    #[test]
+    fn a_report_line_names_the_statement_and_its_values() {
+        let line = describe(&record(WriteKind::Lwt, Outcome::Unknown, Upstream::Target));
+        assert!(line.contains("lwt unknown (timeout)"), "{line}");
+        assert!(
+            line.contains("UPDATE t SET c = c + 1 WHERE k = ? [0x00000007]"),
+            "{line}"
+        );
+        assert!(
+            line.contains("keyspace ks timestamp 1700000000000000"),
+            "{line}"
+        );
+    }
+}
