@@ -371,3 +371,61 @@ fn a_counter_batch_is_a_counter_write_with_every_entry() {
     };
     assert_eq!(values(&replayed), values(&sent));
 }
+
+#[test]
+fn an_execute_with_generated_values_keeps_the_markers_and_their_values() {
+    let mut bench = journaled();
+    bench.describe_markers = true;
+    let text = "INSERT INTO ks.t (k, id) VALUES (?, now())";
+    prepare(&mut bench, 2, text);
+    let prepared = last(&bench, SOURCE, Opcode::PREPARE);
+    let prepared = Prepare::decode(prepared.body(), VERSION)
+        .unwrap()
+        .query
+        .to_owned();
+    assert!(!prepared.contains("now()"), "prepared with a marker");
+    bench.drop_connection(Upstream::Target);
+    bench.reachable[TARGET] = false;
+    let values = [Value::Bytes(&[0, 0, 0, 1])];
+    // The bench's clusters name a statement by the text they prepared.
+    let execute = Execute {
+        id: prepared.as_bytes(),
+        result_metadata_id: None,
+        params: QueryParams {
+            values: Some(Values::positional(&values)),
+            ..QueryParams::new(Consistency::ONE)
+        },
+    };
+    bench
+        .client_in
+        .extend_from_slice(&request(3, Opcode::EXECUTE, execute.to_bytes(VERSION)));
+    bench.settle();
+    assert_eq!(bench.client_answers(), vec![(3, Opcode::RESULT)]);
+    let records = records(&bench);
+    assert_eq!(records.len(), 1);
+    let Write::Single(statement) = &records[0].write else {
+        panic!("a single statement")
+    };
+    assert_eq!(statement.text, prepared, "the text the clusters prepared");
+    let sent = last(&bench, SOURCE, Opcode::EXECUTE);
+    let sent = Execute::decode(sent.body(), VERSION).unwrap();
+    let (_, body) = records[0].request(VERSION);
+    let replayed = Query::decode(&body, VERSION).unwrap();
+    let values = |p: &QueryParams<'_>| -> Vec<Option<Vec<u8>>> {
+        p.values
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|(_, v)| match v {
+                Value::Bytes(b) => Some(b.to_vec()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        values(&sent.params).len(),
+        2,
+        "the client's value and the generated one"
+    );
+    assert_eq!(values(&replayed.params), values(&sent.params));
+}
