@@ -116,6 +116,41 @@ mod tests {
     }
 
     #[test]
+    fn from_the_config_file_and_in_the_effective_options() {
+        let path =
+            std::env::temp_dir().join(format!("cqlmirror-{}-journal.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "journal-dir = \"/var/lib/j\"\njournal-fsync = \"never\"\njournal-max-size = \"2GiB\"\n",
+        )
+        .unwrap();
+        let args: Vec<std::ffi::OsString> = ["proxy", "--config", path.to_str().unwrap(), "a", "b"]
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        let cli = Cli::parse_with_file("proxy", &args).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let effective = |name: &str| {
+            cli.effective
+                .0
+                .iter()
+                .find(|o| o.name == name)
+                .map(|o| (o.values.join(","), o.source))
+        };
+        assert_eq!(
+            effective("journal-dir"),
+            Some(("/var/lib/j".to_owned(), "config file"))
+        );
+        assert_eq!(
+            effective("journal-fsync"),
+            Some(("never".to_owned(), "config file"))
+        );
+        let journal = cli.settings(1).unwrap().journal.unwrap();
+        assert_eq!(journal.fsync, crate::journal::FsyncPolicy::Never);
+        assert_eq!(journal.max_size, 2 << 30);
+    }
+
+    #[test]
     fn errors_name_the_option() {
         let e = Cli::try_parse_from(["proxy", "--journal-fsync", "sometimes", "a", "b"])
             .unwrap_err()
