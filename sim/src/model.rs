@@ -35,7 +35,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::client::{ClientOp, OpKind, carries_tag};
-use crate::cluster::{AnswerState, Received};
+use crate::cluster::{AnswerState, Cell, Received, Store};
 use crate::host::{Host, PeerState};
 use crate::world::World;
 use cqlmirror_core::config::{Upstream, WaitPolicy};
@@ -1036,18 +1036,53 @@ fn check_tables(v: &mut Verdict, world: &World, index: &Index<'_>) {
     if source != target || unstamped {
         return;
     }
-    let a = world.cluster(Upstream::Source).store().table();
-    let b = world.cluster(Upstream::Target).store().table();
-    if a != b {
-        let differing = a
-            .iter()
-            .filter(|(k, cell)| b.get(k) != Some(cell))
-            .map(|(k, _)| *k)
-            .take(5)
-            .collect::<Vec<_>>();
+    let differing = table_differences(
+        world.cluster(Upstream::Source).store(),
+        world.cluster(Upstream::Target).store(),
+    );
+    if !differing.is_empty() {
+        let keys: Vec<i64> = differing.iter().map(|d| d.key).take(5).collect();
         v.violations.push(format!(
-            "both clusters applied the same {} writes but their tables differ (keys {differing:?})",
+            "both clusters applied the same {} writes but their tables differ (keys {keys:?})",
             source.len()
         ));
     }
+}
+
+/// A key whose cell differs between the source's table and the target's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDifference {
+    pub key: i64,
+    pub source: Option<Cell>,
+    pub target: Option<Cell>,
+}
+
+impl std::fmt::Display for TableDifference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cell = |c: &Option<Cell>| match c {
+            Some(c) => format!("{:?} at {}", c.value, c.timestamp),
+            None => "nothing".to_owned(),
+        };
+        write!(
+            f,
+            "key {}: source has {}, target has {}",
+            self.key,
+            cell(&self.source),
+            cell(&self.target)
+        )
+    }
+}
+
+/// Every key whose value or write time differs between the two tables, by key.
+pub fn table_differences(source: &Store, target: &Store) -> Vec<TableDifference> {
+    let (a, b) = (source.table(), target.table());
+    let keys: BTreeSet<i64> = a.keys().chain(b.keys()).copied().collect();
+    keys.into_iter()
+        .filter(|k| a.get(k) != b.get(k))
+        .map(|key| TableDifference {
+            key,
+            source: a.get(&key).cloned(),
+            target: b.get(&key).cloned(),
+        })
+        .collect()
 }

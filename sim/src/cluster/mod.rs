@@ -14,6 +14,7 @@
 mod conn;
 pub mod faults;
 pub mod log;
+mod replay;
 mod serve;
 pub mod store;
 
@@ -32,6 +33,7 @@ use cqlmirror_core::message::{Body, ErrorCode};
 use conn::{ClusterConn, Reply};
 pub use faults::{ClusterEvent, Fault, FaultRule, Match};
 pub use log::{AnswerState, Pushed, Received, WriteRecord};
+pub use replay::writes_of_request;
 use serve::{ConnView, Plan};
 pub use serve::{TAG_KEY, tag_of_write, write_id};
 pub use store::{Cell, PreparedEntry, Store, id_of};

@@ -232,6 +232,28 @@ fn auth_response(message: &[u8], version: ProtocolVersion) -> Result<Plan, Strin
 }
 
 /// A keyspace for a statement: its own, the request's (v5), or the connection's.
+/// The plan of a QUERY or BATCH body received on a ready connection without compression
+/// whose keyspace is `keyspace`: what a replay tool's request asks of the cluster.
+pub(crate) fn plan_body(
+    opcode: Opcode,
+    message: &[u8],
+    version: ProtocolVersion,
+    keyspace: Option<&str>,
+    store: &Store,
+) -> Result<Plan, String> {
+    let conn = ConnView {
+        compression: None,
+        ready: true,
+        keyspace,
+    };
+    let mut tag = None;
+    match opcode {
+        Opcode::QUERY => query(message, version, conn, &mut tag),
+        Opcode::BATCH => batch(message, version, conn, store, &mut Vec::new(), &mut tag),
+        other => Err(format!("{other} is not a write request")),
+    }
+}
+
 fn keyspace_of(own: Option<&str>, request: Option<&str>, conn: ConnView<'_>) -> Option<String> {
     own.or(request).or(conn.keyspace).map(str::to_owned)
 }

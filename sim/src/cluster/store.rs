@@ -24,7 +24,7 @@ pub struct PreparedEntry {
 }
 
 /// The table and the prepared statements.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Store {
     table: BTreeMap<i64, Cell>,
     prepared: BTreeMap<Bytes, PreparedEntry>,
