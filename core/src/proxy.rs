@@ -577,18 +577,28 @@ impl Proxy {
 
     /// Protocol versions a client may use now: the configured ones that no cluster refused.
     pub fn accepted_versions(&self) -> Vec<ProtocolVersion> {
-        let cap = self
-            .max_version
-            .iter()
-            .map(|v| v.load(Ordering::Relaxed))
-            .min()
-            .unwrap_or(5);
+        let cap = self.version_cap();
         self.config
             .protocol_versions
             .iter()
             .copied()
             .filter(|v| v.number() <= cap)
             .collect()
+    }
+
+    /// Whether a client may use `version` now (one of [`Self::accepted_versions`]), without
+    /// building the list: asked for every client frame.
+    pub fn accepts(&self, version: ProtocolVersion) -> bool {
+        version.number() <= self.version_cap() && self.config.protocol_versions.contains(&version)
+    }
+
+    /// The highest version no cluster refused.
+    fn version_cap(&self) -> u8 {
+        self.max_version
+            .iter()
+            .map(|v| v.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(5)
     }
 
     /// Records that `upstream` refused `version`: later clients are refused it up front.
@@ -802,6 +812,13 @@ pub(crate) mod tests {
             p.accepted_versions(),
             vec![ProtocolVersion::V3, ProtocolVersion::V4]
         );
+        for version in ProtocolVersion::ALL {
+            assert_eq!(
+                p.accepts(version),
+                p.accepted_versions().contains(&version),
+                "{version}"
+            );
+        }
     }
 
     #[test]

@@ -22,10 +22,11 @@
 //!   because the payload must be contiguous behind its header for the CRC32 and lz4, and the
 //!   CRC32 covers stream ids, so a v5 frame cannot be forwarded by patching it in place.
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
 use crate::error::DecodeError;
 use crate::frame::envelope::{Envelope, EnvelopeDecoder};
+use crate::frame::header::{HEADER_LEN, Header};
 use crate::frame::segment::{SegmentFormat, SegmentReader, SegmentWriter};
 
 /// How frames travel on a connection.
@@ -131,6 +132,20 @@ impl FrameEncoder {
         match &mut self.segments {
             None => envelope.encode(out),
             Some(writer) => writer.write(envelope, out),
+        }
+    }
+
+    /// Appends the envelope of `header` (its length already set) whose body is `head` then
+    /// `tail`, without joining them first (see [`SegmentWriter::write_parts`]).
+    pub fn encode_parts(&mut self, header: &Header, head: &[u8], tail: &[u8], out: &mut BytesMut) {
+        match &mut self.segments {
+            None => {
+                out.reserve(HEADER_LEN + head.len() + tail.len());
+                out.put_slice(&header.encode());
+                out.put_slice(head);
+                out.put_slice(tail);
+            }
+            Some(writer) => writer.write_parts(header, head, tail, out),
         }
     }
 

@@ -36,7 +36,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::error::{DecodeError, DecodeErrorKind};
 use crate::frame::checksum::{crc24, crc32};
 use crate::frame::envelope::{Envelope, EnvelopeDecoder};
-use crate::frame::header::HEADER_LEN;
+use crate::frame::header::{HEADER_LEN, Header};
 
 /// The largest payload of one segment: 2^17 - 1 bytes.
 pub const MAX_PAYLOAD_LEN: usize = 0x1_FFFF;
@@ -429,6 +429,22 @@ impl SegmentWriter {
         self.write_all(std::iter::once(envelope), out);
     }
 
+    /// Appends the envelope of `header` (its length already set) and the body `head` then
+    /// `tail`, as [`Self::write`] would the envelope with that body: a body rebuilt from a new
+    /// head and the shared tail of another is not joined first.
+    pub fn write_parts(&mut self, header: &Header, head: &[u8], tail: &[u8], out: &mut BytesMut) {
+        let encoded = header.encode();
+        if HEADER_LEN + head.len() + tail.len() > MAX_PAYLOAD_LEN {
+            // Cut over several segments: rare enough to join the body first.
+            let mut body = BytesMut::with_capacity(head.len() + tail.len());
+            body.put_slice(head);
+            body.put_slice(tail);
+            self.write_large(&Envelope::new(*header, body.freeze()), out);
+            return;
+        }
+        self.put_segment(true, &[&encoded, head, tail], out);
+    }
+
     /// Appends `envelopes` in order, packing consecutive small ones into shared segments.
     pub fn write_all<'e>(
         &mut self,
@@ -579,7 +595,7 @@ fn put_lz4(payload: &[u8], self_contained: bool, out: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::header::{Direction, Flags, Header, Opcode, ProtocolVersion, StreamId};
+    use crate::frame::header::{Direction, Flags, Opcode, ProtocolVersion, StreamId};
     use proptest::prelude::*;
 
     const FORMATS: [SegmentFormat; 2] = [SegmentFormat::Uncompressed, SegmentFormat::Lz4];
@@ -892,6 +908,22 @@ mod tests {
             decode_all(&mut reader(SegmentFormat::Uncompressed), &mut buf),
             vec![env]
         );
+    }
+
+    #[test]
+    fn parts_are_written_as_the_joined_envelope() {
+        for format in FORMATS {
+            for (head, tail) in [(3, 40), (0, 17), (5, MAX_PAYLOAD_LEN), (2, 0)] {
+                let head: Vec<u8> = (0..head).map(|i| i as u8).collect();
+                let tail: Vec<u8> = (0..tail).map(|i| (i % 251) as u8).collect();
+                let joined = envelope(9, [head.clone(), tail.clone()].concat());
+                let mut want = BytesMut::new();
+                SegmentWriter::new(format).write(&joined, &mut want);
+                let mut got = BytesMut::new();
+                SegmentWriter::new(format).write_parts(joined.header(), &head, &tail, &mut got);
+                assert_eq!(got, want, "{format:?}, head {}, tail {}", head.len(), tail.len());
+            }
+        }
     }
 
     #[test]

@@ -272,16 +272,27 @@ impl<'a> Batch<'a> {
     pub fn map_prepared_ids(
         body: &Bytes,
         version: ProtocolVersion,
-        mut map: impl FnMut(&[u8]) -> Option<Bytes>,
+        map: impl FnMut(&[u8]) -> Option<Bytes>,
     ) -> Result<Bytes, DecodeError> {
         let (batch, _) = Batch::decode_with_layout(body, version)?;
-        let named = batch.statements.has_names();
+        Self::map_ids_of(body, &batch.statements, map)
+    }
+
+    /// [`Self::map_prepared_ids`] for a body whose statements were decoded already:
+    /// `statements` are those of `body`, or of a body whose statements are the same bytes up
+    /// to the trailer (the same batch with a timestamp added).
+    pub(crate) fn map_ids_of(
+        body: &Bytes,
+        statements: &Statements<'_>,
+        mut map: impl FnMut(&[u8]) -> Option<Bytes>,
+    ) -> Result<Bytes, DecodeError> {
+        let named = statements.has_names();
         // Walk the statements again, now known to be well formed, noting where each id is.
         let mut r = Reader::new(body);
         r.skip(3)?;
         let mut out: Option<BytesMut> = None;
         let mut copied = 0;
-        for _ in 0..batch.statements.len() {
+        for _ in 0..statements.len() {
             let kind = r.u8()?;
             if kind == KIND_PREPARED {
                 let id_at = r.position();

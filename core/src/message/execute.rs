@@ -33,6 +33,14 @@ pub struct Spliced {
 }
 
 impl Spliced {
+    /// A body kept whole: no new head.
+    pub const fn whole(body: Bytes) -> Self {
+        Self {
+            head: Bytes::new(),
+            tail: body,
+        }
+    }
+
     /// Length of the whole body.
     pub fn len(&self) -> usize {
         self.head.len() + self.tail.len()

@@ -55,6 +55,18 @@ pub fn ensure_default_timestamp(
             ));
         }
     };
+    stamp_decoded(body, version, timestamp, layout, micros)
+}
+
+/// [`ensure_default_timestamp`] for a body the caller already decoded: `timestamp` and
+/// `layout` are what decoding it gave.
+pub(crate) fn stamp_decoded(
+    body: &[u8],
+    version: ProtocolVersion,
+    timestamp: Option<i64>,
+    layout: Layout,
+    micros: i64,
+) -> Result<DefaultTimestamp, DecodeError> {
     if let Some(existing) = timestamp {
         return Ok(DefaultTimestamp::AlreadySet(existing));
     }

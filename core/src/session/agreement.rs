@@ -94,6 +94,7 @@ impl Session {
         ] {
             let out = Outgoing {
                 flags: Flags::empty(),
+                head: bytes::Bytes::new(),
                 body: Query {
                     text,
                     params: QueryParams::new(Consistency::ONE),

@@ -150,13 +150,16 @@ impl Session {
             || request.compare.is_some()
             || (upstream == request.route.primary && !request.answered);
         let version = request.version;
+        // Read once: the event and the digest both need it.
+        let code = match &outcome {
+            Outcome::Answer(envelope) => self.error_code(envelope, version),
+            Outcome::Digest(_) | Outcome::Failed(_) => None,
+        };
         let result = match &outcome {
-            Outcome::Answer(envelope) => match self.error_code(envelope, version) {
-                Some(code) => ClusterResult::Error(code),
-                None => ClusterResult::Ok,
-            },
-            Outcome::Digest(_) => ClusterResult::Ok,
             Outcome::Failed(kind) => ClusterResult::Failed(*kind),
+            Outcome::Answer(_) | Outcome::Digest(_) => {
+                code.map_or(ClusterResult::Ok, ClusterResult::Error)
+            }
         };
         self.events.push_back(Event::ClusterDone {
             upstream,
@@ -172,7 +175,9 @@ impl Session {
             None
         };
         let outcome = match outcome {
-            Outcome::Answer(envelope) if !keep => Outcome::Digest(self.digest(&envelope, version)),
+            Outcome::Answer(envelope) if !keep => {
+                Outcome::Digest(self.digest_of(&envelope, version, code))
+            }
             other => other,
         };
         let Some(request) = self.requests.get_mut(id) else {
@@ -229,12 +234,23 @@ impl Session {
 
     /// What is kept of an answer whose body is no longer needed.
     fn digest(&self, envelope: &Envelope, version: ProtocolVersion) -> Digest {
+        let code = self.error_code(envelope, version);
+        self.digest_of(envelope, version, code)
+    }
+
+    /// [`Self::digest`] of an answer whose error code was read already.
+    fn digest_of(
+        &self,
+        envelope: &Envelope,
+        version: ProtocolVersion,
+        code: Option<ErrorCode>,
+    ) -> Digest {
         let opcode = envelope.opcode();
         let error = opcode == Opcode::ERROR;
         Digest {
             opcode,
             error: error.then(|| self.describe_error(envelope, version)),
-            code: error.then(|| self.error_code(envelope, version)).flatten(),
+            code: code.filter(|_| error),
         }
     }
 
@@ -1024,10 +1040,7 @@ impl Session {
             keyspace,
         }
         .to_bytes(version);
-        let out = Outgoing {
-            flags: Flags::empty(),
-            body,
-        };
+        let out = Outgoing::new(Flags::empty(), body);
         let purpose = Purpose::Reprepare(id);
         if self
             .send_request(upstream, purpose, Opcode::PREPARE, version, &out, now)
@@ -1111,10 +1124,7 @@ impl Session {
         let Ok(message) = rebuilt else {
             return self.leg_done(id, upstream, Outcome::Failed(FailureKind::Protocol), now);
         };
-        let out = Outgoing {
-            flags,
-            body: join(&prefix, &message),
-        };
+        let out = Outgoing::new(flags, join(&prefix, &message));
         if let Err(kind) =
             self.send_request(upstream, Purpose::Request(id), opcode, version, &out, now)
         {

@@ -104,10 +104,7 @@ impl Session {
             let leg = &self.upstreams[secondary.index()];
             leg.handshake == Handshake::AwaitingClientAuth && leg.is_usable()
         });
-        let out = Outgoing {
-            flags: envelope.header().flags,
-            body: envelope.body().clone(),
-        };
+        let out = Outgoing::new(envelope.header().flags, envelope.body().clone());
         let (seen, serial) = (self.order.answered, self.next_serial());
         let request = Request::new(
             envelope.header(),
@@ -134,10 +131,7 @@ impl Session {
         class: RequestClass,
         now: Instant,
     ) {
-        let out = Outgoing {
-            flags: envelope.header().flags,
-            body: envelope.body().clone(),
-        };
+        let out = Outgoing::new(envelope.header().flags, envelope.body().clone());
         // Heartbeats follow the proxy's primary like every request of a ready connection.
         let route = if class == RequestClass::Heartbeat {
             route(class, self.proxy.read_mode(), self.proxy.primary(), || {
@@ -191,10 +185,7 @@ impl Session {
                             token: Some(token.expose()),
                         }
                         .to_bytes(version);
-                        let out = Outgoing {
-                            flags: Flags::empty(),
-                            body,
-                        };
+                        let out = Outgoing::new(Flags::empty(), body);
                         match self.send_request(
                             upstream,
                             Purpose::Login(id),

@@ -12,11 +12,12 @@ use crate::config::{Upstream, WriteOrder};
 use crate::error::{DecodeError, DecodeErrorKind};
 use crate::failure::FailureKind;
 use crate::frame::{Direction, Envelope, Flags, Header, Opcode, Prefix, ProtocolVersion, StreamId};
+use crate::message::timestamp::stamp_decoded;
 use crate::message::{
-    Batch, Body, DefaultTimestamp, ErrorMessage, Execute, Prepare, Query, Statement as BatchEntry,
-    ensure_default_timestamp,
+    Batch, Body, DefaultTimestamp, ErrorMessage, Execute, Prepare, Query, Spliced,
+    Statement as BatchEntry, ensure_default_timestamp,
 };
-use crate::routing::{Mirror, RequestClass, Route, route};
+use crate::routing::{Mirror, ReadMode, RequestClass, Route, route};
 use crate::session::leg::Purpose;
 use crate::session::order::Held;
 use crate::session::request::{Compared, Kind, Leg, Outcome, Outgoing, Repair, Request, RequestId};
@@ -31,6 +32,8 @@ use crate::topology::answer::Bound;
 enum Inspected {
     /// A request for the clusters.
     Request(Intake),
+    /// An EXECUTE or BATCH of a prepared statement the proxy does not know (this is its id).
+    Unknown(Bytes),
     /// A read of a topology table, which the session answers itself.
     TopologyRead {
         query: SystemQuery,
@@ -50,8 +53,11 @@ struct Intake {
     /// timestamp).
     message: Option<Bytes>,
     /// Per cluster (by [`Upstream::index`]), the message when it differs from `message`: the
-    /// cluster's own prepared ids.
-    mapped: [Option<Bytes>; 2],
+    /// cluster's own prepared ids (a new head and the shared rest of the message, for an
+    /// EXECUTE).
+    mapped: [Option<Spliced>; 2],
+    /// What comparing the answers needs, for a read the read mode may compare.
+    compare: Option<Compared>,
     /// A schema change (see `agreement.rs`).
     schema_change: bool,
     /// Every table it touches is in `--filter-tables`: the target never gets it.
@@ -106,7 +112,7 @@ impl Session {
                 return self.fatal_client_error(stream, why, now);
             }
         }
-        if !self.proxy.accepted_versions().contains(&version)
+        if !self.proxy.accepts(version)
             || envelope.header().flags.contains(Flags::USE_BETA)
         {
             return self.refuse_version(version.number(), stream, now);
@@ -186,27 +192,17 @@ impl Session {
                 );
             }
         };
-        // A prepared statement the proxy does not know (it restarted, or forgot it) could be
-        // neither mapped to a cluster's own id nor stamped nor repaired: the driver prepares it
-        // again, through the proxy, and retries.
-        match self.unknown_prepared(header.opcode, &message, version) {
-            Ok(Some(unknown)) => {
+        let mut intake = match self.inspect(header.opcode, &message, version, now) {
+            Ok(Inspected::Request(intake)) => intake,
+            // A prepared statement the proxy does not know (it restarted, or forgot it) could
+            // be neither mapped to a cluster's own id nor stamped nor repaired: the driver
+            // prepares it again, through the proxy, and retries.
+            Ok(Inspected::Unknown(unknown)) => {
                 let mut error = ErrorMessage::unprepared(&unknown);
                 error.message =
                     format!("cqlmirror: {} (unknown to the proxy)", error.message).into();
                 return self.error_to_client(header.stream, version, &error);
             }
-            Ok(None) => {}
-            Err(e) => {
-                return self.fatal_client_error(
-                    header.stream,
-                    format!("malformed {} body: {e}", header.opcode),
-                    now,
-                );
-            }
-        }
-        let mut intake = match self.inspect(header.opcode, &message, version, now) {
-            Ok(Inspected::Request(intake)) => intake,
             Ok(Inspected::TopologyRead {
                 query,
                 bound,
@@ -234,24 +230,31 @@ impl Session {
         }
         // Unchanged bodies go out as they came, compressed or not; changed ones go uncompressed
         // (the compression flag is per frame).
-        let rebuilt = |message: &Bytes| Outgoing {
-            flags: header.flags.difference(Flags::COMPRESSION),
-            body: join(&prefix, message),
-        };
+        let flags = header.flags.difference(Flags::COMPRESSION);
         let base = match &intake.message {
-            Some(message) => rebuilt(message),
-            None => Outgoing {
-                flags: header.flags,
-                body: envelope.body().clone(),
-            },
+            Some(message) => Outgoing::new(flags, join(&prefix, message)),
+            None => Outgoing::new(header.flags, envelope.body().clone()),
+        };
+        // A cluster's own version: its new head goes out before the shared rest as it is
+        // (the custom payload, if any, goes first).
+        let rebuilt = |spliced: Spliced| {
+            let head = match prefix.is_empty() {
+                true => spliced.head,
+                false => join(&prefix, &spliced.head),
+            };
+            Outgoing {
+                flags,
+                head,
+                body: spliced.tail,
+            }
         };
         let [for_source, for_target] = intake.mapped;
         let for_source = match for_source {
-            Some(message) => rebuilt(&message),
+            Some(spliced) => rebuilt(spliced),
             None => base.clone(),
         };
         let for_target = match for_target {
-            Some(message) => rebuilt(&message),
+            Some(spliced) => rebuilt(spliced),
             None => base,
         };
         let bodies = [Some(for_source), Some(for_target)];
@@ -285,7 +288,9 @@ impl Session {
         );
         request.schema_change = intake.schema_change;
         if route.mirror != Mirror::Apply {
-            request.compare = Some(Box::new(self.compared(header.opcode, &message, permit)));
+            let mut compare = intake.compare.unwrap_or_else(Compared::unknown);
+            compare._permit = permit;
+            request.compare = Some(Box::new(compare));
         }
         if header.opcode == Opcode::QUERY && intake.write {
             // As the clusters get it (stamped, with generated values): the journal keeps it.
@@ -323,6 +328,7 @@ impl Session {
                 let stamp = statement.kind.is_data_write() && !statement.conditional;
                 let mapped = if statement.kind == StatementKind::Schema {
                     self.replication_for_each(message, version)?
+                        .map(|m| m.map(Spliced::whole))
                 } else {
                     [None, None]
                 };
@@ -339,9 +345,21 @@ impl Session {
                 } else {
                     None
                 };
+                let class = crate::routing::class_of(&statement, self.keyspace.as_deref());
+                let compare = self.compares(class).then(|| Compared {
+                    table: statement
+                        .table
+                        .clone()
+                        .map(|t| t.in_keyspace(self.keyspace.as_deref())),
+                    ordered: has_order_by(text),
+                    statement: Some(crate::session::compare::cut_statement(text)),
+                    prepared: None,
+                    _permit: None,
+                });
                 Ok(Inspected::Request(Intake {
-                    class: crate::routing::class_of(&statement, self.keyspace.as_deref()),
+                    class,
                     off_target,
+                    compare,
                     write: !statement.kind.is_read(),
                     barrier: is_barrier(&statement),
                     kind: if statement.kind == StatementKind::Use {
@@ -394,16 +412,21 @@ impl Session {
                     },
                     message,
                     mapped: [None, None],
+                    compare: None,
                     schema_change: false,
                     off_target: false,
                 }))
             }
             Opcode::EXECUTE => {
                 let id = Execute::peek_id(message)?;
-                // Under the lock, only what is decided from the statement (nothing of it is
-                // copied), and the ids of clusters that know it by another id than the
-                // client's (none, usually).
-                let known = self.proxy.prepared().get(id).map(|p| {
+                // One look under the lock: what is decided from the statement (nothing of it
+                // is copied but for a compared read), and the ids of clusters that know it by
+                // another id than the client's (none, usually).
+                let (decided, own, system, generated, compare) = {
+                    let cache = self.proxy.prepared();
+                    let Some(p) = cache.get(id) else {
+                        return Ok(Inspected::Unknown(Bytes::copy_from_slice(id)));
+                    };
                     let own = Upstream::BOTH.map(|upstream| {
                         p.ids(upstream)
                             // Another id (the cluster prepared it anew, perhaps from a
@@ -424,9 +447,21 @@ impl Session {
                         schema_change: statement.kind == StatementKind::Schema,
                         off_target: p.off_target,
                     };
-                    (decided, own, p.system.clone(), p.generated.clone())
-                });
-                if let Some((_, _, Some(query), _)) = known {
+                    let compare = self.compares(decided.class).then(|| {
+                        Compared {
+                            table: statement
+                                .table
+                                .clone()
+                                .map(|t| t.in_keyspace(p.keyspace.as_deref())),
+                            ordered: has_order_by(&p.query),
+                            statement: Some(crate::session::compare::cut_statement(&p.query)),
+                            prepared: Some(Bytes::copy_from_slice(id)),
+                            _permit: None,
+                        }
+                    });
+                    (decided, own, p.system.clone(), p.generated.clone(), compare)
+                };
+                if let Some(query) = system {
                     let params = Execute::decode(message, version)?.params;
                     return Ok(Inspected::TopologyRead {
                         query,
@@ -441,20 +476,9 @@ impl Session {
                     barrier,
                     schema_change,
                     off_target,
-                } = known.as_ref().map_or(
-                    // Never seen its PREPARE (e.g. the proxy restarted): the safe side.
-                    Decided {
-                        class: RequestClass::Write,
-                        write: true,
-                        stamp: false,
-                        barrier: true,
-                        schema_change: false,
-                        off_target: false,
-                    },
-                    |(decided, _, _, _)| *decided,
-                );
+                } = decided;
                 // Fresh values for the markers the proxy put in place of function calls.
-                let with_values = match known.as_ref().and_then(|(_, _, _, g)| g.as_deref()) {
+                let with_values = match generated.as_deref() {
                     Some(markers) => {
                         Some(self.execute_with_values(message, version, markers, now)?)
                     }
@@ -468,21 +492,17 @@ impl Session {
                 };
                 let with_client_ids = stamped.clone().unwrap_or_else(|| message.clone());
                 // The cluster the client's ids come from needs nothing; another needs its own
-                // id, and in v5 its own result metadata id too.
+                // id, and in v5 its own result metadata id too: a new head, the parameters
+                // shared.
                 let mut mapped = [None, None];
-                if let Some((_, own, _, _)) = &known {
-                    for (slot, own) in mapped.iter_mut().zip(own) {
-                        if let Some(own) = own {
-                            *slot = Some(
-                                Execute::with_ids(
-                                    &with_client_ids,
-                                    version,
-                                    &own.id,
-                                    own.result_metadata_id.as_deref(),
-                                )?
-                                .to_bytes(),
-                            );
-                        }
+                for (slot, own) in mapped.iter_mut().zip(own) {
+                    if let Some(own) = own {
+                        *slot = Some(Execute::with_ids(
+                            &with_client_ids,
+                            version,
+                            &own.id,
+                            own.result_metadata_id.as_deref(),
+                        )?);
                     }
                 }
                 Ok(Inspected::Request(Intake {
@@ -492,18 +512,22 @@ impl Session {
                     kind: Kind::Prepared(Repair::new(with_client_ids)),
                     message: stamped,
                     mapped,
+                    compare,
                     schema_change,
                     off_target,
                 }))
             }
             Opcode::BATCH => {
-                let batch = Batch::decode(message, version)?;
+                // Decoded once: the statements are walked again from this for the clusters'
+                // own ids, and the layout places a timestamp.
+                let (batch, layout) = Batch::decode_with_layout(message, version)?;
                 // A client timestamp only when no statement is conditional, as far as known;
                 // a cluster's own ids only for a cluster that knows a statement by another id.
                 let mut stamp = true;
                 let mut ordered = false;
-                let mut remap = [false; 2];
                 let mut calls = false;
+                // Per prepared id that a cluster knows by another: that cluster's own ids.
+                let mut remaps: Vec<(&[u8], [Option<Bytes>; 2])> = Vec::new();
                 {
                     let cache = self.proxy.prepared();
                     for entry in batch.statements.iter() {
@@ -513,14 +537,23 @@ impl Session {
                                 calls |= statement.calls_functions;
                                 Some((statement.conditional, statement.order_sensitive))
                             }
-                            BatchEntry::Prepared(id) => cache.get(id).map(|p| {
-                                for upstream in Upstream::BOTH {
-                                    remap[upstream.index()] |=
-                                        p.ids(upstream).is_some_and(|own| own.id.as_ref() != id);
+                            BatchEntry::Prepared(id) => {
+                                let Some(p) = cache.get(id) else {
+                                    return Ok(Inspected::Unknown(Bytes::copy_from_slice(id)));
+                                };
+                                let own = Upstream::BOTH.map(|upstream| {
+                                    p.ids(upstream)
+                                        .filter(|own| own.id.as_ref() != id)
+                                        .map(|own| own.id.clone())
+                                });
+                                if own.iter().any(Option::is_some)
+                                    && !remaps.iter().any(|(seen, _)| *seen == id)
+                                {
+                                    remaps.push((id, own));
                                 }
                                 calls |= p.generated.is_some();
-                                (p.statement.conditional, p.statement.order_sensitive)
-                            }),
+                                Some((p.statement.conditional, p.statement.order_sensitive))
+                            }
                         };
                         stamp &= known.is_some_and(|(conditional, _)| !conditional);
                         ordered |= known.is_some_and(|(_, order_sensitive)| order_sensitive);
@@ -532,11 +565,21 @@ impl Session {
                 } else {
                     None
                 };
-                let stamped = if stamp {
-                    let base = with_values.as_ref().unwrap_or(message);
-                    self.stamped(opcode, base, version, now)?.or(with_values)
-                } else {
-                    with_values
+                // Without new values the statements are the message's, byte for byte (a
+                // timestamp goes after them): the decoded ones are walked for the ids.
+                let same_statements = with_values.is_none();
+                let stamped = match (stamp, &with_values) {
+                    (false, _) => with_values,
+                    (true, Some(changed)) => {
+                        self.stamped(opcode, changed, version, now)?.or(with_values)
+                    }
+                    (true, None) => {
+                        let micros = self.proxy.write_timestamp(now);
+                        match stamp_decoded(message, version, batch.timestamp, layout, micros)? {
+                            DefaultTimestamp::Inserted(body) => Some(body),
+                            DefaultTimestamp::AlreadySet(_) => None,
+                        }
+                    }
                 };
                 let with_client_ids = stamped.clone().unwrap_or_else(|| message.clone());
                 // `--filter-tables`: the target gets the batch without the statements of
@@ -549,15 +592,30 @@ impl Session {
                     };
                 let mut mapped = [None, None];
                 for upstream in Upstream::BOTH {
+                    let i = upstream.index();
                     let base = match (&for_target, upstream) {
-                        (Some(rest), Upstream::Target) => rest,
-                        _ => &with_client_ids,
+                        (Some(rest), Upstream::Target) => Some(rest),
+                        _ => None,
                     };
-                    if remap[upstream.index()] {
-                        mapped[upstream.index()] = self.map_batch_ids(base, version, upstream)?;
+                    if remaps.iter().any(|(_, own)| own[i].is_some()) {
+                        let own = |id: &[u8]| {
+                            remaps
+                                .iter()
+                                .find(|(seen, _)| *seen == id)
+                                .and_then(|(_, own)| own[i].clone())
+                        };
+                        mapped[i] = match base {
+                            Some(rest) => self.map_batch_ids(rest, version, upstream)?,
+                            None if same_statements => {
+                                let body =
+                                    Batch::map_ids_of(&with_client_ids, &batch.statements, own)?;
+                                Some(body)
+                            }
+                            None => self.map_batch_ids(&with_client_ids, version, upstream)?,
+                        };
                     }
-                    if mapped[upstream.index()].is_none() && upstream == Upstream::Target {
-                        mapped[upstream.index()] = for_target.clone();
+                    if mapped[i].is_none() && upstream == Upstream::Target {
+                        mapped[i] = for_target.clone();
                     }
                 }
                 Ok(Inspected::Request(Intake {
@@ -568,7 +626,8 @@ impl Session {
                     barrier: !stamp || ordered,
                     kind: Kind::Prepared(Repair::new(with_client_ids)),
                     message: stamped,
-                    mapped,
+                    mapped: mapped.map(|m| m.map(Spliced::whole)),
+                    compare: None,
                     schema_change: false,
                     off_target,
                 }))
@@ -584,6 +643,7 @@ impl Session {
                     kind: Kind::Plain,
                     message: None,
                     mapped: [None, None],
+                    compare: None,
                     schema_change: false,
                     off_target: false,
                 }))
@@ -640,52 +700,10 @@ impl Session {
         })
     }
 
-    /// What comparing the answers to a read will need, from the request's message.
-    fn compared(
-        &self,
-        opcode: Opcode,
-        message: &Bytes,
-        permit: Option<crate::routing::ShadowPermit>,
-    ) -> Compared {
-        let cut = crate::session::compare::cut_statement;
-        let (table, ordered, statement, prepared) = match opcode {
-            Opcode::QUERY => match Query::peek_text(message) {
-                Ok(text) => (
-                    Statement::classify(text)
-                        .table
-                        .map(|t| t.in_keyspace(self.keyspace.as_deref())),
-                    has_order_by(text),
-                    Some(cut(text)),
-                    None,
-                ),
-                Err(_) => (None, false, None, None),
-            },
-            _ => match Execute::peek_id(message) {
-                Ok(id) => {
-                    let cache = self.proxy.prepared();
-                    match cache.get(id) {
-                        Some(p) => (
-                            p.statement
-                                .table
-                                .clone()
-                                .map(|t| t.in_keyspace(p.keyspace.as_deref())),
-                            has_order_by(&p.query),
-                            Some(cut(&p.query)),
-                            Some(Bytes::copy_from_slice(id)),
-                        ),
-                        None => (None, false, None, None),
-                    }
-                }
-                Err(_) => (None, false, None, None),
-            },
-        };
-        Compared {
-            table,
-            ordered,
-            statement,
-            prepared,
-            _permit: permit,
-        }
+    /// Whether the read mode may compare the answers to a request of `class` (see
+    /// [`route`]): what comparing needs is then gathered while the request is inspected.
+    fn compares(&self, class: RequestClass) -> bool {
+        class == RequestClass::Read && self.proxy.read_mode() != ReadMode::Primary
     }
 
     /// A keyspace statement (QUERY) with each cluster's own data-center names in its
@@ -719,31 +737,6 @@ impl Session {
             }
         }
         Ok(out)
-    }
-
-    /// The first prepared id of an EXECUTE or BATCH that the proxy does not know.
-    fn unknown_prepared(
-        &self,
-        opcode: Opcode,
-        message: &Bytes,
-        version: ProtocolVersion,
-    ) -> Result<Option<Bytes>, DecodeError> {
-        let cache = self.proxy.prepared();
-        let unknown = |id: &[u8]| cache.get(id).is_none().then(|| Bytes::copy_from_slice(id));
-        match opcode {
-            Opcode::EXECUTE => Ok(unknown(Execute::peek_id(message)?)),
-            Opcode::BATCH => {
-                let batch = Batch::decode(message, version)?;
-                Ok(batch
-                    .statements
-                    .iter()
-                    .find_map(|entry| match entry.statement {
-                        BatchEntry::Prepared(id) => unknown(id),
-                        BatchEntry::Query(_) => None,
-                    }))
-            }
-            _ => Ok(None),
-        }
     }
 
     /// The body with a client-side write timestamp, or `None` if it already has one.
@@ -842,7 +835,7 @@ impl Session {
             if upstream != primary && leg.is_pending() {
                 let bytes = bodies[upstream.index()]
                     .as_ref()
-                    .map_or(0, |o| o.body.len());
+                    .map_or(0, Outgoing::len);
                 if let Some(request) = self.requests.get_mut(id) {
                     *request.leg_mut(upstream) = leg;
                 }
@@ -948,7 +941,7 @@ impl Session {
         if !leg.is_usable() {
             return Err(leg.failure());
         }
-        let length = u32::try_from(out.body.len()).map_err(|_| FailureKind::Protocol)?;
+        let length = u32::try_from(out.len()).map_err(|_| FailureKind::Protocol)?;
         let in_flight = crate::session::leg::InFlight {
             purpose,
             deadline,
@@ -966,7 +959,7 @@ impl Session {
             opcode,
             length,
         };
-        leg.send(header, &out.body);
+        leg.send(header, &out.head, &out.body);
         self.stream_check = Some(self.stream_check.map_or(deadline, |at| at.min(deadline)));
         Ok(())
     }

@@ -17,18 +17,29 @@ use crate::session::{Action, FailureKind, Peer};
 
 /// Writes one envelope to an outbox in the connection's framing: plain envelopes are queued as
 /// header plus the shared body (no copy of large bodies); segments are encoded in place.
-fn write_envelope(encoder: &mut FrameEncoder, outbox: &mut Outbox, header: Header, body: &Bytes) {
+/// The body is `head` then `body` (`head` usually empty, see [`Outgoing`](super::request::Outgoing)),
+/// and `header` carries their joint length.
+fn write_envelope(
+    encoder: &mut FrameEncoder,
+    outbox: &mut Outbox,
+    header: Header,
+    head: &[u8],
+    body: &Bytes,
+) {
     match encoder.framing() {
         Framing::Envelopes => {
             let mut raw = [0u8; HEADER_LEN];
             header.write(&mut raw);
-            outbox.push_frame(raw, body);
+            outbox.push_frame(raw, head, body);
         }
         Framing::Segments(_) => {
-            let envelope = Envelope::new(header, body.clone());
             let buf = outbox.buffer();
             let before = buf.len();
-            encoder.encode(&envelope, buf);
+            if head.is_empty() {
+                encoder.encode(&Envelope::new(header, body.clone()), buf);
+            } else {
+                encoder.encode_parts(&header, head, body, buf);
+            }
             let added = buf.len() - before;
             outbox.appended(added);
         }
@@ -111,7 +122,7 @@ impl ClientLeg {
     /// Queues a response; dropped if the client is gone.
     pub(crate) fn send(&mut self, header: Header, body: &Bytes) {
         if self.state != ClientState::Closed {
-            write_envelope(&mut self.encoder, &mut self.outbox, header, body);
+            write_envelope(&mut self.encoder, &mut self.outbox, header, &[], body);
         }
     }
 
@@ -279,8 +290,9 @@ impl UpstreamLeg {
         self.decoder.decode(buf)
     }
 
-    pub(crate) fn send(&mut self, header: Header, body: &Bytes) {
-        write_envelope(&mut self.encoder, &mut self.outbox, header, body);
+    /// Queues a request whose body is `head` then `body` (`header` has their joint length).
+    pub(crate) fn send(&mut self, header: Header, head: &[u8], body: &Bytes) {
+        write_envelope(&mut self.encoder, &mut self.outbox, header, head, body);
     }
 
     pub(crate) fn switch_to_segments(&mut self, lz4: bool) {

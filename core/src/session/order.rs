@@ -142,7 +142,7 @@ impl Session {
     /// Holds a request for `upstream`.
     pub(super) fn hold(&mut self, upstream: Upstream, held: Held) {
         let lane = &mut self.order.lanes[upstream.index()];
-        lane.held_bytes += held.out.body.len();
+        lane.held_bytes += held.out.len();
         lane.held.push_back(held);
     }
 
@@ -172,7 +172,7 @@ impl Session {
                 let Some(held) = lane.held.pop_front() else {
                     break;
                 };
-                lane.held_bytes -= held.out.body.len();
+                lane.held_bytes -= held.out.len();
                 let purpose = Purpose::Request(held.id);
                 let sent = match held.deadline {
                     Some(deadline) if deadline <= now => Err(FailureKind::Timeout),
@@ -217,7 +217,7 @@ impl Session {
                 .into_iter()
                 .partition(|h| h.deadline.is_some_and(|d| d <= now));
             lane.held = kept;
-            lane.held_bytes = lane.held.iter().map(|h| h.out.body.len()).sum();
+            lane.held_bytes = lane.held.iter().map(|h| h.out.len()).sum();
             for held in expired {
                 self.leg_done(
                     held.id,

@@ -20,16 +20,18 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// Queues an envelope given as its header and body.
-    pub(crate) fn push_frame(&mut self, header: [u8; HEADER_LEN], body: &Bytes) {
+    /// Queues an envelope given as its header and body, the body being `head` (usually
+    /// empty) then `body`.
+    pub(crate) fn push_frame(&mut self, header: [u8; HEADER_LEN], head: &[u8], body: &Bytes) {
         self.staging.extend_from_slice(&header);
+        self.staging.extend_from_slice(head);
         if body.len() <= COPY_LIMIT {
             self.staging.extend_from_slice(body);
         } else {
             self.seal();
             self.chunks.push_back(body.clone());
         }
-        self.queued += HEADER_LEN + body.len();
+        self.queued += HEADER_LEN + head.len() + body.len();
     }
 
     /// The buffer to append already-encoded bytes to (e.g. v5 segments); call
@@ -86,10 +88,10 @@ mod tests {
         let mut o = Outbox::default();
         let small = Bytes::from_static(b"small");
         let large = Bytes::from(vec![7u8; COPY_LIMIT + 1]);
-        o.push_frame([1; HEADER_LEN], &small);
-        o.push_frame([2; HEADER_LEN], &large);
-        o.push_frame([3; HEADER_LEN], &small);
-        assert_eq!(o.queued(), 3 * HEADER_LEN + 2 * small.len() + large.len());
+        o.push_frame([1; HEADER_LEN], &[], &small);
+        o.push_frame([2; HEADER_LEN], b"head", &large);
+        o.push_frame([3; HEADER_LEN], &[], &small);
+        assert_eq!(o.queued(), 3 * HEADER_LEN + 4 + 2 * small.len() + large.len());
         let mut all = Vec::new();
         let mut pieces = 0;
         while let Some(b) = o.pop() {
@@ -103,6 +105,7 @@ mod tests {
         let mut expected = vec![1; HEADER_LEN];
         expected.extend_from_slice(b"small");
         expected.extend_from_slice(&[2; HEADER_LEN]);
+        expected.extend_from_slice(b"head");
         expected.extend_from_slice(&large);
         expected.extend_from_slice(&[3; HEADER_LEN]);
         expected.extend_from_slice(b"small");

@@ -276,10 +276,7 @@ impl Session {
         self.actions
             .push_back(crate::session::Action::Connect { upstream, endpoint });
         // Queued until the connection is open.
-        let out = Outgoing {
-            flags: Flags::empty(),
-            body: startup,
-        };
+        let out = Outgoing::new(Flags::empty(), startup);
         self.rejoin_send(upstream, Step::Startup, Opcode::STARTUP, &out, version, now);
     }
 
@@ -338,6 +335,7 @@ impl Session {
                 self.upstreams[upstream.index()].handshake = Handshake::LoggingIn;
                 let out = Outgoing {
                     flags: Flags::empty(),
+                    head: bytes::Bytes::new(),
                     body: AuthResponse {
                         token: Some(token.expose()),
                     }
@@ -375,6 +373,7 @@ impl Session {
         let text = format!("USE {}", cql_identifier(&keyspace));
         let out = Outgoing {
             flags: Flags::empty(),
+            head: bytes::Bytes::new(),
             body: Query {
                 text: &text,
                 params: QueryParams::new(Consistency::ONE),

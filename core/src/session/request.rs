@@ -19,7 +19,27 @@ pub(crate) struct RequestId(u32);
 #[derive(Debug, Clone)]
 pub(crate) struct Outgoing {
     pub(crate) flags: Flags,
+    /// What goes before `body` (usually nothing): a body rebuilt with a new head is sent as
+    /// that head and the shared rest of the original (see [`crate::message::Spliced`]), not
+    /// copied into one buffer first.
+    pub(crate) head: Bytes,
     pub(crate) body: Bytes,
+}
+
+impl Outgoing {
+    /// `body` as it is.
+    pub(crate) const fn new(flags: Flags, body: Bytes) -> Self {
+        Self {
+            flags,
+            head: Bytes::new(),
+            body,
+        }
+    }
+
+    /// The length of the whole body.
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
 }
 
 /// What one cluster did with its part of a request.
@@ -239,6 +259,19 @@ pub(crate) struct Compared {
     pub(crate) prepared: Option<Bytes>,
     /// The shadow read's place in the proxy's budget, given back when the request retires.
     pub(crate) _permit: Option<crate::routing::ShadowPermit>,
+}
+
+impl Compared {
+    /// Nothing known of the statement: the answers alone are compared.
+    pub(crate) const fn unknown() -> Self {
+        Self {
+            table: None,
+            ordered: false,
+            statement: None,
+            prepared: None,
+            _permit: None,
+        }
+    }
 }
 
 impl Request {

@@ -188,10 +188,7 @@ impl Session {
                 params: QueryParams::new(Consistency::ONE),
             }
             .to_bytes(version);
-            let out = Outgoing {
-                flags: Flags::empty(),
-                body,
-            };
+            let out = Outgoing::new(Flags::empty(), body);
             let sent = self.send_request(
                 upstream,
                 Purpose::Topology(table),
