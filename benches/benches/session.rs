@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 
 use cqlmirror_core::config::{Config, Endpoint, Upstream};
 use cqlmirror_core::frame::{
@@ -267,30 +267,30 @@ fn values() -> [Value<'static>; 3] {
     ]
 }
 
-fn cases(c: &mut Criterion, version: ProtocolVersion) {
-    let v = if version == ProtocolVersion::V5 {
-        "v5"
-    } else {
-        "v4"
-    };
-    let mut group = c.benchmark_group(format!("session_{v}"));
+/// A rig past its handshake with `INSERT` prepared, and the requests of each case.
+fn workload(version: ProtocolVersion) -> (Rig, Vec<(&'static str, Bytes)>) {
     let mut rig = Rig::new(version);
     let id = rig.prepare(INSERT);
     let values = values();
+    let mut cases = Vec::new();
 
     let write = Query {
         text: "INSERT INTO ks.users (id, name) VALUES (42, 'someone')",
         params: QueryParams::new(Consistency::LOCAL_QUORUM),
     };
-    let write = rig.request(2, Opcode::QUERY, write.to_bytes(version));
-    group.bench_function("query_write", |b| b.iter(|| rig.run(&write)));
+    cases.push((
+        "query_write",
+        rig.request(2, Opcode::QUERY, write.to_bytes(version)),
+    ));
 
     let read = Query {
         text: "SELECT id, name FROM ks.users WHERE id = 42",
         params: QueryParams::new(Consistency::LOCAL_QUORUM),
     };
-    let read = rig.request(3, Opcode::QUERY, read.to_bytes(version));
-    group.bench_function("query_read", |b| b.iter(|| rig.run(&read)));
+    cases.push((
+        "query_read",
+        rig.request(3, Opcode::QUERY, read.to_bytes(version)),
+    ));
 
     let execute = Execute {
         id: &id,
@@ -300,8 +300,10 @@ fn cases(c: &mut Criterion, version: ProtocolVersion) {
             ..QueryParams::new(Consistency::LOCAL_QUORUM)
         },
     };
-    let execute = rig.request(4, Opcode::EXECUTE, execute.to_bytes(version));
-    group.bench_function("execute_write", |b| b.iter(|| rig.run(&execute)));
+    cases.push((
+        "execute_write",
+        rig.request(4, Opcode::EXECUTE, execute.to_bytes(version)),
+    ));
 
     let entry = BatchStatement {
         statement: Statement::Prepared(&id),
@@ -321,15 +323,57 @@ fn cases(c: &mut Criterion, version: ProtocolVersion) {
         keyspace: None,
         now_in_seconds: None,
     };
-    let batch = rig.request(5, Opcode::BATCH, batch.to_bytes(version));
-    group.bench_function("batch_write", |b| b.iter(|| rig.run(&batch)));
-    group.finish();
+    cases.push((
+        "batch_write",
+        rig.request(5, Opcode::BATCH, batch.to_bytes(version)),
+    ));
+    (rig, cases)
+}
+
+fn version_name(version: ProtocolVersion) -> &'static str {
+    if version == ProtocolVersion::V5 {
+        "v5"
+    } else {
+        "v4"
+    }
 }
 
 fn session(c: &mut Criterion) {
-    cases(c, ProtocolVersion::V4);
-    cases(c, ProtocolVersion::V5);
+    for version in [ProtocolVersion::V4, ProtocolVersion::V5] {
+        let mut group = c.benchmark_group(format!("session_{}", version_name(version)));
+        let (mut rig, cases) = workload(version);
+        for (name, wire) in &cases {
+            group.bench_function(*name, |b| b.iter(|| rig.run(wire)));
+        }
+        group.finish();
+    }
+}
+
+/// `SESSION_ITERS=n SESSION_CASE=v4/execute_write`: that case run `n` times and nothing
+/// else, for counting instructions (e.g. under callgrind, with two values of `n`: the
+/// difference is the cost of the requests alone), which a loaded machine does not disturb.
+fn counted(iterations: usize, case: &str) {
+    for version in [ProtocolVersion::V4, ProtocolVersion::V5] {
+        let (mut rig, cases) = workload(version);
+        for (name, wire) in &cases {
+            if format!("{}/{name}", version_name(version)) == case {
+                for _ in 0..iterations {
+                    rig.run(wire);
+                }
+                assert_eq!(rig.answered, 2 + iterations, "every request answered");
+            }
+        }
+    }
 }
 
 criterion_group!(benches, session);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(iterations) = std::env::var("SESSION_ITERS") {
+        let case = std::env::var("SESSION_CASE").unwrap_or_default();
+        counted(iterations.parse().unwrap(), &case);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
