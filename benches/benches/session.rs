@@ -148,7 +148,11 @@ impl Rig {
                 let body = ResultMessage::Prepared(prepared).to_bytes(self.version);
                 (Opcode::RESULT, body)
             }
-            Opcode::QUERY if Query::peek_text(request.body()).unwrap().starts_with("SELECT") => {
+            Opcode::QUERY
+                if Query::peek_text(request.body())
+                    .unwrap()
+                    .starts_with("SELECT") =>
+            {
                 (Opcode::RESULT, self.rows.clone())
             }
             _ => (Opcode::RESULT, self.void.clone()),
@@ -201,8 +205,11 @@ impl Rig {
                 }
                 if answered {
                     moved = true;
-                    self.session
-                        .handle_upstream_bytes(upstream, &mut self.cluster_buf[i], self.now);
+                    self.session.handle_upstream_bytes(
+                        upstream,
+                        &mut self.cluster_buf[i],
+                        self.now,
+                    );
                 }
             }
             while let Some(bytes) = self.session.poll_transmit(Peer::Client) {

@@ -305,15 +305,20 @@ fn outcome_and_replay_action() {
         }
         .replay_action()
     };
-    use ReplayAction::{Apply, Report};
+    use ReplayAction::{Apply, ApplyAndCheckOrder, Report};
     for outcome in [Outcome::NotApplied, Outcome::Unknown] {
         assert_eq!(action(WriteKind::Plain, outcome), Apply);
         assert_eq!(action(WriteKind::Lwt, outcome), Report);
     }
+    assert_eq!(action(WriteKind::Counter, Outcome::NotApplied), Apply);
+    assert_eq!(
+        action(WriteKind::OrderSensitive, Outcome::NotApplied),
+        ApplyAndCheckOrder
+    );
     for kind in [WriteKind::Counter, WriteKind::OrderSensitive] {
-        assert_eq!(action(kind, Outcome::NotApplied), Apply);
         assert_eq!(action(kind, Outcome::Unknown), Report);
     }
+    assert!(Apply.applies() && ApplyAndCheckOrder.applies() && !Report.applies());
 }
 
 /// A record of each shape, `n` picking the shape.

@@ -17,6 +17,11 @@ fn inserted(outcome: DefaultTimestamp) -> Bytes {
     }
 }
 
+/// The `now_in_seconds` the proxy adds: in v5, when the client set none.
+fn stamped_now(version: ProtocolVersion, client: Option<i32>, micros: i64) -> Option<i32> {
+    (version == ProtocolVersion::V5 && client.is_none()).then(|| now_in_seconds(micros))
+}
+
 proptest! {
     #[test]
     fn query_gets_a_timestamp(
@@ -25,14 +30,17 @@ proptest! {
     ) {
         let body = q.to_bytes(version);
         let outcome = ensure_default_timestamp(Opcode::QUERY, &body, version, micros).unwrap();
-        match q.params.timestamp {
-            Some(t) => prop_assert_eq!(outcome, DefaultTimestamp::AlreadySet(t)),
-            None => {
+        let now = stamped_now(version, q.params.now_in_seconds, micros);
+        match (q.params.timestamp, now) {
+            (Some(t), None) => prop_assert_eq!(outcome, DefaultTimestamp::AlreadySet(t)),
+            _ => {
                 let new = inserted(outcome);
-                prop_assert_eq!(new.len(), body.len() + 8);
+                let added = if q.params.timestamp.is_none() { 8 } else { 0 } + if now.is_some() { 4 } else { 0 };
+                prop_assert_eq!(new.len(), body.len() + added);
                 let back = Query::decode(&new, version).unwrap();
                 let mut expected = q;
-                expected.params.timestamp = Some(micros);
+                expected.params.timestamp = expected.params.timestamp.or(Some(micros));
+                expected.params.now_in_seconds = expected.params.now_in_seconds.or(now);
                 prop_assert_eq!(back, expected);
                 // Same bytes as encoding the message with the timestamp set.
                 prop_assert_eq!(new, expected.to_bytes(version));
@@ -47,12 +55,14 @@ proptest! {
     ) {
         let body = e.to_bytes(version);
         let outcome = ensure_default_timestamp(Opcode::EXECUTE, &body, version, micros).unwrap();
-        match e.params.timestamp {
-            Some(t) => prop_assert_eq!(outcome, DefaultTimestamp::AlreadySet(t)),
-            None => {
+        let now = stamped_now(version, e.params.now_in_seconds, micros);
+        match (e.params.timestamp, now) {
+            (Some(t), None) => prop_assert_eq!(outcome, DefaultTimestamp::AlreadySet(t)),
+            _ => {
                 let new = inserted(outcome);
                 let mut expected = e;
-                expected.params.timestamp = Some(micros);
+                expected.params.timestamp = expected.params.timestamp.or(Some(micros));
+                expected.params.now_in_seconds = expected.params.now_in_seconds.or(now);
                 prop_assert_eq!(Execute::decode(&new, version).unwrap(), expected);
                 prop_assert_eq!(new, expected.to_bytes(version));
             }
@@ -66,12 +76,14 @@ proptest! {
     ) {
         let body = b.to_bytes(version);
         let outcome = ensure_default_timestamp(Opcode::BATCH, &body, version, micros).unwrap();
-        match b.timestamp {
-            Some(t) => prop_assert_eq!(outcome, DefaultTimestamp::AlreadySet(t)),
-            None => {
+        let now = stamped_now(version, b.now_in_seconds, micros);
+        match (b.timestamp, now) {
+            (Some(t), None) => prop_assert_eq!(outcome, DefaultTimestamp::AlreadySet(t)),
+            _ => {
                 let new = inserted(outcome);
                 let mut expected = b;
-                expected.timestamp = Some(micros);
+                expected.timestamp = expected.timestamp.or(Some(micros));
+                expected.now_in_seconds = expected.now_in_seconds.or(now);
                 prop_assert_eq!(Batch::decode(&new, version).unwrap(), expected);
                 prop_assert_eq!(new, expected.to_bytes(version));
             }
@@ -188,6 +200,48 @@ fn timestamp_goes_before_keyspace_and_now_in_seconds() {
             0x00, 0x02, b'k', b's', // keyspace
             0, 0, 0, 7, // now_in_seconds
         ]
+    );
+}
+
+#[test]
+fn v5_gets_now_in_seconds_even_with_a_client_timestamp() {
+    let q = Query {
+        text: "INSERT INTO t (k) VALUES (1) USING TTL 60",
+        params: QueryParams {
+            timestamp: Some(5),
+            ..QueryParams::new(cqlmirror_core::wire::Consistency::ONE)
+        },
+    };
+    let body = q.to_bytes(ProtocolVersion::V5);
+    let micros = 1_765_000_000_123_456;
+    let new = inserted(
+        ensure_default_timestamp(Opcode::QUERY, &body, ProtocolVersion::V5, micros).unwrap(),
+    );
+    let back = Query::decode(&new, ProtocolVersion::V5).unwrap();
+    assert_eq!(
+        back.params.timestamp,
+        Some(5),
+        "the client's timestamp is kept"
+    );
+    assert_eq!(back.params.now_in_seconds, Some(1_765_000_000));
+    // v4 has no such field: a body with a timestamp stays as it is.
+    let v4 = q.to_bytes(ProtocolVersion::V4);
+    assert_eq!(
+        ensure_default_timestamp(Opcode::QUERY, &v4, ProtocolVersion::V4, micros).unwrap(),
+        DefaultTimestamp::AlreadySet(5)
+    );
+    // A client's own now_in_seconds is kept.
+    let own = Query {
+        params: QueryParams {
+            now_in_seconds: Some(9),
+            ..q.params
+        },
+        ..q
+    }
+    .to_bytes(ProtocolVersion::V5);
+    assert_eq!(
+        ensure_default_timestamp(Opcode::QUERY, &own, ProtocolVersion::V5, micros).unwrap(),
+        DefaultTimestamp::AlreadySet(5)
     );
 }
 

@@ -186,7 +186,10 @@ def test_missed_writes_are_journaled_and_replayed_after_a_crash(
     assert run.returncode == 0, run.stderr + run.stdout
     read, would, failed, attention = summary_numbers(run.stdout)
     assert read == journaled, run.stdout
-    assert run.stdout.count("\napply: ") + run.stdout.startswith("apply: ") == would
+    lines = run.stdout.splitlines()
+    assert sum(line.startswith(("apply: ", "apply, check order: ")) for line in lines) == would
+    list_writes = sum(line.startswith("apply, check order: ") for line in lines)
+    assert list_writes > 0, "list appends were journaled, to be applied and checked"
     assert scan(outage_bed.target, keyspace)[0] == before[0]
 
     replay_started = time.monotonic()
@@ -199,6 +202,9 @@ def test_missed_writes_are_journaled_and_replayed_after_a_crash(
     # never sent, known not applied, so counters and list appends are replayed too.
     assert attention == 0, run.stdout
     assert applied == journaled
+    # List appends are applied and listed: their order is for an operator to check.
+    assert f"{list_writes} list orders to check" in run.stdout, run.stdout
+    assert run.stdout.count("check order: ") == list_writes, run.stdout
 
     target = scan(outage_bed.target, keyspace)
     source = scan(outage_bed.source, keyspace)

@@ -5,7 +5,7 @@
 //! target gone silent, connections refused for a while or for good, connects that hang,
 //! answers slower than the request timeout). The `Event::Journal` records the sessions emit
 //! are then replayed into the target in order, as `replay` does: each record whose
-//! `replay_action()` is `Apply`, sent as `Record::request` builds it. Afterwards the two
+//! `replay_action()` applies, sent as `Record::request` builds it. Afterwards the two
 //! tables must be identical, values and write times.
 //!
 //! The simulated table has no counters or lists. What keeps replay from applying those
@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use cqlmirror_core::config::{Upstream, WaitPolicy};
 use cqlmirror_core::frame::ProtocolVersion;
-use cqlmirror_core::journal::{Outcome, Record, ReplayAction};
+use cqlmirror_core::journal::{Outcome, Record};
 use cqlmirror_core::message::ErrorCode;
 use cqlmirror_core::session::Event;
 use cqlmirror_sim::cluster::{Store, writes_of_request};
@@ -212,7 +212,7 @@ fn replay(
 ) -> Result<Replayed, String> {
     let mut done = Replayed::default();
     for (i, record) in records.iter().enumerate() {
-        if record.replay_action() != ReplayAction::Apply {
+        if !record.replay_action().applies() {
             done.reported += 1;
             continue;
         }

@@ -921,7 +921,13 @@ mod tests {
                 SegmentWriter::new(format).write(&joined, &mut want);
                 let mut got = BytesMut::new();
                 SegmentWriter::new(format).write_parts(joined.header(), &head, &tail, &mut got);
-                assert_eq!(got, want, "{format:?}, head {}, tail {}", head.len(), tail.len());
+                assert_eq!(
+                    got,
+                    want,
+                    "{format:?}, head {}, tail {}",
+                    head.len(),
+                    tail.len()
+                );
             }
         }
     }

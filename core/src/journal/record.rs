@@ -241,20 +241,32 @@ pub enum Cause {
 pub enum ReplayAction {
     /// Apply it (with its timestamp, so anything newer wins).
     Apply,
+    /// Apply it, and list its row for an operator to check the order of the list: Cassandra
+    /// places a list element by the time it applies the write, not by the write's timestamp,
+    /// so an element replayed now lands after (an append) or before (a prepend) the elements
+    /// written since, and an index is resolved against the list as it is now.
+    ApplyAndCheckOrder,
     /// Do not apply it; list it in the report for an operator.
     Report,
 }
 
+impl ReplayAction {
+    /// Whether replay sends the write.
+    pub const fn applies(self) -> bool {
+        matches!(self, Self::Apply | Self::ApplyAndCheckOrder)
+    }
+}
+
 impl Record {
-    /// Plain writes are always applied again; counter updates and order-sensitive writes only
-    /// when known not applied (an unknown one may be there already: applying it could count
-    /// it twice); LWTs never.
+    /// Plain writes are always applied again; counter updates and order-sensitive list
+    /// writes only when known not applied (an unknown one may be there already: applying it
+    /// could count it twice), the latter listed for their order; LWTs never.
     pub fn replay_action(&self) -> ReplayAction {
         match (self.kind, self.outcome) {
-            (WriteKind::Plain, _) => ReplayAction::Apply,
-            (WriteKind::OrderSensitive | WriteKind::Counter, Outcome::NotApplied) => {
+            (WriteKind::Plain, _) | (WriteKind::Counter, Outcome::NotApplied) => {
                 ReplayAction::Apply
             }
+            (WriteKind::OrderSensitive, Outcome::NotApplied) => ReplayAction::ApplyAndCheckOrder,
             (WriteKind::OrderSensitive | WriteKind::Counter, Outcome::Unknown)
             | (WriteKind::Lwt, _) => ReplayAction::Report,
         }

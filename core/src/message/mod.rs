@@ -58,7 +58,7 @@ pub use result::{Prepared, ResultMessage};
 pub use result_kind::ResultKind;
 pub use rows::{Cells, Row, RowIter, Rows, RowsWriter, RowsWriterError};
 pub use startup::{Options, Ready, Startup, Supported};
-pub use timestamp::{DefaultTimestamp, ensure_default_timestamp};
+pub use timestamp::{DefaultTimestamp, ensure_default_timestamp, now_in_seconds};
 pub use types::{ColumnType, MAX_TYPE_DEPTH, UdtType};
 
 /// A message body: decoded from and encoded to the bytes after the envelope header.

@@ -295,18 +295,12 @@ impl Session {
         }
         request.impatient = true;
         if let Some(secondary) = request.route.secondary {
-            if self.proxy.mark_stalled(secondary) {
-                let wait = self.proxy.config().wait_timeout;
-                self.events.push_back(Event::Failure {
-                    upstream: secondary,
-                    kind: FailureKind::Timeout,
-                    detail: format!(
-                        "the {secondary} cluster did not answer within --wait-timeout {wait:?}: clients get the {} cluster's answers without waiting for it until it answers again",
-                        secondary.other()
-                    ),
-                    first: true,
-                });
-            }
+            self.stall(secondary, |wait| {
+                format!(
+                    "the {secondary} cluster did not answer within --wait-timeout {wait:?}: clients get the {} cluster's answers without waiting for it until it answers again",
+                    secondary.other()
+                )
+            });
         }
         self.progress(id, now);
     }

@@ -112,9 +112,7 @@ impl Session {
                 return self.fatal_client_error(stream, why, now);
             }
         }
-        if !self.proxy.accepts(version)
-            || envelope.header().flags.contains(Flags::USE_BETA)
-        {
+        if !self.proxy.accepts(version) || envelope.header().flags.contains(Flags::USE_BETA) {
             return self.refuse_version(version.number(), stream, now);
         }
         self.spoken = Some(version);
@@ -447,17 +445,15 @@ impl Session {
                         schema_change: statement.kind == StatementKind::Schema,
                         off_target: p.off_target,
                     };
-                    let compare = self.compares(decided.class).then(|| {
-                        Compared {
-                            table: statement
-                                .table
-                                .clone()
-                                .map(|t| t.in_keyspace(p.keyspace.as_deref())),
-                            ordered: has_order_by(&p.query),
-                            statement: Some(crate::session::compare::cut_statement(&p.query)),
-                            prepared: Some(Bytes::copy_from_slice(id)),
-                            _permit: None,
-                        }
+                    let compare = self.compares(decided.class).then(|| Compared {
+                        table: statement
+                            .table
+                            .clone()
+                            .map(|t| t.in_keyspace(p.keyspace.as_deref())),
+                        ordered: has_order_by(&p.query),
+                        statement: Some(crate::session::compare::cut_statement(&p.query)),
+                        prepared: Some(Bytes::copy_from_slice(id)),
+                        _permit: None,
                     });
                     (decided, own, p.system.clone(), p.generated.clone(), compare)
                 };
@@ -575,7 +571,15 @@ impl Session {
                     }
                     (true, None) => {
                         let micros = self.proxy.write_timestamp(now);
-                        match stamp_decoded(message, version, batch.timestamp, layout, micros)? {
+                        let (timestamp, now_in_seconds) = (batch.timestamp, batch.now_in_seconds);
+                        match stamp_decoded(
+                            message,
+                            version,
+                            timestamp,
+                            now_in_seconds,
+                            layout,
+                            micros,
+                        )? {
                             DefaultTimestamp::Inserted(body) => Some(body),
                             DefaultTimestamp::AlreadySet(_) => None,
                         }
@@ -833,9 +837,7 @@ impl Session {
             };
             primary_has |= upstream == primary && leg.is_pending();
             if upstream != primary && leg.is_pending() {
-                let bytes = bodies[upstream.index()]
-                    .as_ref()
-                    .map_or(0, Outgoing::len);
+                let bytes = bodies[upstream.index()].as_ref().map_or(0, Outgoing::len);
                 if let Some(request) = self.requests.get_mut(id) {
                     *request.leg_mut(upstream) = leg;
                 }

@@ -19,8 +19,9 @@
 //! requests failed at once, so the bound does not hold the client either.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::config::Upstream;
 use crate::failure::FailureKind;
 use crate::session::request::RequestId;
 use crate::session::{Event, Session};
@@ -137,16 +138,25 @@ impl Session {
         self.lag.paused = false;
         self.lag.deadline = None;
         let secondary = self.proxy.primary().other();
+        let requests = self.lag.requests;
+        self.stall(secondary, |wait| {
+            format!(
+                "the {secondary} cluster finished none of a client's {requests} unfinished requests within --wait-timeout {wait:?}: clients are no longer slowed down for it (--max-secondary-lag) and get the {} cluster's answers without waiting for it until it answers again; writes it misses are counted",
+                secondary.other()
+            )
+        });
+    }
+
+    /// Marks `secondary` stalled for every session (clients stop waiting for it until it
+    /// answers again); the first session to do so reports why, `detail` given the
+    /// `--wait-timeout`.
+    pub(super) fn stall(&mut self, secondary: Upstream, detail: impl FnOnce(Duration) -> String) {
         if self.proxy.mark_stalled(secondary) {
             let wait = self.proxy.config().wait_timeout;
             self.events.push_back(Event::Failure {
                 upstream: secondary,
                 kind: FailureKind::Timeout,
-                detail: format!(
-                    "the {secondary} cluster finished none of a client's {} unfinished requests within --wait-timeout {wait:?}: clients are no longer slowed down for it (--max-secondary-lag) and get the {} cluster's answers without waiting for it until it answers again; writes it misses are counted",
-                    self.lag.requests,
-                    secondary.other()
-                ),
+                detail: detail(wait),
                 first: true,
             });
         }

@@ -91,7 +91,10 @@ mod tests {
         o.push_frame([1; HEADER_LEN], &[], &small);
         o.push_frame([2; HEADER_LEN], b"head", &large);
         o.push_frame([3; HEADER_LEN], &[], &small);
-        assert_eq!(o.queued(), 3 * HEADER_LEN + 4 + 2 * small.len() + large.len());
+        assert_eq!(
+            o.queued(),
+            3 * HEADER_LEN + 4 + 2 * small.len() + large.len()
+        );
         let mut all = Vec::new();
         let mut pieces = 0;
         while let Some(b) = o.pop() {

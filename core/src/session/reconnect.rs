@@ -36,6 +36,7 @@ use crate::message::{AuthResponse, Body, Query, QueryParams, Secret, sasl_plain_
 use crate::session::leg::{Handshake, Purpose, UpstreamLeg};
 use crate::session::request::Outgoing;
 use crate::session::{Event, Phase, Session, Timer};
+use crate::statement::identifier;
 use crate::wire::Consistency;
 
 /// The backoff before the first attempt (drawn between half of it and all of it).
@@ -52,83 +53,6 @@ pub fn backoff(attempt: u32, random: u64) -> Duration {
         .min(cap);
     let half = base / 2;
     Duration::from_nanos(half + random % (base - half + 1))
-}
-
-/// CQL's reserved words: a keyspace of such a name was created quoted and is named quoted.
-const RESERVED: &[&str] = &[
-    "add",
-    "allow",
-    "alter",
-    "and",
-    "apply",
-    "asc",
-    "authorize",
-    "batch",
-    "begin",
-    "by",
-    "columnfamily",
-    "create",
-    "delete",
-    "desc",
-    "describe",
-    "drop",
-    "entries",
-    "execute",
-    "from",
-    "full",
-    "grant",
-    "if",
-    "in",
-    "index",
-    "infinity",
-    "insert",
-    "into",
-    "is",
-    "keyspace",
-    "limit",
-    "materialized",
-    "modify",
-    "nan",
-    "norecursive",
-    "not",
-    "null",
-    "of",
-    "on",
-    "or",
-    "order",
-    "primary",
-    "rename",
-    "replace",
-    "revoke",
-    "schema",
-    "select",
-    "set",
-    "table",
-    "to",
-    "token",
-    "truncate",
-    "unlogged",
-    "update",
-    "use",
-    "using",
-    "view",
-    "where",
-    "with",
-];
-
-/// A keyspace name as CQL reads it back: bare when it is a lower-case identifier that is not
-/// a reserved word (as most are, and as a driver would write it), else quoted, its quotes
-/// doubled.
-pub fn cql_identifier(name: &str) -> String {
-    let mut chars = name.chars();
-    let bare = chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !RESERVED.contains(&name);
-    if bare {
-        name.to_owned()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
 }
 
 /// A step of the session's own handshake on a connection it opened again.
@@ -370,7 +294,7 @@ impl Session {
         let (Some(version), Some(keyspace)) = (self.version, self.keyspace.clone()) else {
             return self.rejoined(upstream, now);
         };
-        let text = format!("USE {}", cql_identifier(&keyspace));
+        let text = format!("USE {}", identifier::cql(&keyspace));
         let out = Outgoing {
             flags: Flags::empty(),
             head: bytes::Bytes::new(),
@@ -437,14 +361,5 @@ mod tests {
         }
         assert_eq!(backoff(0, 0), FIRST_DELAY / 2);
         assert_eq!(backoff(30, 0), MAX_DELAY / 2);
-    }
-
-    #[test]
-    fn keyspace_names_are_quoted_only_when_needed() {
-        assert_eq!(cql_identifier("shop_2"), "shop_2");
-        assert_eq!(cql_identifier("Shop"), "\"Shop\"");
-        assert_eq!(cql_identifier("2shop"), "\"2shop\"");
-        assert_eq!(cql_identifier("table"), "\"table\"");
-        assert_eq!(cql_identifier("a\"b"), "\"a\"\"b\"");
     }
 }

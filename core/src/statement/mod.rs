@@ -9,6 +9,7 @@
 
 pub mod datacenters;
 pub mod functions;
+pub mod identifier;
 pub mod lexer;
 pub mod tables;
 

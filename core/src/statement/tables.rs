@@ -138,7 +138,7 @@ pub fn qualified(text: &str, keyspace: &str) -> Option<String> {
     if at_offsets.is_empty() {
         return None;
     }
-    let prefix = format!("\"{}\".", keyspace.replace('"', "\"\""));
+    let prefix = format!("{}.", super::identifier::quoted(keyspace));
     let mut out = String::with_capacity(text.len() + at_offsets.len() * prefix.len());
     let mut copied = 0;
     for at in at_offsets {

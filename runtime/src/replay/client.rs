@@ -20,7 +20,7 @@ use cqlmirror_core::journal::Record;
 use cqlmirror_core::message::{
     AuthResponse, Body, ErrorMessage, Query, QueryParams, Startup, sasl_plain_token,
 };
-use cqlmirror_core::session::reconnect::cql_identifier;
+use cqlmirror_core::statement::identifier;
 use cqlmirror_core::wire::Consistency;
 
 /// The versions replay speaks, preferred first.
@@ -162,7 +162,7 @@ impl Client {
     pub fn apply(&mut self, record: &Record) -> Result<(), ApplyError> {
         if record.keyspace.is_some() && record.keyspace != self.keyspace {
             let keyspace = record.keyspace.clone().unwrap_or_default();
-            let text = format!("USE {}", cql_identifier(&keyspace));
+            let text = format!("USE {}", identifier::cql(&keyspace));
             let body = Query {
                 text: &text,
                 params: QueryParams::new(Consistency::ONE),

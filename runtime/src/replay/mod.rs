@@ -2,11 +2,13 @@
 //! writes (`--journal-dir`) to the cluster that missed them, in the order they were missed.
 //!
 //! - The journal directory is locked for the whole run: never beside a proxy writing it.
-//! - Records whose [`Record::replay_action`] is `Apply` are sent over one plain connection
+//! - Records whose [`Record::replay_action`] applies are sent over one plain connection
 //!   ([`client`]) with their original write timestamp: a plain write applied twice, or older
 //!   than what the cluster holds since, changes nothing (last write wins as it would have).
 //! - The others (LWTs; counter updates and list appends/prepends whose outcome is unknown)
-//!   are listed for an operator, with their statement, values and tables.
+//!   are listed for an operator (`attention:`), with their statement, values and tables. A
+//!   list write known not applied is applied and listed too (`check order:`): the element
+//!   lands where the list is now, not where it would have.
 //! - Progress: a bar (records, rate, ETA) on a terminal, a line every few seconds otherwise;
 //!   `--rate` bounds records per second; the checkpoint (the position after the last record
 //!   done) is saved every second and at the end, and the next run starts from it.
@@ -150,6 +152,8 @@ struct Summary {
     /// Refused by the cluster (with `--keep-going`), or the one a run stopped at.
     failed: u64,
     attention: u64,
+    /// Applied list writes whose row's order is to be checked.
+    check_order: u64,
     other_cluster: u64,
     unreadable: u64,
     /// Replay stopped before the end of the journal.
@@ -171,7 +175,7 @@ impl std::fmt::Display for Summary {
         let secs = self.elapsed.as_secs_f64();
         write!(
             f,
-            "{}{} records read in {secs:.1}s: {} {}, {} failed, {} needing attention, {} of the other cluster skipped, {} unreadable; checkpoint {}",
+            "{}{} records read in {secs:.1}s: {} {}, {} failed, {} needing attention, {} list orders to check, {} of the other cluster skipped, {} unreadable; checkpoint {}",
             if self.dry_run {
                 "dry run: "
             } else {
@@ -186,6 +190,7 @@ impl std::fmt::Display for Summary {
             },
             self.failed,
             self.attention,
+            self.check_order,
             self.other_cluster,
             self.unreadable,
             self.checkpoint,
@@ -254,9 +259,10 @@ fn run(cli: &ReplayCli) -> Result<Summary, String> {
         };
         summary.read += 1;
         let record = &entry.record;
+        let action = record.replay_action();
         if record.cluster != cluster {
             summary.other_cluster += 1;
-        } else if record.replay_action() == ReplayAction::Report {
+        } else if !action.applies() {
             summary.attention += 1;
             progress.println(&format!("attention: {}", describe(record)));
         } else if let Some(client) = client.as_mut() {
@@ -268,7 +274,13 @@ fn run(cli: &ReplayCli) -> Result<Summary, String> {
                 next_send = next_send.max(now) + interval;
             }
             match apply(client, record) {
-                Ok(()) => summary.applied += 1,
+                Ok(()) => {
+                    summary.applied += 1;
+                    if action == ReplayAction::ApplyAndCheckOrder {
+                        summary.check_order += 1;
+                        progress.println(&format!("check order: {}", describe(record)));
+                    }
+                }
                 Err(ApplyError::Refused(e)) if cli.keep_going => {
                     summary.failed += 1;
                     progress.println(&format!("failed: {e}: {}", describe(record)));
@@ -281,7 +293,10 @@ fn run(cli: &ReplayCli) -> Result<Summary, String> {
             }
         } else {
             summary.applied += 1;
-            progress.println(&format!("apply: {}", describe(record)));
+            let check = action == ReplayAction::ApplyAndCheckOrder;
+            summary.check_order += u64::from(check);
+            let verb = if check { "apply, check order" } else { "apply" };
+            progress.println(&format!("{verb}: {}", describe(record)));
         }
         summary.checkpoint = entry.next;
         progress.inc();
@@ -577,6 +592,11 @@ mod tests {
             ),
             record(WriteKind::Lwt, Outcome::NotApplied, Upstream::Target),
             record(WriteKind::Plain, Outcome::NotApplied, Upstream::Source),
+            record(
+                WriteKind::OrderSensitive,
+                Outcome::NotApplied,
+                Upstream::Target,
+            ),
         ] {
             journal.append(r).unwrap();
         }
@@ -587,9 +607,10 @@ mod tests {
                 summary.read,
                 summary.applied,
                 summary.attention,
+                summary.check_order,
                 summary.other_cluster
             ),
-            (6, 2, 3, 1)
+            (7, 3, 3, 1, 1)
         );
         assert!(summary.complete());
         assert!(
@@ -598,7 +619,7 @@ mod tests {
         );
         // Replaying the source's missed writes instead.
         let summary = run(&cli(&dir, &["--dry-run", "--cluster", "source"])).unwrap();
-        assert_eq!((summary.applied, summary.other_cluster), (1, 5));
+        assert_eq!((summary.applied, summary.other_cluster), (1, 6));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
