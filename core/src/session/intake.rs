@@ -56,8 +56,9 @@ struct Intake {
     /// cluster's own prepared ids (a new head and the shared rest of the message, for an
     /// EXECUTE).
     mapped: [Option<Spliced>; 2],
-    /// What comparing the answers needs, for a read the read mode may compare.
-    compare: Option<Compared>,
+    /// What comparing the answers needs, for a read the read mode may compare (boxed as the
+    /// request keeps it: most requests are not compared).
+    compare: Option<Box<Compared>>,
     /// A schema change (see `agreement.rs`).
     schema_change: bool,
     /// Every table it touches is in `--filter-tables`: the target never gets it.
@@ -286,9 +287,11 @@ impl Session {
         );
         request.schema_change = intake.schema_change;
         if route.mirror != Mirror::Apply {
-            let mut compare = intake.compare.unwrap_or_else(Compared::unknown);
+            let mut compare = intake
+                .compare
+                .unwrap_or_else(|| Box::new(Compared::unknown()));
             compare._permit = permit;
-            request.compare = Some(Box::new(compare));
+            request.compare = Some(compare);
         }
         if header.opcode == Opcode::QUERY && intake.write {
             // As the clusters get it (stamped, with generated values): the journal keeps it.
@@ -354,6 +357,7 @@ impl Session {
                     prepared: None,
                     _permit: None,
                 });
+                let compare = compare.map(Box::new);
                 Ok(Inspected::Request(Intake {
                     class,
                     off_target,
@@ -455,6 +459,7 @@ impl Session {
                         prepared: Some(Bytes::copy_from_slice(id)),
                         _permit: None,
                     });
+                    let compare = compare.map(Box::new);
                     (decided, own, p.system.clone(), p.generated.clone(), compare)
                 };
                 if let Some(query) = system {

@@ -24,7 +24,9 @@ impl Outbox {
     /// empty) then `body`.
     pub(crate) fn push_frame(&mut self, header: [u8; HEADER_LEN], head: &[u8], body: &Bytes) {
         self.staging.extend_from_slice(&header);
-        self.staging.extend_from_slice(head);
+        if !head.is_empty() {
+            self.staging.extend_from_slice(head);
+        }
         if body.len() <= COPY_LIMIT {
             self.staging.extend_from_slice(body);
         } else {
