@@ -359,3 +359,62 @@ impl<'a> Body<'a> for Batch<'a> {
         trailer.encode_with(version, names, out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{DefaultTimestamp, ensure_default_timestamp};
+    use crate::wire::Value;
+
+    #[test]
+    fn ids_mapped_from_the_statements_of_the_unstamped_body() {
+        let values = [Value::Bytes(b"k"), Value::Null];
+        let entries = [
+            BatchStatement {
+                statement: Statement::Prepared(b"one"),
+                values: Values::positional(&values),
+            },
+            BatchStatement {
+                statement: Statement::Query("INSERT INTO t (k) VALUES (1)"),
+                values: Values::positional(&[]),
+            },
+            BatchStatement {
+                statement: Statement::Prepared(b"two"),
+                values: Values::positional(&values[..1]),
+            },
+        ];
+        for version in ProtocolVersion::ALL {
+            let body = Batch {
+                batch_type: BatchType::UNLOGGED,
+                statements: Statements::new(&entries),
+                consistency: Consistency::QUORUM,
+                serial_consistency: None,
+                timestamp: None,
+                keyspace: None,
+                now_in_seconds: None,
+            }
+            .to_bytes(version);
+            let Ok(DefaultTimestamp::Inserted(stamped)) =
+                ensure_default_timestamp(Opcode::BATCH, &body, version, 1_700_000_000_000_000)
+            else {
+                panic!("{version}: not stamped");
+            };
+            let map = |id: &[u8]| (id == b"two").then(|| Bytes::from_static(b"own-two"));
+            let (decoded, _) = Batch::decode_with_layout(&body, version).unwrap();
+            let walked = Batch::map_ids_of(&stamped, &decoded.statements, map).unwrap();
+            let redecoded = Batch::map_prepared_ids(&stamped, version, map).unwrap();
+            assert_eq!(walked, redecoded, "{version}");
+            let mapped = Batch::decode(&walked, version).unwrap();
+            let ids: Vec<_> = mapped
+                .statements
+                .iter()
+                .filter_map(|s| match s.statement {
+                    Statement::Prepared(id) => Some(id.to_vec()),
+                    Statement::Query(_) => None,
+                })
+                .collect();
+            assert_eq!(ids, vec![b"one".to_vec(), b"own-two".to_vec()], "{version}");
+            assert_eq!(mapped.timestamp, Some(1_700_000_000_000_000), "{version}");
+        }
+    }
+}
