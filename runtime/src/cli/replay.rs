@@ -159,6 +159,7 @@ mod tests {
             "--replay",
             "auto",
             "--target-tls",
+            "true",
             "a",
             "b",
         ])

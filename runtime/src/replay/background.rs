@@ -489,3 +489,143 @@ impl<S: Fn() -> bool> Driver for Background<'_, S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::JournalSettings;
+    use cqlmirror_core::frame::ProtocolVersion;
+    use cqlmirror_core::journal::{Cause, Outcome, Statement, Values, Write, WriteKind};
+    use cqlmirror_core::wire::Consistency;
+
+    fn record() -> Record {
+        Record {
+            wall_micros: 1_700_000_000_000_000,
+            cluster: Upstream::Target,
+            version: ProtocolVersion::V4,
+            keyspace: None,
+            write: Write::Single(Statement {
+                prepared: false,
+                text: "INSERT INTO ks.t (k) VALUES (1)".into(),
+                values: Values::None,
+            }),
+            consistency: Consistency::ONE,
+            serial_consistency: None,
+            timestamp: Some(1_700_000_000_000_000),
+            now_in_seconds: None,
+            kind: WriteKind::Plain,
+            outcome: Outcome::NotApplied,
+            cause: Cause::NotConnected,
+            tables: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn waits_for_an_unreachable_cluster_and_stops_on_request() {
+        let dir =
+            std::env::temp_dir().join(format!("cqlmirror-background-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let journal: &'static Journal =
+            Box::leak(Box::new(Journal::open(JournalSettings::new(&dir)).unwrap()));
+        journal.append(record()).unwrap();
+        journal.flush().unwrap();
+        let nowhere = ClusterAccess {
+            // Nothing listens on port 1.
+            contact_points: vec![Endpoint {
+                host: "127.0.0.1".into(),
+                port: 1,
+            }],
+            credentials: None,
+        };
+        let settings = AutoSettings {
+            dir: dir.clone(),
+            clusters: [nowhere.clone(), nowhere],
+            rate: 0.0,
+            timeout: Duration::from_secs(1),
+        };
+        let shutdown = Shutdown::new();
+        let replayer = Replayer::start(settings, journal, shutdown.clone()).unwrap();
+        let mut waited = 0;
+        while status().map(|s| s.state) != Some(ReplayState::Waiting) {
+            assert!(waited < 600, "never waiting: {:?}", status());
+            std::thread::sleep(Duration::from_millis(50));
+            waited += 1;
+        }
+        let stats = status().unwrap();
+        assert_eq!((stats.applied, stats.failed), (0, 0));
+        assert!(stats.backlog_bytes > 0, "{stats:?}");
+        shutdown.request();
+        replayer.stop();
+        assert_eq!(status().unwrap().state, ReplayState::Stopped);
+        // Nothing was done: the checkpoint is still the start (no file, or the start).
+        assert_eq!(
+            checkpoint::load(&dir.join("replay.checkpoint")).unwrap(),
+            Position::START
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_backlog_counts_the_bytes_after_the_checkpoint() {
+        let dir = std::env::temp_dir().join(format!("cqlmirror-backlog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let journal = Journal::open(JournalSettings::new(&dir)).unwrap();
+        assert_eq!(backlog_bytes(&dir, Position::START), 0);
+        journal.append(record()).unwrap();
+        journal.append(record()).unwrap();
+        journal.flush().unwrap();
+        let segment = crate::journal::segments(&dir).unwrap()[0];
+        let size = std::fs::metadata(crate::journal::segment_path(&dir, segment))
+            .unwrap()
+            .len();
+        let all = size - HEADER_LEN as u64;
+        assert_eq!(backlog_bytes(&dir, Position::START), all);
+        let half = Position {
+            segment,
+            offset: HEADER_LEN as u64 + all / 2,
+        };
+        assert_eq!(backlog_bytes(&dir, half), all - all / 2);
+        let end = Position {
+            segment,
+            offset: size,
+        };
+        assert_eq!(backlog_bytes(&dir, end), 0);
+        journal.close().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn segments_before_the_checkpoint_are_released() {
+        let dir = std::env::temp_dir().join(format!("cqlmirror-release-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // Each run of the journal starts a segment of its own.
+        for _ in 0..2 {
+            let journal = Journal::open(JournalSettings::new(&dir)).unwrap();
+            journal.append(record()).unwrap();
+            journal.close().unwrap();
+        }
+        let journal = Journal::open(JournalSettings::new(&dir)).unwrap();
+        let segments = crate::journal::segments(&dir).unwrap();
+        assert_eq!(segments.len(), 3);
+        let status = ReplayStatus::default();
+        let in_second = Position {
+            segment: segments[1],
+            offset: HEADER_LEN as u64,
+        };
+        let next = release(&journal, in_second, 0, &status);
+        assert_eq!(next, segments[1]);
+        assert_eq!(crate::journal::segments(&dir).unwrap(), &segments[1..]);
+        // Released once, not again.
+        assert_eq!(release(&journal, in_second, next, &status), next);
+        let in_third = Position {
+            segment: segments[2],
+            offset: HEADER_LEN as u64,
+        };
+        release(&journal, in_third, next, &status);
+        assert_eq!(crate::journal::segments(&dir).unwrap(), &segments[2..]);
+        assert_eq!(status.snapshot().released, 2);
+        assert_eq!(journal.stats().segments, 1);
+        journal.close().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
