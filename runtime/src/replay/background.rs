@@ -322,6 +322,9 @@ fn run(
                     );
                 }
                 save(&path, pass.checkpoint(), &mut saved);
+                status
+                    .backlog_bytes
+                    .store(backlog_bytes(dir, pass.checkpoint()), Ordering::Relaxed);
                 if !driver.pause(backoff) {
                     break;
                 }
