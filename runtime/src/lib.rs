@@ -139,7 +139,11 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
     let replayer = match (settings.replay.clone(), journal::installed::installed()) {
         (Some(auto), Some(journal)) => {
             ops::metrics::zero_replay();
-            match replay::background::Replayer::start(auto, journal, shutdown.clone()) {
+            let proxy = Arc::clone(&proxy);
+            let reachable = move |cluster: cqlmirror_core::config::Upstream| {
+                proxy.readiness().clusters[cluster.index()].is_reachable()
+            };
+            match replay::background::Replayer::start(auto, journal, shutdown.clone(), reachable) {
                 Ok(replayer) => Some(replayer),
                 Err(e) => {
                     eprintln!("{bin}: --replay auto: cannot start the replay thread: {e}");

@@ -92,7 +92,10 @@ mod tests {
             .unwrap()
             .settings(1)
             .unwrap_err();
-        assert!(e.contains("--replay auto") && e.contains("--journal-dir"), "{e}");
+        assert!(
+            e.contains("--replay auto") && e.contains("--journal-dir"),
+            "{e}"
+        );
         let e = Cli::try_parse_from(["proxy", "--replay", "sometimes", "a", "b"])
             .unwrap_err()
             .to_string();

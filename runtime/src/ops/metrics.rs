@@ -315,7 +315,13 @@ pub fn zero_journal() {
 
 /// The background replayer's families exist from the start with `--replay auto`.
 pub fn zero_replay() {
-    for result in ["applied", "check-order", "attention", "failed", "unreadable"] {
+    for result in [
+        "applied",
+        "check-order",
+        "attention",
+        "failed",
+        "unreadable",
+    ] {
         counter!("cqlmirror_replay_records_total", "result" => result).absolute(0);
     }
     gauge!("cqlmirror_replay_backlog_bytes").set(0.0);

@@ -5,8 +5,9 @@
 //! - Each record goes to the cluster that missed it, with the proxy's own credentials for
 //!   that cluster (`--target-username`, `--source-username`).
 //! - A cluster that cannot be reached (or a request that times out) makes the replayer wait:
-//!   1 s, doubling up to 30 s, then it tries again from the checkpoint. The outage is logged
-//!   once, and so is the end of it.
+//!   1 s, doubling up to 30 s, or until the proxy's own connections see that cluster come
+//!   back, then it tries again from the checkpoint. The outage is logged once, and so is the
+//!   end of it.
 //! - A record the cluster refuses three times is logged, counted as failed and passed; LWTs
 //!   and writes of unknown outcome are logged (`attention:`) and passed; list writes applied
 //!   out of their place are logged (`check order:`).
@@ -211,11 +212,13 @@ pub struct Replayer {
 
 impl Replayer {
     /// Starts replaying `journal` (the proxy's own, open in `settings.dir`) until
-    /// [`Replayer::stop`] or shutdown.
+    /// [`Replayer::stop`] or shutdown. `reachable` tells whether the proxy's own connections
+    /// reach a cluster: a wait for a cluster ends early when it comes back.
     pub fn start(
         settings: AutoSettings,
         journal: &'static Journal,
         shutdown: Shutdown,
+        reachable: impl Fn(Upstream) -> bool + Send + 'static,
     ) -> std::io::Result<Self> {
         let status = Arc::clone(STATUS.get_or_init(Arc::default));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -225,7 +228,7 @@ impl Replayer {
         };
         let thread = std::thread::Builder::new()
             .name("replay".into())
-            .spawn(move || run(&settings, journal, &status, stopping))?;
+            .spawn(move || run(&settings, journal, &status, stopping, reachable))?;
         Ok(Self {
             stop,
             thread: Some(thread),
@@ -246,6 +249,7 @@ fn run(
     journal: &Journal,
     status: &ReplayStatus,
     stopping: impl Fn() -> bool,
+    reachable: impl Fn(Upstream) -> bool,
 ) {
     let dir = &settings.dir;
     let path = dir.join("replay.checkpoint");
@@ -277,6 +281,7 @@ fn run(
     let mut driver = Background {
         settings,
         client: None,
+        last_cluster: None,
         stopping,
     };
     let mut saved = from;
@@ -292,6 +297,7 @@ fn run(
         if (driver.stopping)() {
             break;
         }
+        let from = pass.checkpoint();
         let step = pass.step(&mut driver);
         let at_end = matches!(step, Step::End);
         match step {
@@ -300,7 +306,7 @@ fn run(
                     log::info!(
                         "--replay auto: replaying again after {:.0}s of waiting, from {}",
                         since.elapsed().as_secs_f64(),
-                        pass.checkpoint()
+                        from
                     );
                 }
                 backoff = FIRST_BACKOFF;
@@ -325,7 +331,7 @@ fn run(
                 status
                     .backlog_bytes
                     .store(backlog_bytes(dir, pass.checkpoint()), Ordering::Relaxed);
-                if !driver.pause(backoff) {
+                if !driver.wait_for_cluster(backoff, &reachable) {
                     break;
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -430,12 +436,46 @@ fn backlog_bytes(dir: &Path, checkpoint: Position) -> u64 {
 struct Background<'a, S> {
     settings: &'a AutoSettings,
     client: Option<(Upstream, Client)>,
+    /// The cluster of the last record tried.
+    last_cluster: Option<Upstream>,
     stopping: S,
+}
+
+impl<S: Fn() -> bool> Background<'_, S> {
+    /// Waits `backoff`, or until the proxy's connections see the cluster of the last record
+    /// come back (seen down during the wait first, so that a cluster the proxy reaches but
+    /// replay cannot log in to is not tried at every check); `false` when stopping.
+    fn wait_for_cluster(
+        &mut self,
+        backoff: Duration,
+        reachable: &impl Fn(Upstream) -> bool,
+    ) -> bool {
+        let until = Instant::now() + backoff;
+        let mut seen_down = false;
+        loop {
+            if (self.stopping)() {
+                return false;
+            }
+            if let Some(cluster) = self.last_cluster {
+                if !reachable(cluster) {
+                    seen_down = true;
+                } else if seen_down {
+                    return true;
+                }
+            }
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            std::thread::sleep((until - now).min(STOP_CHECK));
+        }
+    }
 }
 
 impl<S: Fn() -> bool> Driver for Background<'_, S> {
     fn apply(&mut self, record: &Record) -> Result<(), ApplyError> {
         let cluster = record.cluster;
+        self.last_cluster = Some(cluster);
         let client = match &mut self.client {
             Some((c, client)) if *c == cluster => client,
             _ => {
@@ -525,8 +565,7 @@ mod tests {
 
     #[test]
     fn waits_for_an_unreachable_cluster_and_stops_on_request() {
-        let dir =
-            std::env::temp_dir().join(format!("cqlmirror-background-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("cqlmirror-background-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let journal: &'static Journal =
             Box::leak(Box::new(Journal::open(JournalSettings::new(&dir)).unwrap()));
@@ -547,7 +586,7 @@ mod tests {
             timeout: Duration::from_secs(1),
         };
         let shutdown = Shutdown::new();
-        let replayer = Replayer::start(settings, journal, shutdown.clone()).unwrap();
+        let replayer = Replayer::start(settings, journal, shutdown.clone(), |_| false).unwrap();
         let mut waited = 0;
         while status().map(|s| s.state) != Some(ReplayState::Waiting) {
             assert!(waited < 600, "never waiting: {:?}", status());

@@ -40,7 +40,10 @@ pub trait Driver {
 pub enum Notice<'a> {
     /// Applied (or, in a dry run, would be); `check_order` for a list write whose row's
     /// order is to be checked.
-    Applied { record: &'a Record, check_order: bool },
+    Applied {
+        record: &'a Record,
+        check_order: bool,
+    },
     /// Not applied: an operator decides (an LWT; a counter or list write that may have
     /// applied).
     Attention(&'a Record),
@@ -385,7 +388,12 @@ mod tests {
         );
         let tally = pass.tally();
         assert_eq!(
-            (tally.read, tally.applied, tally.check_order, tally.attention),
+            (
+                tally.read,
+                tally.applied,
+                tally.check_order,
+                tally.attention
+            ),
             (5, 3, 1, 2)
         );
         journal.close().unwrap();
@@ -430,7 +438,8 @@ mod tests {
             .unwrap();
         journal.close().unwrap();
         // The second record as a writer leaves it halfway through its write.
-        let segment = crate::journal::segment_path(&dir, crate::journal::segments(&dir).unwrap()[0]);
+        let segment =
+            crate::journal::segment_path(&dir, crate::journal::segments(&dir).unwrap()[0]);
         let whole = std::fs::read(&segment).unwrap();
         let mut pass = Pass::new(&dir, Position::START, options(true));
         let mut cluster = FakeCluster::default();
@@ -447,7 +456,10 @@ mod tests {
         assert_eq!(pass.tally().unreadable, 0);
         // The writer finishes the append.
         use std::io::Write as _;
-        let mut file = std::fs::OpenOptions::new().append(true).open(&segment).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .unwrap();
         file.write_all(&whole[cut..]).unwrap();
         run_to_end(&mut pass, &mut cluster).unwrap();
         assert_eq!(cluster.applied, [1, 2]);
@@ -523,7 +535,10 @@ mod tests {
         ));
         assert_eq!(pass.checkpoint(), Position::START);
         assert_eq!(pass.tally(), Tally::default());
-        assert!(cluster.pauses.is_empty(), "a connection failure is not retried here");
+        assert!(
+            cluster.pauses.is_empty(),
+            "a connection failure is not retried here"
+        );
         cluster.down = false;
         run_to_end(&mut pass, &mut cluster).unwrap();
         assert_eq!(cluster.applied, [1, 2]);
@@ -557,7 +572,11 @@ mod tests {
         assert!(matches!(pass.step(&mut cluster), Step::Done));
         // The second record waits about a second for its turn, and the driver stops there.
         assert!(matches!(pass.step(&mut cluster), Step::Interrupted));
-        assert!(cluster.pauses[0] > Duration::from_millis(500), "{:?}", cluster.pauses);
+        assert!(
+            cluster.pauses[0] > Duration::from_millis(500),
+            "{:?}",
+            cluster.pauses
+        );
         assert_eq!(cluster.applied, [1]);
         let resumed = Pass::new(&dir, pass.checkpoint(), options(true));
         let mut cluster = FakeCluster::default();
