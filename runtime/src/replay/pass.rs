@@ -110,6 +110,9 @@ pub struct Pass {
     interval: Option<Duration>,
     next_send: Instant,
     tally: Tally,
+    /// Where the reader failed without moving on (a file it cannot read): the same failure
+    /// there is reported once, then taken as the end for now.
+    stuck_at: Option<Position>,
 }
 
 impl Pass {
@@ -122,6 +125,7 @@ impl Pass {
             next_send: Instant::now(),
             options,
             tally: Tally::default(),
+            stuck_at: None,
         }
     }
 
@@ -136,6 +140,7 @@ impl Pass {
 
     /// Goes through the next record.
     pub fn step(&mut self, driver: &mut impl Driver) -> Step {
+        let before = self.reader.position();
         let entry = match self.reader.next_entry() {
             None => {
                 // Everything before the reader's position is done with, the skipped end of
@@ -144,12 +149,20 @@ impl Pass {
                 return Step::End;
             }
             Some(Err(e)) => {
+                let stuck = self.reader.position() == before;
+                if stuck && self.stuck_at == Some(before) {
+                    return Step::End;
+                }
+                self.stuck_at = stuck.then_some(before);
                 self.tally.unreadable += 1;
                 driver.notice(Notice::Unreadable(&e));
                 self.checkpoint = self.checkpoint.max(self.reader.position());
-                return Step::Done;
+                return if stuck { Step::End } else { Step::Done };
             }
-            Some(Ok(entry)) => entry,
+            Some(Ok(entry)) => {
+                self.stuck_at = None;
+                entry
+            }
         };
         let record = &entry.record;
         let action = record.replay_action();
