@@ -479,11 +479,22 @@ def test_replay_auto_passes_a_record_the_target_refuses(
         run = bed.testbed("--name", outage_bed.name, "start-node", node, timeout=240)
         assert run.returncode == 0, run.stderr
     wait_for(lambda: bed.answers(outage_bed.target, timeout=0.5), 240, "the target is back")
-    direct = outage_bed.target.cluster()
-    try:
-        direct.connect(keyspace).execute("DROP TABLE gone")
-    finally:
-        direct.shutdown()
+
+    def drop():
+        """The table is dropped on the target alone (a node just started may not take a
+        driver's connection at once)."""
+        direct = outage_bed.target.cluster()
+        try:
+            direct.connect(keyspace).execute("DROP TABLE gone")
+            return True
+        except Exception as e:  # noqa: BLE001 - tried again until the deadline
+            print(f"DROP TABLE gone on the target: {e!r}; trying again")
+            time.sleep(1)
+            return False
+        finally:
+            direct.shutdown()
+
+    wait_for(drop, 60, "the table dropped on the target")
 
     # The next proxy replays the journal its predecessor left.
     p = start_proxy(outage_bed, "--journal-dir", str(journal), "--replay", "auto")
