@@ -174,4 +174,37 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn from_the_config_file_and_in_the_effective_options() {
+        let path =
+            std::env::temp_dir().join(format!("cqlmirror-{}-replay.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "journal-dir = \"/var/lib/j\"\nreplay = \"auto\"\nreplay-rate = \"100\"\n",
+        )
+        .unwrap();
+        let args: Vec<std::ffi::OsString> = ["proxy", "--config", path.to_str().unwrap(), "a", "b"]
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        let cli = Cli::parse_with_file("proxy", &args).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let effective = |name: &str| {
+            cli.effective
+                .0
+                .iter()
+                .find(|o| o.name == name)
+                .map(|o| (o.values.join(","), o.source))
+        };
+        assert_eq!(
+            effective("replay"),
+            Some(("auto".to_owned(), "config file"))
+        );
+        assert_eq!(
+            effective("replay-rate"),
+            Some(("100".to_owned(), "config file"))
+        );
+        assert_eq!(cli.settings(1).unwrap().replay.unwrap().rate, 100.0);
+    }
 }
