@@ -10,7 +10,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::thread;
 use std::time::Instant;
@@ -81,7 +81,9 @@ impl Runtime for Smol {
     }
 
     async fn connect(address: SocketAddr) -> io::Result<Self::Stream> {
-        Async::<TcpStream>::connect(address).await.map(SmolStream)
+        Async::<TcpStream>::connect(address)
+            .await
+            .map(SmolStream::new)
     }
 
     async fn resolve(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
@@ -95,35 +97,58 @@ impl Runtime for Smol {
 
 /// A TCP socket registered with async-io's reactor.
 #[derive(Debug)]
-struct SmolStream(Async<TcpStream>);
+struct SmolStream {
+    socket: Async<TcpStream>,
+    /// The last read returned less than it was offered: the socket had no more then, and a
+    /// read before the next wait would only say `WouldBlock`. async-io's registrations are
+    /// level-triggered, so the wait that follows still reports bytes that came in since.
+    drained: AtomicBool,
+}
+
+impl SmolStream {
+    fn new(socket: Async<TcpStream>) -> Self {
+        Self {
+            socket,
+            drained: AtomicBool::new(false),
+        }
+    }
+}
 
 impl Stream for SmolStream {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.0.poll_readable(cx)
+        self.drained.store(false, Ordering::Relaxed);
+        self.socket.poll_readable(cx)
     }
 
     fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.0.poll_writable(cx)
+        self.socket.poll_writable(cx)
     }
 
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&mut self.0.get_ref()).read(buf)
+        if self.drained.load(Ordering::Relaxed) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let read = (&mut self.socket.get_ref()).read(buf);
+        if matches!(read, Ok(n) if n > 0 && n < buf.len()) {
+            self.drained.store(true, Ordering::Relaxed);
+        }
+        read
     }
 
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&mut self.0.get_ref()).write_vectored(bufs)
+        (&mut self.socket.get_ref()).write_vectored(bufs)
     }
 
     fn set_nodelay(&self) -> io::Result<()> {
-        self.0.get_ref().set_nodelay(true)
+        self.socket.get_ref().set_nodelay(true)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.get_ref().local_addr()
+        self.socket.get_ref().local_addr()
     }
 
     fn close(self) {
-        let _ = self.0.get_ref().shutdown(Shutdown::Both);
+        let _ = self.socket.get_ref().shutdown(Shutdown::Both);
     }
 }
 
@@ -138,7 +163,7 @@ impl Listener for SmolListener {
         loop {
             match self.0.get_ref().accept() {
                 Ok((stream, address)) => {
-                    return Poll::Ready(Async::new(stream).map(|s| (SmolStream(s), address)));
+                    return Poll::Ready(Async::new(stream).map(|s| (SmolStream::new(s), address)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if let Err(e) = std::task::ready!(self.0.poll_readable(cx)) {
