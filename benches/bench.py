@@ -25,6 +25,15 @@ p50 added versus direct at that rate. CPU time per request of the process in the
 processes with 1, 100 and 1000 idle client connections (each past its handshake, so each
 has its two backend connections) against null backends.
 
+First, in rounds (--rounds, default 5), the rows that the CPU-per-request goals compare: direct,
+relay, proxy-smol and proxy-tokio against null backends (and, with --baseline DIR, the proxies of
+an earlier build), each at saturation, at half the slower proxy's saturation and at 2,000 req/s in
+open loop; the rows are interleaved (each round starts one row later), so a neighbour's burst
+falls on all of them alike. CPU per request is user + system time of the process in the middle
+(for direct: the null backend) from /proc/PID/stat before and after the run, divided by the
+answered requests. The ratios of the goals are computed within each round, then their median and
+spread reported. --quick (2 short rounds, no other rows) is for iterating.
+
 Standard library only. Results go to target/bench/ (results.md, results.json, logs/).
 """
 
@@ -135,23 +144,29 @@ def memory(pid):
 # ---- load runs ---------------------------------------------------------------------------
 
 def load(args, address, label, rate=None, middle=None, extra=()):
-    """One cqlmirror-load run; returns its JSON result with the middle process's CPU use."""
+    """One cqlmirror-load run; returns its JSON result with the CPU time that `middle` (a
+    process, a list of processes, or None) used during the run, per answered request. The
+    CPU time covers the whole run (connections, warm-up, measured window, drain), as does the
+    count of answered requests."""
     argv = [str(BIN / "cqlmirror-load"), address, "--json", "--label", label,
             "--connections", str(args.connections), "--in-flight", str(args.in_flight),
             "--reads", str(args.reads), "--protocol", str(args.protocol),
             "--duration", f"{args.duration}s", "--warmup", f"{args.warmup}s", *extra]
     if rate:
         argv += ["--rate", f"{rate:.0f}"]
-    cpu_before = cpu_seconds(middle.pid) if middle else None
+    procs = [] if middle is None else middle if isinstance(middle, list) else [middle]
+    cpu_before = sum(cpu_seconds(p.pid) for p in procs)
     run = subprocess.run(argv, capture_output=True, text=True)
-    cpu = cpu_seconds(middle.pid) - cpu_before if middle else None
-    safe = label.replace(" ", "_").replace("/", "_").replace(">", "")
+    cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before if procs else None
+    safe = label.replace(" ", "_").replace("/", "_").replace(">", "").replace("(", "").replace(")", "")
     (LOGS / f"load-{safe}-{'open' if rate else 'closed'}.log").write_text(run.stderr)
     if run.returncode == 2 or not run.stdout.strip():
         say(run.stderr)
         fail(f"cqlmirror-load could not run against {label} ({address})")
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    result["cpu_us_per_request"] = (cpu * 1e6 / result["sent"]) if cpu is not None and result["sent"] else None
+    # `answered` counts every answer of the run (warm-up and drain included), as the CPU time does.
+    answered = result["answered"]
+    result["cpu_us_per_request"] = (cpu * 1e6 / answered) if cpu is not None and answered else None
     lat = result["latency_us"]
     errors = result["errors"]["total"]
     say(f"  {label:<40} {'open ' + format(rate, '.0f') + ' req/s' if rate else 'closed loop':>20}: "
@@ -176,6 +191,125 @@ def measure(args, rows, rates):
             results[name][key] = load(args, address, name, rate=chosen[key], middle=middle,
                                       extra=sum(extra, []))
     return results, chosen
+
+
+# ---- CPU per request and the goals' ratios, interleaved in rounds --------------------------
+
+LOW_RATE = 2000  # req/s, open loop: the rate at which per-request wake-ups dominate
+
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def spread(values):
+    values = [v for v in values if v is not None]
+    return (min(values), max(values)) if values else (None, None)
+
+
+def rounds(args, rows, proxies):
+    """`args.rounds` rounds over `rows` ((name, address, CPU processes)), each row's turn
+    rotating from round to round: closed loop on every row, then open loop at half of the
+    slower proxy's saturation rate of that round, then open loop at LOW_RATE. Returns, per
+    round, {row: {"closed", "half", "low": load result}} and the half rate used."""
+    out = []
+    for number in range(args.rounds):
+        shift = number % len(rows)
+        order = rows[shift:] + rows[:shift]
+        say(f"  -- round {number + 1} of {args.rounds} --")
+        runs = {name: {} for name, _, _ in rows}
+        for name, address, cpu in order:
+            runs[name]["closed"] = load(args, address, name, middle=cpu)
+        half = min(runs[p]["closed"]["throughput"] for p in proxies) / 2
+        for name, address, cpu in order:
+            runs[name]["half"] = load(args, address, name, rate=half, middle=cpu)
+        for name, address, cpu in order:
+            runs[name]["low"] = load(args, address, name, rate=LOW_RATE, middle=cpu)
+        out.append({"half_rate": half, "runs": runs})
+    return out
+
+
+def fmt(value, digits=2):
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def with_spread(values, digits=2):
+    low, high = spread(values)
+    if low is None:
+        return "—"
+    return f"{fmt(median(values), digits)} ({fmt(low, digits)}–{fmt(high, digits)})"
+
+
+def rounds_table(measured, names, cpu_of):
+    """Medians over the rounds, with the lowest and highest in brackets."""
+    head = ("| row | CPU of | saturation req/s | CPU µs/req at saturation | CPU µs/req at "
+            f"{LOW_RATE} req/s | p50 µs at half rate | p50 added vs direct at half rate |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name in names:
+        runs = [r["runs"][name] for r in measured]
+        added = [r["runs"][name]["half"]["latency_us"]["p50"] - r["runs"]["direct"]["half"]["latency_us"]["p50"]
+                 for r in measured]
+        errors = sum(run[k]["errors"]["total"] for run in runs for k in ("closed", "half", "low"))
+        lines.append(
+            f"| {name}{' **ERRORS: ' + str(errors) + '**' if errors else ''} | {cpu_of[name]} "
+            f"| {with_spread([r['closed']['throughput'] for r in runs], 0)} "
+            f"| {with_spread([r['closed']['cpu_us_per_request'] for r in runs])} "
+            f"| {with_spread([r['low']['cpu_us_per_request'] for r in runs])} "
+            f"| {with_spread([r['half']['latency_us']['p50'] for r in runs], 1)} "
+            f"| {'—' if name == 'direct' else with_spread(added, 1)} |")
+    return "\n".join(lines)
+
+
+def ratios(measured, binaries, memory_report):
+    """The goals as ratios, computed in each round from that round's runs (the rows of one round
+    ran within seconds of each other), then the median and spread over the rounds."""
+    def per_round(f):
+        return [f(r["runs"]) for r in measured]
+
+    def cpu(runs, name, key):
+        return runs[name][key]["cpu_us_per_request"]
+
+    def div(a, b):
+        return a / b if a is not None and b else None
+
+    def added(runs, name):
+        return runs[name]["half"]["latency_us"]["p50"] - runs["direct"]["half"]["latency_us"]["p50"]
+
+    lines = ["| ratio | median (lowest–highest over rounds) | goal |", "|---|---|---|"]
+    goals = {}
+    for suffix in binaries:
+        smol, tokio = f"proxy-smol{suffix}", f"proxy-tokio{suffix}"
+        for key, what in (("closed", "at saturation"), ("low", f"at {LOW_RATE} req/s")):
+            values = per_round(lambda r: div(cpu(r, smol, key), cpu(r, tokio, key)))
+            goals[f"smol/tokio cpu {key}{suffix}"] = median(values)
+            lines.append(f"| {smol} CPU/req ÷ {tokio} CPU/req, {what} | {with_spread(values)} | ≤ 1.2 |")
+    for suffix in binaries:
+        for binary in ("proxy-smol", "proxy-tokio"):
+            name = binary + suffix
+            values = per_round(lambda r: div(r[name]["closed"]["throughput"], r["relay"]["closed"]["throughput"]))
+            lines.append(f"| {name} throughput ÷ relay's, null backends | {with_spread(values)} | ≥ 0.7 |")
+            for key, what in (("closed", "at saturation"), ("low", f"at {LOW_RATE} req/s")):
+                values = per_round(lambda r: div(cpu(r, name, key), cpu(r, "relay", key)))
+                lines.append(f"| {name} CPU/req ÷ relay's, {what} | {with_spread(values)} | ≤ 2 |")
+            values = per_round(lambda r: added(r, name) - added(r, "relay"))
+            lines.append(f"| {name} p50 added over direct − relay's, at half the slower proxy's "
+                         f"saturation | {with_spread(values, 1)} µs | ≤ 100 µs |")
+    if len(binaries) > 1:
+        for binary in ("proxy-smol", "proxy-tokio"):
+            for key, what in (("closed", "at saturation"), ("low", f"at {LOW_RATE} req/s")):
+                values = per_round(lambda r: div(cpu(r, binary, key), cpu(r, binary + binaries[1], key)))
+                lines.append(f"| {binary} CPU/req now ÷ {binary}{binaries[1]}, {what} | {with_spread(values)} | < 1 |")
+            values = per_round(lambda r: div(r[binary]["closed"]["throughput"],
+                                             r[binary + binaries[1]]["closed"]["throughput"]))
+            lines.append(f"| {binary} throughput now ÷ {binary}{binaries[1]} | {with_spread(values)} | > 1 |")
+    for binary, m in (memory_report or {}).items():
+        lines.append(f"| {binary} idle memory per client connection | "
+                     f"{m['per_connection_bytes'] / 1024:.1f} KiB | ≤ 8 KiB |")
+    return "\n".join(lines)
 
 
 # ---- idle connections and memory -----------------------------------------------------------
@@ -214,10 +348,10 @@ def idle_client(port):
     return sock
 
 
-def memory_profile(binary, source_port, target_port):
+def memory_profile(binary, source_port, target_port, path=None):
     port = free_port()
     name = f"{binary}-memory"
-    proc = start(name, [str(BIN / binary), f"127.0.0.1:{source_port}", f"127.0.0.1:{target_port}",
+    proc = start(name, [str(path or BIN / binary), f"127.0.0.1:{source_port}", f"127.0.0.1:{target_port}",
                         "--listen-address", "127.0.0.1", "--metrics-port", "0", "--proxy-port", str(port)])
     wait_port(proc, port, name)
     time.sleep(0.5)
@@ -327,6 +461,36 @@ def memory_table(mem):
 
 # ---- main ----------------------------------------------------------------------------------
 
+def rounds_report(args, report, round_rows, cpu_of, baseline):
+    half = [r["half_rate"] for r in report["rounds"]]
+    return "\n".join([
+        f"CPU per request, null backends: {args.rounds} rounds, rows interleaved (each round starts one "
+        f"row later); medians with the lowest and highest in brackets. Half rate: half the slower "
+        f"proxy's saturation in that round ({fmt(median(half), 0)} req/s median). Load average "
+        f"{report['load_before']} before, {report['rounds_load']} after the rounds.", "",
+        rounds_table(report["rounds"], [n for n, _, _ in round_rows], cpu_of), "",
+        ratios(report["rounds"], ["", " (before)"] if baseline else [""], report.get("memory")),
+    ])
+
+
+def finish_rounds(args, report, m, round_rows, cpu_of, baseline):
+    report["load_after"] = loadavg()
+    text = (f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}; the load generator runs on the "
+            f"same machine; no CPU pinning. {args.connections} connections x {args.in_flight} in flight, "
+            f"{args.reads}% reads, protocol v{args.protocol}, {args.duration:g}s per run.\n\n"
+            + rounds_report(args, report, round_rows, cpu_of, baseline))
+    (OUT / "results.md").write_text(text + "\n")
+    (OUT / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    say("\n" + text)
+    say(f"\n(results in {OUT / 'results.md'} and results.json; logs in {LOGS})")
+    failed = sum(run["errors"]["total"] for r in report["rounds"] for row in r["runs"].values()
+                 for run in row.values())
+    if failed:
+        say(f"\n!!! {failed} ERRORS in the runs above: those rows do not measure a working system !!!")
+        return 1
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -345,7 +509,27 @@ def main():
                              "Cassandra rows, so that neither JVM is measured cold (default 15)")
     parser.add_argument("--bed-subnet", type=int, default=7, choices=range(8), metavar="N",
                         help="subnet of the bench's own test bed, 127.0.N.x, 0 to 7 (default 7)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds of the CPU-per-request rows (direct, relay, proxy-smol, proxy-tokio), "
+                             "interleaved, for medians and spread (default 5)")
+    parser.add_argument("--ratios-only", action="store_true",
+                        help="only the CPU-per-request rounds, their ratios and memory (no TLS, read-mode "
+                             "or Cassandra rows)")
+    parser.add_argument("--quick", action="store_true",
+                        help="for iterating: --ratios-only, 2 rounds of 2 s runs after 0.5 s of warm-up")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="a directory with other proxy-smol and proxy-tokio binaries (an earlier build) "
+                             "measured in the same rounds as rows 'proxy-smol (before)' and "
+                             "'proxy-tokio (before)', with ratios now ÷ before")
     args = parser.parse_args()
+    if args.quick:
+        args.ratios_only, args.rounds, args.duration, args.warmup = True, 2, 2, 0.5
+    if args.ratios_only:
+        args.skip_cassandra = True
+    if args.baseline:
+        for binary in ("proxy-smol", "proxy-tokio"):
+            if not (args.baseline / binary).exists():
+                fail(f"{args.baseline / binary} is missing (--baseline)")
 
     for binary in ("cqlmirror-load", "cqlmirror-null", "cqlmirror-relay", "proxy-smol", "proxy-tokio"):
         if not (BIN / binary).exists():
@@ -366,7 +550,8 @@ def main():
         READ_MODES[label] = "compare"
 
     m = machine()
-    report = {"machine": m, "load_before": loadavg(), "args": vars(args)}
+    report = {"machine": m, "load_before": loadavg(),
+              "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     say(f"== machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
         f"load average {report['load_before']} ==")
     say("   the load generator runs on this machine too; no CPU pinning (2 cores leave nothing to pin)")
@@ -420,6 +605,44 @@ def main():
                              (proxies["proxy-smol-shadow"], shadow_port, "proxy-smol-shadow"),
                              (proxies["proxy-smol-compare"], compare_port, "proxy-smol-compare")):
         wait_port(proc, port, name)
+
+    before = {}
+    if args.baseline:
+        for binary in ("proxy-smol", "proxy-tokio"):
+            port = free_port()
+            before[binary] = (start(f"{binary}-before", [str(args.baseline / binary), f"127.0.0.1:{null_src}",
+                                                         f"127.0.0.1:{null_tgt}", "--listen-address", "127.0.0.1",
+                                                         "--metrics-port", "0", "--proxy-port", str(port)]), port)
+            wait_port(before[binary][0], port, f"{binary}-before")
+    say(f"\n== CPU per request: {args.rounds} rounds, {args.connections} connections x {args.in_flight} in "
+        f"flight, {args.reads}% reads, protocol v{args.protocol}, {args.duration:g}s per run after "
+        f"{args.warmup:g}s warm-up; saturation, half the slower proxy's saturation, {LOW_RATE} req/s ==")
+    round_rows = [("direct", f"127.0.0.1:{null_src}", src),
+                  ("relay", f"127.0.0.1:{relay_port}", relay),
+                  ("proxy-smol", f"127.0.0.1:{smol_port}", proxies["proxy-smol"]),
+                  ("proxy-tokio", f"127.0.0.1:{tokio_port}", proxies["proxy-tokio"])]
+    cpu_of = {"direct": "null backend", "relay": "relay", "proxy-smol": "proxy", "proxy-tokio": "proxy"}
+    for binary, (proc, port) in before.items():
+        round_rows.append((f"{binary} (before)", f"127.0.0.1:{port}", proc))
+        cpu_of[f"{binary} (before)"] = "proxy"
+    report["rounds"] = rounds(args, round_rows, [n for n, _, _ in round_rows if n.startswith("proxy")])
+    report["rounds_load"] = loadavg()
+    if args.ratios_only:
+        for proc in (relay, *proxies.values(), *(p for p, _, _ in tls_proxies.values()), tls_src, tls_tgt,
+                     *(p for p, _ in before.values())):
+            stop(proc)
+        if not args.skip_memory:
+            say("\n== memory: fresh proxies against the null backends, idle clients past their handshake ==")
+            report["memory"] = {b: memory_profile(b, null_src, null_tgt) for b in ("proxy-smol", "proxy-tokio")}
+            if args.baseline:
+                for b in ("proxy-smol", "proxy-tokio"):
+                    report["memory"][f"{b} (before)"] = memory_profile(f"{b}-before", null_src, null_tgt,
+                                                                       args.baseline / b)
+        stop(src)
+        stop(tgt)
+        return finish_rounds(args, report, m, round_rows, cpu_of, bool(args.baseline))
+    for proc, _ in before.values():
+        stop(proc)
 
     say(f"\n== null backends: {args.connections} connections x {args.in_flight} in flight, "
         f"{args.reads}% reads, protocol v{args.protocol}, {args.duration:g}s per run after {args.warmup:g}s warm-up ==")
@@ -518,6 +741,7 @@ def main():
           f"same machine; no CPU pinning. Load average {report['load_before']} before, "
           f"{report['load_after']} after. {args.connections} connections x {args.in_flight} in flight, "
           f"{args.reads}% reads, protocol v{args.protocol}, {args.duration:g}s per run.", ""]
+    md += [rounds_report(args, report, round_rows, cpu_of, bool(args.baseline)), ""]
     md.append(table("null backends", null_results, "raw relay -> null", "direct -> null", null_rate))
     md += ["", open_table("null backends", null_results, "open_own", "direct -> null", null_rates["open_own"])]
     if "cassandra" in report:

@@ -396,6 +396,9 @@ def stop_pids_any(pids):
 
 
 def stop_pids(pids, grace=10.0):
+    """SIGTERM, then SIGKILL whatever is still running after `grace` seconds. A Cassandra node
+    killed before its shutdown finished loses writes it acknowledged since its last flush (on
+    this bed even those its commit log holds), so give a node under load a longer grace."""
     pids = [p for p in pids if ours(p)]
     for pid in pids:
         try:
@@ -407,6 +410,8 @@ def stop_pids(pids, grace=10.0):
         time.sleep(0.1)
     for pid in pids:
         if ours(pid):
+            if grace > 0:
+                log(f"process {pid} did not stop within {grace:g}s: SIGKILL")
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -670,7 +675,7 @@ def cmd_stop(args):
     if not state:
         fail(f"bed '{STATE_DIR.name}' is not running")
     pids = [n["pid"] for n in state["nodes"] if n["side"] == args.side]
-    stopped = stop_pids(pids, grace=0 if args.kill else 10.0)
+    stopped = stop_pids(pids, grace=0 if args.kill else args.grace)
     log(f"stopped the {args.side} cluster ({len(stopped)} node(s))")
 
 
@@ -688,7 +693,7 @@ def cmd_stop_node(args):
     if not state:
         fail(f"bed '{STATE_DIR.name}' is not running")
     node = node_of(state, args.address)
-    stopped = stop_pids([node["pid"]], grace=0 if args.kill else 10.0)
+    stopped = stop_pids([node["pid"]], grace=0 if args.kill else args.grace)
     log(f"stopped node {args.address} ({len(stopped)} process)")
 
 
@@ -841,9 +846,13 @@ def main():
     stop = sub.add_parser("stop", help="stop the nodes of one side (an outage)")
     stop.add_argument("side", choices=SIDES)
     stop.add_argument("--kill", action="store_true", help="SIGKILL instead of a clean shutdown")
+    stop.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+                      help="how long a clean shutdown may take before SIGKILL (default 10)")
     stop_node = sub.add_parser("stop-node", help="stop one node (a node failure)")
     stop_node.add_argument("address", help="the node's address, e.g. 127.0.0.3")
     stop_node.add_argument("--kill", action="store_true", help="SIGKILL instead of a clean stop")
+    stop_node.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+                           help="how long a clean stop may take before SIGKILL (default 10)")
     start_node = sub.add_parser("start-node", help="start a stopped node again, with its data")
     start_node.add_argument("address", help="the node's address, e.g. 127.0.0.3")
     start_node.add_argument("--keystore", metavar="FILE",

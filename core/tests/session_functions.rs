@@ -11,10 +11,10 @@ use bytes::Bytes;
 use cqlmirror_core::frame::{Envelope, Opcode};
 use cqlmirror_core::message::{
     Batch, BatchStatement, BatchType, Body, Execute, Prepare, Query, QueryParams, ResultMessage,
-    Statement, Statements, Values,
+    Statement, Values,
 };
 use cqlmirror_core::wire::{Consistency, Value};
-use session_common::bench::{Bench, VERSION, query, request};
+use session_common::bench::{Bench, VERSION, batch, query, request};
 use uuid::{Uuid, Version};
 
 const SOURCE: usize = 0;
@@ -297,18 +297,9 @@ fn a_batch_message_gets_values_for_text_and_prepared_entries() {
             values: Values::positional(&[]),
         },
     ];
-    let batch = Batch {
-        batch_type: BatchType::LOGGED,
-        statements: Statements::new(&entries),
-        consistency: Consistency::ONE,
-        serial_consistency: None,
-        timestamp: None,
-        keyspace: None,
-        now_in_seconds: None,
-    };
     bench
         .client_in
-        .extend_from_slice(&request(3, Opcode::BATCH, batch.to_bytes(VERSION)));
+        .extend_from_slice(&batch(3, BatchType::LOGGED, &entries));
     bench.settle();
     assert_eq!(bench.client_answers(), vec![(3, Opcode::RESULT)]);
     let body = same_on_both(&bench, Opcode::BATCH);

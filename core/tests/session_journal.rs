@@ -10,17 +10,15 @@ mod session_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use cqlmirror_core::config::Upstream;
 use cqlmirror_core::frame::{Envelope, Opcode};
 use cqlmirror_core::journal::{Cause, Outcome, Record, ReplayAction, Statement, Write, WriteKind};
 use cqlmirror_core::message::{
-    Batch, BatchStatement, BatchType, Body, ErrorCode, Execute, Prepare, Query, QueryParams,
-    Statements, Values,
+    Batch, BatchStatement, BatchType, Body, ErrorCode, Execute, Prepare, Query, QueryParams, Values,
 };
 use cqlmirror_core::session::Event;
 use cqlmirror_core::wire::{Consistency, Value};
-use session_common::bench::{Bench, VERSION, query, request};
+use session_common::bench::{Bench, VERSION, batch, execute, query, request};
 
 const SOURCE: usize = 0;
 const TARGET: usize = 1;
@@ -53,6 +51,12 @@ fn write(bench: &mut Bench, stream: i16, text: &str) {
     bench.client_in.extend_from_slice(&query(stream, text));
     bench.settle();
     assert_eq!(bench.client_answers(), vec![(stream, Opcode::RESULT)]);
+}
+
+/// The target's connection is lost and it cannot be reached again.
+fn target_down(bench: &mut Bench) {
+    bench.drop_connection(Upstream::Target);
+    bench.reachable[TARGET] = false;
 }
 
 /// Sends a write, not waiting for its answer.
@@ -209,8 +213,7 @@ fn writes_lost_with_the_connection_and_while_it_is_down_are_journaled() {
 fn the_keyspace_is_the_one_of_the_write_and_generated_values_are_kept() {
     let mut bench = journaled();
     write(&mut bench, 2, "USE ks");
-    bench.drop_connection(Upstream::Target);
-    bench.reachable[TARGET] = false;
+    target_down(&mut bench);
     write(&mut bench, 3, "INSERT INTO t (k, id) VALUES (1, now())");
     let records = records(&bench);
     assert_eq!(records.len(), 1);
@@ -244,20 +247,14 @@ fn an_execute_is_journaled_as_its_text_with_its_values() {
     let mut bench = journaled();
     let text = "INSERT INTO ks.t (k, v) VALUES (?, ?)";
     prepare(&mut bench, 2, text);
-    bench.drop_connection(Upstream::Target);
-    bench.reachable[TARGET] = false;
+    target_down(&mut bench);
     let values = [Value::Bytes(&[0, 0, 0, 7]), Value::Null];
-    let execute = Execute {
-        id: text.as_bytes(),
-        result_metadata_id: None,
-        params: QueryParams {
-            values: Some(Values::positional(&values)),
-            ..QueryParams::new(Consistency::LOCAL_QUORUM)
-        },
-    };
-    bench
-        .client_in
-        .extend_from_slice(&request(3, Opcode::EXECUTE, execute.to_bytes(VERSION)));
+    bench.client_in.extend_from_slice(&execute(
+        3,
+        text.as_bytes(),
+        &values,
+        Consistency::LOCAL_QUORUM,
+    ));
     bench.settle();
     assert_eq!(bench.client_answers(), vec![(3, Opcode::RESULT)]);
     let records = records(&bench);
@@ -301,8 +298,7 @@ fn a_counter_batch_is_a_counter_write_with_every_entry() {
     let mut bench = journaled();
     let text = "UPDATE ks.c SET n = n + ? WHERE k = ?";
     prepare(&mut bench, 2, text);
-    bench.drop_connection(Upstream::Target);
-    bench.reachable[TARGET] = false;
+    target_down(&mut bench);
     let prepared_values = [Value::Bytes(&[0, 0, 0, 0, 0, 0, 0, 2]), Value::Null];
     let statements = [
         BatchStatement {
@@ -316,20 +312,9 @@ fn a_counter_batch_is_a_counter_write_with_every_entry() {
             values: Values::positional(&[]),
         },
     ];
-    let batch = Batch {
-        batch_type: BatchType::COUNTER,
-        statements: Statements::new(&statements),
-        consistency: Consistency::ONE,
-        serial_consistency: None,
-        timestamp: None,
-        keyspace: None,
-        now_in_seconds: None,
-    };
-    bench.client_in.extend_from_slice(&request(
-        3,
-        Opcode::BATCH,
-        Bytes::from(batch.to_bytes(VERSION).to_vec()),
-    ));
+    bench
+        .client_in
+        .extend_from_slice(&batch(3, BatchType::COUNTER, &statements));
     bench.settle();
     assert_eq!(bench.client_answers(), vec![(3, Opcode::RESULT)]);
     let records = records(&bench);
@@ -384,21 +369,12 @@ fn an_execute_with_generated_values_keeps_the_markers_and_their_values() {
         .query
         .to_owned();
     assert!(!prepared.contains("now()"), "prepared with a marker");
-    bench.drop_connection(Upstream::Target);
-    bench.reachable[TARGET] = false;
+    target_down(&mut bench);
     let values = [Value::Bytes(&[0, 0, 0, 1])];
     // The bench's clusters name a statement by the text they prepared.
-    let execute = Execute {
-        id: prepared.as_bytes(),
-        result_metadata_id: None,
-        params: QueryParams {
-            values: Some(Values::positional(&values)),
-            ..QueryParams::new(Consistency::ONE)
-        },
-    };
     bench
         .client_in
-        .extend_from_slice(&request(3, Opcode::EXECUTE, execute.to_bytes(VERSION)));
+        .extend_from_slice(&execute(3, prepared.as_bytes(), &values, Consistency::ONE));
     bench.settle();
     assert_eq!(bench.client_answers(), vec![(3, Opcode::RESULT)]);
     let records = records(&bench);

@@ -13,13 +13,10 @@ use cqlmirror_core::frame::Opcode;
 use cqlmirror_core::message::metadata::{Columns, RowsMetadata, TableSpec};
 use cqlmirror_core::message::rows::RowsWriter;
 use cqlmirror_core::message::types::ColumnType;
-use cqlmirror_core::message::{
-    Batch, BatchStatement, BatchType, Body, Statement, Statements, Values,
-};
+use cqlmirror_core::message::{Batch, BatchStatement, BatchType, Body, Statement, Values};
 use cqlmirror_core::routing::ReadMode;
 use cqlmirror_core::session::Event;
-use cqlmirror_core::wire::Consistency;
-use session_common::bench::{Bench, VERSION, query, request};
+use session_common::bench::{Bench, VERSION, batch, query};
 
 const SOURCE: usize = 0;
 const TARGET: usize = 1;
@@ -258,18 +255,9 @@ fn filtered_tables_never_reach_the_target() {
             values: Values::positional(&[]),
         },
     ];
-    let batch = Batch {
-        batch_type: BatchType::LOGGED,
-        statements: Statements::new(&statements),
-        consistency: Consistency::ONE,
-        serial_consistency: None,
-        timestamp: None,
-        keyspace: None,
-        now_in_seconds: None,
-    };
     bench
         .client_in
-        .extend_from_slice(&request(14, Opcode::BATCH, batch.to_bytes(VERSION)));
+        .extend_from_slice(&batch(14, BatchType::LOGGED, &statements));
     bench.settle();
     assert_eq!(bench.client_answers().len(), 5);
     assert_eq!(

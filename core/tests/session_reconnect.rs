@@ -12,12 +12,12 @@ use std::time::Duration;
 use cqlmirror_core::config::{Credentials, Secret, Upstream};
 use cqlmirror_core::frame::{Envelope, Opcode};
 use cqlmirror_core::message::{
-    AuthResponse, Body, Execute, Prepare, Query, QueryParams, ResultMessage, sasl_plain_token,
+    AuthResponse, Body, Prepare, Query, ResultMessage, sasl_plain_token,
 };
 use cqlmirror_core::session::reconnect::{FIRST_DELAY, MAX_DELAY, Reconnect};
 use cqlmirror_core::session::{Event, Peer};
 use cqlmirror_core::wire::Consistency;
-use session_common::bench::{Bench, VERSION, query, request, startup};
+use session_common::bench::{Bench, VERSION, execute, query, request, startup};
 
 const SOURCE: usize = 0;
 const TARGET: usize = 1;
@@ -258,14 +258,9 @@ fn a_prepared_statement_the_new_connection_does_not_know_is_prepared_again() {
     bench.drop_connection(Upstream::Target);
     until_reconnect(&mut bench, Duration::from_secs(1)).unwrap();
     bench.unprepared_next[TARGET] = true;
-    let execute = Execute {
-        id: INSERT.as_bytes(),
-        result_metadata_id: None,
-        params: QueryParams::new(Consistency::ONE),
-    };
     bench
         .client_in
-        .extend_from_slice(&request(3, Opcode::EXECUTE, execute.to_bytes(VERSION)));
+        .extend_from_slice(&execute(3, INSERT.as_bytes(), &[], Consistency::ONE));
     bench.settle();
     assert_eq!(bench.client_answers(), vec![(3, Opcode::RESULT)]);
     assert_eq!(

@@ -8,21 +8,16 @@
 mod session_common;
 
 use cqlmirror_core::frame::{Envelope, Opcode};
-use cqlmirror_core::message::{Body, Execute, Prepare, QueryParams};
+use cqlmirror_core::message::{Body, Execute, Prepare};
 use cqlmirror_core::wire::Consistency;
-use session_common::bench::{Bench, VERSION, query, request};
+use session_common::bench::{self, Bench, VERSION, query, request};
 
 const SOURCE: usize = 0;
 const TARGET: usize = 1;
 const TEXT: &str = "INSERT INTO t (k) VALUES (1)";
 
 fn execute(stream: i16, id: &[u8]) -> bytes::BytesMut {
-    let execute = Execute {
-        id,
-        result_metadata_id: None,
-        params: QueryParams::new(Consistency::ONE),
-    };
-    request(stream, Opcode::EXECUTE, execute.to_bytes(VERSION))
+    bench::execute(stream, id, &[], Consistency::ONE)
 }
 
 fn of(bench: &Bench, cluster: usize, opcode: Opcode) -> Vec<Envelope> {

@@ -3,7 +3,6 @@ not notice, and the source keeps every write."""
 
 import os
 import signal
-import threading
 import time
 
 import bed
@@ -14,77 +13,36 @@ SLACK = 1.5  # allowed on top of it for the driver, the machine and the proxy's 
 WRITERS = 4
 
 
-class Writers:
+class Writers(workload.Writers):
     """Client threads writing through one session until stopped, timing every request."""
 
     def __init__(self, session, keyspace):
-        self.session = session
-        self.keyspace = keyspace
-        session.execute(workload.KEYSPACE_DDL.format(ks=keyspace))
-        session.execute(f"USE {keyspace}")
-        session.execute("CREATE TABLE writes (writer int, n int, at double, PRIMARY KEY (writer, n))")
-        self.insert = session.prepare("INSERT INTO writes (writer, n, at) VALUES (?, ?, ?)")
-        self.results = []  # (writer, n, started, seconds, error)
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.loop, args=(w,), daemon=True) for w in range(WRITERS)]
-
-    def write(self, writer, n):
-        started = time.monotonic()
-        error = None
-        try:
-            if n % 4 == 3:
-                self.session.execute(
-                    f"INSERT INTO writes (writer, n, at) VALUES ({writer}, {n}, {started})")
-            else:
-                self.session.execute(self.insert, (writer, n, started))
-        except Exception as e:  # noqa: BLE001 - every failure is a finding
-            error = repr(e)
-        with self.lock:
-            self.results.append((writer, n, started, time.monotonic() - started, error))
-        return error
-
-    def loop(self, writer):
-        errors = 0
-        for n in range(100_000):
-            if self.stop.is_set() or errors >= 3:
-                return
-            errors += self.write(writer, n) is not None
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-
-    def finish(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join(60)
-        assert not any(t.is_alive() for t in self.threads), "writers still blocked 60s after the workload"
+        super().__init__(session, keyspace, threads=WRITERS, literal_every=4, max_errors=3)
 
     def check(self, since, min_after):
         """No request failed, none was slower than the request timeout plus slack, and at least
         `min_after` requests started after `since` (the failure) went through."""
         results = self.results
-        errors = [r for r in results if r[4]]
+        errors = self.errors()
         assert not errors, f"{len(errors)} of {len(results)} requests failed, first: {errors[:3]}"
         limit = REQUEST_TIMEOUT + SLACK
-        slow = sorted((r for r in results if r[3] > limit), key=lambda r: -r[3])
+        slow = sorted((r for r in results if r.seconds > limit), key=lambda r: -r.seconds)
         assert not slow, (
             f"{len(slow)} of {len(results)} requests took longer than {limit}s (writer, n, started "
             f"seconds after the failure, seconds): "
-            f"{[(w, n, round(s - since, 2), round(d, 2)) for w, n, s, d, _ in slow[:5]]}"
+            f"{[(r.writer, r.n, round(r.started - since, 2), round(r.seconds, 2)) for r in slow[:5]]}"
         )
-        after = [r for r in results if r[2] > since]
+        after = [r for r in results if r.started > since]
         assert len(after) >= min_after, f"only {len(after)} requests ran after the failure"
         print(f"{len(results)} requests, {len(after)} after the failure; slowest "
-              f"{max(r[3] for r in results):.3f}s, slowest after the failure "
-              f"{max(r[3] for r in after):.3f}s")
+              f"{max(r.seconds for r in results):.3f}s, slowest after the failure "
+              f"{max(r.seconds for r in after):.3f}s")
 
     def check_source(self, source_session, extra=()):
         """The source, read directly, holds every write."""
         query = f"SELECT writer, n FROM {self.keyspace}.writes"
         stored = {(r.writer, r.n) for r in source_session.execute(query)}
-        written = {(w, n) for w, n, _, _, _ in self.results} | set(extra)
+        written = {(r.writer, r.n) for r in self.results} | set(extra)
         missing = sorted(written - stored)
         assert not missing, f"{len(missing)} of {len(written)} writes are missing on the source: {missing[:10]}"
         assert stored == written

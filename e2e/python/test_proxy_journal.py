@@ -340,3 +340,173 @@ def test_writes_timed_out_on_a_frozen_target_are_replayed_or_listed(
     print(f"frozen target: {read} journaled, {applied} replayed, {attention} counter updates "
           f"listed; counters short on the target by "
           f"{sum(c - target[3].get(k, 0) for k, c in source[3].items())}")
+
+
+def segment_files(journal):
+    return sorted(p.name for p in journal.glob("*.journal"))
+
+
+def replay_metrics(p):
+    return {result: metric(p, "cqlmirror_replay_records_total", result=result)
+            for result in ("applied", "check-order", "attention", "failed", "unreadable")}
+
+
+def replay_state(p):
+    for state in ("idle", "replaying", "waiting", "stopped"):
+        if metric(p, "cqlmirror_replay_state", state=state) == 1:
+            return state
+    return None
+
+
+def test_replay_auto_brings_the_target_back_in_line(
+        outage_bed, start_proxy, connect, keyspace, tmp_path):
+    """--replay auto: the writes the target missed while it was down reach it once it is back,
+    with no `replay` run: both clusters then hold the same rows, write times, collections,
+    counters and TTLs; the metrics show every record applied and nothing left; the replayed
+    segments are removed."""
+    journal = tmp_path / "journal"
+    # Small segments (a quarter of the cap) so that several roll while the target is down.
+    p = start_proxy(outage_bed, "--journal-dir", str(journal), "--replay", "auto",
+                    "--journal-max-size", "128KiB", "--request-timeout", "3s")
+    session = connect(p.endpoint)
+    create_schema(session, keyspace)
+    load = Workload(session, keyspace)
+    load.run(0, 3)
+    assert replay_state(p) == "idle"
+    assert bed_status(p)["replay"]["mode"] == "auto"
+    time.sleep(COMMITLOG_SYNC + 1)
+
+    node = outage_bed.target.host
+    run = bed.testbed("--name", outage_bed.name, "stop-node", node)
+    assert run.returncode == 0, run.stderr
+    starter = None
+    try:
+        load.run(1000, ROUNDS)
+        missed = metric(p, "cqlmirror_missed_writes_total")
+        assert missed >= ROUNDS * 9
+        wait_for(lambda: metric(p, "cqlmirror_journal_records_total") == missed, 10,
+                 "the journal holds every missed write")
+        assert metric(p, "cqlmirror_journal_refused_total") == 0
+        records = metric(p, "cqlmirror_journal_records_total")
+        assert len(segment_files(journal)) >= 2, segment_files(journal)
+        # The replayer found the target down and waits for it, everything still to do.
+        wait_for(lambda: replay_state(p) == "waiting", 10,
+                 lambda: f"replay waits for the target: {replay_state(p)}")
+        assert metric(p, "cqlmirror_replay_backlog_bytes") > 0
+        assert sum(replay_metrics(p).values()) == 0
+
+        import threading
+
+        def start():
+            bed.testbed("--name", outage_bed.name, "start-node", node, timeout=240)
+
+        starter = threading.Thread(target=start, daemon=True)
+        starter.start()
+        wait_for(lambda: bed.answers(outage_bed.target, timeout=0.5), 240,
+                 "the target node did not come back")
+        came_back = time.monotonic()
+        # No `replay`: the proxy catches up on its own.
+        wait_for(lambda: replay_state(p) == "idle"
+                 and metric(p, "cqlmirror_replay_backlog_bytes") == 0
+                 and sum(replay_metrics(p).values()) >= records, 120,
+                 lambda: f"replay caught up: {replay_state(p)}, {replay_metrics(p)}, "
+                         f"backlog {metric(p, 'cqlmirror_replay_backlog_bytes')}")
+        caught_up = time.monotonic() - came_back
+    finally:
+        if starter is not None:
+            starter.join(240)
+
+    results = replay_metrics(p)
+    assert results["failed"] == 0 and results["unreadable"] == 0, results
+    # Every write was missed while the target was down: known not applied, so counters and
+    # list appends are replayed too (the list appends listed for their order).
+    assert results["attention"] == 0, results
+    assert results["applied"] + results["check-order"] == records, (results, records)
+    assert results["check-order"] > 0, results
+    log = p.log_text()
+    assert log.count("replay: check order: ") == results["check-order"]
+    assert "--replay auto: " in log and "waiting for the cluster" in log
+
+    # The target converges to the source (polled: the driver may see the last writes late).
+    source = scan(outage_bed.source, keyspace)
+    wait_for(lambda: scan(outage_bed.target, keyspace)[0] == source[0], 30,
+             "plain rows, values and write times")
+    target = scan(outage_bed.target, keyspace)
+    assert target[1] == source[1], "collections (list appends applied once, in order)"
+    assert {k: v[:2] for k, v in target[2].items()} == {k: v[:2] for k, v in source[2].items()}
+    for k, (_, _, ttl) in source[2].items():
+        assert abs(target[2][k][2] - ttl) <= 1, f"TTL of row {k}: {target[2][k][2]} vs {ttl}"
+    assert target[3] == source[3], "counters replayed once"
+
+    # The replayed segments are gone (the one being written stays), and counted.
+    assert segment_files(journal) and len(segment_files(journal)) == 1, segment_files(journal)
+    assert metric(p, "cqlmirror_journal_segments") == 1
+    assert metric(p, "cqlmirror_replay_released_segments_total") >= 1
+    status = bed_status(p)["replay"]
+    assert status["state"] == "idle" and status["backlog_bytes"] == 0, status
+    assert status["records"]["applied"] == results["applied"], status
+    # The checkpoint is saved where replay stands: a manual `replay` would find nothing.
+    saved = (journal / "replay.checkpoint").read_text().split()
+    assert f"{saved[0]}:{saved[1]}" == status["checkpoint"], (saved, status)
+    print(f"--replay auto: {records:.0f} records replayed {caught_up:.1f}s after the target "
+          f"answered again; {results}")
+
+
+def test_replay_auto_passes_a_record_the_target_refuses(
+        outage_bed, start_proxy, connect, keyspace, proxy_binary, tmp_path):
+    """A journaled write the target refuses on replay (its table was dropped there) is tried
+    again, logged, counted as failed and passed: the writes after it are still replayed."""
+    journal = tmp_path / "journal"
+    first = start_proxy(outage_bed, "--journal-dir", str(journal), "--request-timeout", "3s")
+    session = connect(first.endpoint)
+    create_schema(session, keyspace)
+    session.execute("CREATE TABLE gone (k int PRIMARY KEY, v text)")
+    time.sleep(COMMITLOG_SYNC + 1)
+    node = outage_bed.target.host
+    run = bed.testbed("--name", outage_bed.name, "stop-node", node)
+    assert run.returncode == 0, run.stderr
+    try:
+        insert = session.prepare("INSERT INTO plain (k, v, n) VALUES (?, ?, ?)")
+        doomed = session.prepare("INSERT INTO gone (k, v) VALUES (?, ?)")
+        for k in range(3):
+            session.execute(doomed, (k, "never on the target"))
+            for i in range(5):
+                session.execute(insert, (10 * k + i, f"after {k}", i))
+        wait_for(lambda: metric(first, "cqlmirror_journal_records_total") == 18, 10,
+                 lambda: f"18 writes journaled: {metric(first, 'cqlmirror_journal_records_total')}")
+        first.stop()
+    finally:
+        run = bed.testbed("--name", outage_bed.name, "start-node", node, timeout=240)
+        assert run.returncode == 0, run.stderr
+    wait_for(lambda: bed.answers(outage_bed.target, timeout=0.5), 240, "the target is back")
+
+    def drop():
+        """The table is dropped on the target alone (a node just started may not take a
+        driver's connection at once)."""
+        direct = outage_bed.target.cluster()
+        try:
+            direct.connect(keyspace).execute("DROP TABLE IF EXISTS gone")
+            return True
+        except Exception as e:  # noqa: BLE001 - tried again until the deadline
+            print(f"DROP TABLE gone on the target: {e!r}; trying again")
+            time.sleep(1)
+            return False
+        finally:
+            direct.shutdown()
+
+    wait_for(drop, 60, "the table dropped on the target")
+
+    # The next proxy replays the journal its predecessor left.
+    p = start_proxy(outage_bed, "--journal-dir", str(journal), "--replay", "auto")
+    wait_for(lambda: replay_state(p) == "idle" and sum(replay_metrics(p).values()) == 18, 60,
+             lambda: f"replay went through every record: {replay_state(p)}, {replay_metrics(p)}")
+    results = replay_metrics(p)
+    assert results["failed"] == 3 and results["applied"] == 15, results
+    failed = [line for line in p.log_text().splitlines()
+              if "replay: failed (refused every try, passed): " in line]
+    assert len(failed) == 3 and all("INSERT INTO gone" in line for line in failed), failed
+    source = scan(outage_bed.source, keyspace)
+    assert scan(outage_bed.target, keyspace)[0] == source[0], "the writes after it replayed"
+    assert metric(p, "cqlmirror_replay_backlog_bytes") == 0
+    # The previous run's segment is replayed and removed.
+    assert len(segment_files(journal)) == 1, segment_files(journal)

@@ -202,7 +202,7 @@ def test_primary_switched_through_the_admin_cli(main_bed, start_proxy, proxy_bin
     writers.check(switched, min_after=20)
     assert "the target cluster is now primary" in proxy.log_text()
     on_source, on_target = rows(main_bed.source, keyspace), rows(main_bed.target, keyspace)
-    written = {(w, n) for w, n, _, _, _ in writers.results}
+    written = {(r.writer, r.n) for r in writers.results}
     assert on_source == written, f"{len(written - on_source)} writes missing on the source"
     assert on_target == written, f"{len(written - on_target)} writes missing on the target"
 

@@ -18,52 +18,6 @@ BACK_WITHIN = 12.0
 COMMITLOG_SYNC = 10.0  # commitlog_sync_period of the bed's nodes
 
 
-class Writers:
-    """Threads writing through one driver session, every write recorded with its start time
-    (wall clock, as stored in the row) and whether it was prepared."""
-
-    def __init__(self, session, keyspace):
-        self.session = session
-        self.keyspace = keyspace
-        session.execute(workload.KEYSPACE_DDL.format(ks=keyspace))
-        session.execute(f"USE {keyspace}")
-        session.execute("CREATE TABLE writes (writer int, n int, at double, PRIMARY KEY (writer, n))")
-        self.insert = session.prepare("INSERT INTO writes (writer, n, at) VALUES (?, ?, ?)")
-        self.results = []  # (writer, n, at, error)
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.loop, args=(w,), daemon=True)
-                        for w in range(WRITERS)]
-
-    def loop(self, writer):
-        for n in range(1_000_000):
-            if self.stop.is_set():
-                return
-            at = time.time()
-            error = None
-            try:
-                if n % 2:
-                    self.session.execute(
-                        f"INSERT INTO writes (writer, n, at) VALUES ({writer}, {n}, {at!r})")
-                else:
-                    self.session.execute(self.insert, (writer, n, at))
-            except Exception as e:  # noqa: BLE001 - every failure is a finding
-                error = repr(e)
-            with self.lock:
-                self.results.append((writer, n, at, error))
-            time.sleep(0.01)
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-
-    def finish(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join(60)
-        assert not any(t.is_alive() for t in self.threads), "writers still blocked after the workload"
-
-
 def rows_on(endpoint, keyspace):
     cluster = endpoint.cluster()
     try:
@@ -77,7 +31,7 @@ def test_target_node_restart_is_written_again_on_the_same_connections(
         outage_bed, start_proxy, connect, keyspace):
     proxy = start_proxy(outage_bed, "--request-timeout", f"{REQUEST_TIMEOUT:g}s")
     session = connect(proxy.endpoint)
-    writers = Writers(session, keyspace)
+    writers = workload.Writers(session, keyspace, threads=WRITERS, literal_every=2, pause=0.01)
     handshakes = metric(proxy, "cqlmirror_client_handshakes_total")
     assert handshakes >= 1
     writers.start()
@@ -118,7 +72,7 @@ def test_target_node_restart_is_written_again_on_the_same_connections(
             starter_thread.join(240)
     assert started["run"].returncode == 0, started["run"].stderr
 
-    errors = [r for r in writers.results if r[3]]
+    errors = writers.errors()
     assert not errors, f"{len(errors)} of {len(writers.results)} writes failed: {errors[:3]}"
 
     # A prepared statement executed after the restart reaches the target.
@@ -127,7 +81,7 @@ def test_target_node_restart_is_written_again_on_the_same_connections(
 
     target = rows_on(outage_bed.target, keyspace)
     source = rows_on(outage_bed.source, keyspace)
-    written = {(w, n): at for w, n, at, _ in writers.results}
+    written = {(r.writer, r.n): r.at for r in writers.results}
     assert set(source) == set(written) | {(99, 0)}, "the source holds every write"
     assert (99, 0) in target, "the prepared write after the restart is not on the target"
 

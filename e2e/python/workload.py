@@ -4,10 +4,13 @@
 return the model of what the keyspace must hold; `check_model` reads a session's view of the
 keyspace and compares it with the model; `assert_same_data` reads every table of the keyspace
 directly from each cluster (not through the proxy) and compares them; `assert_same_writetimes`
-and `assert_same_ttls` compare the write times and TTLs the clusters stored.
+and `assert_same_ttls` compare the write times and TTLs the clusters stored. `Writers` keeps a
+few threads writing through one session while a test breaks something.
 """
 
+import collections
 import os
+import threading
 import time
 
 from cassandra.concurrent import execute_concurrent_with_args
@@ -448,3 +451,70 @@ def small_workload(session, ks):
         f"{[k for k in rows if k in expected and rows[k] != expected[k]][:10]}"
     )
     return expected
+
+
+# One write of `Writers`: `at` is the wall time it started (stored in the row), `started` the
+# monotonic time, `seconds` how long it took, `error` why it failed (None when it did not).
+Write = collections.namedtuple("Write", "writer n at started seconds error")
+
+
+class Writers:
+    """Threads writing rows `(writer, n, at)` to a `writes` table of a new keyspace through
+    one driver session until stopped, each write recorded as a `Write`. One write in
+    `literal_every` is a QUERY with literals, the others EXECUTE a prepared statement. A thread
+    pauses `pause` seconds between writes and gives up after `max_errors` failures (never when
+    None)."""
+
+    def __init__(self, session, keyspace, threads, literal_every, pause=0.0, max_errors=None):
+        self.session = session
+        self.keyspace = keyspace
+        self.literal_every = literal_every
+        self.pause = pause
+        self.max_errors = max_errors
+        session.execute(KEYSPACE_DDL.format(ks=keyspace))
+        session.execute(f"USE {keyspace}")
+        session.execute("CREATE TABLE writes (writer int, n int, at double, PRIMARY KEY (writer, n))")
+        self.insert = session.prepare("INSERT INTO writes (writer, n, at) VALUES (?, ?, ?)")
+        self.results = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.loop, args=(w,), daemon=True)
+                        for w in range(threads)]
+
+    def write(self, writer, n):
+        at, started = time.time(), time.monotonic()
+        error = None
+        try:
+            if n % self.literal_every == self.literal_every - 1:
+                self.session.execute(
+                    f"INSERT INTO writes (writer, n, at) VALUES ({writer}, {n}, {at!r})")
+            else:
+                self.session.execute(self.insert, (writer, n, at))
+        except Exception as e:  # noqa: BLE001 - every failure is a finding
+            error = repr(e)
+        with self.lock:
+            self.results.append(Write(writer, n, at, started, time.monotonic() - started, error))
+        return error
+
+    def loop(self, writer):
+        errors = 0
+        for n in range(1_000_000):
+            if self.stop.is_set() or (self.max_errors is not None and errors >= self.max_errors):
+                return
+            errors += self.write(writer, n) is not None
+            if self.pause:
+                time.sleep(self.pause)
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in self.threads), \
+            "writers still blocked 60s after the workload"
+
+    def errors(self):
+        return [r for r in self.results if r.error]

@@ -10,6 +10,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::thread;
 use std::time::Instant;
@@ -22,10 +23,16 @@ fn main() -> ExitCode {
     cqlmirror_runtime::main::<Smol>("proxy-smol")
 }
 
-/// A handle to the executor that every worker thread runs.
+/// A handle to the worker threads' executors: one per thread, each run by its thread only.
+///
+/// A task stays on the thread it was given to, with its sockets: a wake-up of a connection
+/// runs it where its state is warm, and a worker never steals another's tasks (a shared
+/// executor moved connections between threads and woke a second thread for nearly every
+/// request). Tasks are dealt to the threads in turn.
 #[derive(Debug, Clone)]
 struct Smol {
-    executor: Arc<Executor<'static>>,
+    executors: Arc<[Arc<Executor<'static>>]>,
+    next: Arc<AtomicUsize>,
 }
 
 impl Runtime for Smol {
@@ -34,21 +41,29 @@ impl Runtime for Smol {
     type Timer = SmolTimer;
 
     fn run<F: Future>(threads: usize, main: impl FnOnce(Self) -> F) -> io::Result<F::Output> {
-        let executor = Arc::new(Executor::new());
-        // The calling thread runs the executor too: `threads` in all.
+        let executors: Arc<[Arc<Executor<'static>>]> = (0..threads.max(1))
+            .map(|_| Arc::new(Executor::new()))
+            .collect();
         let (stop, stopped) = smol::channel::unbounded::<()>();
-        let workers = (1..threads)
-            .map(|n| {
-                let (executor, stopped) = (Arc::clone(&executor), stopped.clone());
+        let workers = executors
+            .iter()
+            .enumerate()
+            .map(|(n, executor)| {
+                let (executor, stopped) = (Arc::clone(executor), stopped.clone());
                 thread::Builder::new()
                     .name(format!("worker-{n}"))
                     .spawn(move || smol::block_on(executor.run(stopped.recv())))
             })
             .collect::<io::Result<Vec<_>>>()?;
         let runtime = Self {
-            executor: Arc::clone(&executor),
+            executors,
+            next: Arc::new(AtomicUsize::new(0)),
         };
-        let output = smol::block_on(executor.run(main(runtime)));
+        // The calling thread runs only `main` (the accept loop): were it an executor's thread
+        // too, every task it ran would poll the listeners again, for nothing. It parks without
+        // driving the reactor, so that the reactor runs on a worker thread, where most events
+        // wake a task of that same thread instead of a thread asleep.
+        let output = smol::future::block_on(main(runtime));
         drop(stop);
         for worker in workers {
             let _ = worker.join();
@@ -57,7 +72,8 @@ impl Runtime for Smol {
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        self.executor.spawn(task).detach();
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.executors.len();
+        self.executors[turn].spawn(task).detach();
     }
 
     fn bind(&self, address: SocketAddr) -> io::Result<Self::Listener> {
@@ -65,7 +81,9 @@ impl Runtime for Smol {
     }
 
     async fn connect(address: SocketAddr) -> io::Result<Self::Stream> {
-        Async::<TcpStream>::connect(address).await.map(SmolStream)
+        Async::<TcpStream>::connect(address)
+            .await
+            .map(SmolStream::new)
     }
 
     async fn resolve(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
@@ -79,35 +97,58 @@ impl Runtime for Smol {
 
 /// A TCP socket registered with async-io's reactor.
 #[derive(Debug)]
-struct SmolStream(Async<TcpStream>);
+struct SmolStream {
+    socket: Async<TcpStream>,
+    /// The last read returned less than it was offered: the socket had no more then, and a
+    /// read before the next wait would only say `WouldBlock`. async-io's registrations are
+    /// level-triggered, so the wait that follows still reports bytes that came in since.
+    drained: AtomicBool,
+}
+
+impl SmolStream {
+    fn new(socket: Async<TcpStream>) -> Self {
+        Self {
+            socket,
+            drained: AtomicBool::new(false),
+        }
+    }
+}
 
 impl Stream for SmolStream {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.0.poll_readable(cx)
+        self.drained.store(false, Ordering::Relaxed);
+        self.socket.poll_readable(cx)
     }
 
     fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.0.poll_writable(cx)
+        self.socket.poll_writable(cx)
     }
 
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&mut self.0.get_ref()).read(buf)
+        if self.drained.load(Ordering::Relaxed) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let read = (&mut self.socket.get_ref()).read(buf);
+        if matches!(read, Ok(n) if n > 0 && n < buf.len()) {
+            self.drained.store(true, Ordering::Relaxed);
+        }
+        read
     }
 
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&mut self.0.get_ref()).write_vectored(bufs)
+        (&mut self.socket.get_ref()).write_vectored(bufs)
     }
 
     fn set_nodelay(&self) -> io::Result<()> {
-        self.0.get_ref().set_nodelay(true)
+        self.socket.get_ref().set_nodelay(true)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.get_ref().local_addr()
+        self.socket.get_ref().local_addr()
     }
 
     fn close(self) {
-        let _ = self.0.get_ref().shutdown(Shutdown::Both);
+        let _ = self.socket.get_ref().shutdown(Shutdown::Both);
     }
 }
 
@@ -122,7 +163,7 @@ impl Listener for SmolListener {
         loop {
             match self.0.get_ref().accept() {
                 Ok((stream, address)) => {
-                    return Poll::Ready(Async::new(stream).map(|s| (SmolStream(s), address)));
+                    return Poll::Ready(Async::new(stream).map(|s| (SmolStream::new(s), address)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if let Err(e) = std::task::ready!(self.0.poll_readable(cx)) {

@@ -5,7 +5,7 @@
 //! `cqlmirror-core`'s.
 
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Read};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -13,6 +13,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use cqlmirror_runtime::{Listener, Runtime, Stream};
+use socket2::SockRef;
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::time::Sleep;
@@ -83,7 +85,23 @@ impl Stream for TokioStream {
     }
 
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_read(buf)
+        // A read that returns less than it was offered found the socket empty: the readiness
+        // seen before it is cleared then, which spares the read that would only say
+        // `WouldBlock` (one system call per wake-up). Bytes that arrive after the read come
+        // with a newer readiness, which tokio keeps.
+        let mut short = None;
+        let read = self.0.try_io(Interest::READABLE, || {
+            let n = (&*SockRef::from(&self.0)).read(buf)?;
+            if n > 0 && n < buf.len() {
+                short = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match short {
+            Some(n) => Ok(n),
+            None => read,
+        }
     }
 
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {

@@ -136,6 +136,23 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
         eprintln!("{bin}: cannot install signal handlers: {e}");
         return ExitCode::from(1);
     }
+    let replayer = match (settings.replay.clone(), journal::installed::installed()) {
+        (Some(auto), Some(journal)) => {
+            ops::metrics::zero_replay();
+            let proxy = Arc::clone(&proxy);
+            let reachable = move |cluster: cqlmirror_core::config::Upstream| {
+                proxy.readiness().clusters[cluster.index()].is_reachable()
+            };
+            match replay::background::Replayer::start(auto, journal, shutdown.clone(), reachable) {
+                Ok(replayer) => Some(replayer),
+                Err(e) => {
+                    eprintln!("{bin}: --replay auto: cannot start the replay thread: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        _ => None,
+    };
     let served = R::run(settings.threads, |runtime| async move {
         let mut listeners = Vec::new();
         let plain = settings
@@ -202,6 +219,11 @@ pub fn main<R: Runtime>(bin: &'static str) -> ExitCode {
         }
         let served = serve::serve(runtime, listeners, proxy, tls, shutdown).await;
         endpoint.stop();
+        if let Some(replayer) = replayer {
+            // It saw the shutdown request when the drain began; this waits for its
+            // checkpoint to be saved.
+            replayer.stop();
+        }
         if let Some(journal) = journal::installed::installed() {
             // Everything the sessions appended is on disk before the process ends.
             match journal.flush() {

@@ -3,9 +3,9 @@
 //!
 //! Accepts clients, opens one connection to the backend for each, and copies bytes both ways
 //! without parsing them (TCP_NODELAY on both sockets). It runs on smol with the same executor
-//! layout as `proxy-smol` (`--threads` executor threads, the number of CPUs by default) and
-//! one task per client, so the difference between the two is the proxy's protocol work and
-//! its second backend connection.
+//! layout as `proxy-smol` (`--threads` threads with an executor each, the number of CPUs by
+//! default, clients dealt to them in turn) and one task per client, so the difference between
+//! the two is the proxy's protocol work and its second backend connection.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -93,26 +93,30 @@ fn main() -> ExitCode {
         args.listen, args.backend
     );
     let backend = Arc::new(args.backend);
-    let executor: Arc<Executor<'static>> = Arc::new(Executor::new());
-    // The calling thread is one of the executor threads, as in proxy-smol.
-    for _ in 1..threads {
-        let executor = Arc::clone(&executor);
+    // One executor per thread and the accept loop on the calling thread, which does not drive
+    // the reactor, as in proxy-smol.
+    let executors: Vec<Arc<Executor<'static>>> =
+        (0..threads).map(|_| Arc::new(Executor::new())).collect();
+    for executor in &executors {
+        let executor = Arc::clone(executor);
         thread::spawn(move || smol::block_on(executor.run(smol::future::pending::<()>())));
     }
-    smol::block_on(executor.run(serve(listener, backend, Arc::clone(&executor))))
+    smol::future::block_on(serve(listener, backend, executors))
 }
 
 /// Accepts clients forever, one task each.
 async fn serve(
     listener: Async<TcpListener>,
     backend: Arc<String>,
-    executor: Arc<Executor<'static>>,
+    executors: Vec<Arc<Executor<'static>>>,
 ) -> ExitCode {
+    let mut turn = 0;
     loop {
         match listener.accept().await {
             Ok((client, _)) => {
                 let backend = Arc::clone(&backend);
-                executor
+                turn = (turn + 1) % executors.len();
+                executors[turn]
                     .spawn(async move {
                         if let Err(e) = relay(client, backend).await {
                             if e.kind() != io::ErrorKind::ConnectionReset {

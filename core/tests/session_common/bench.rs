@@ -12,13 +12,13 @@ use bytes::{Bytes, BytesMut};
 use cqlmirror_core::config::{Config, Endpoint, Upstream};
 use cqlmirror_core::frame::{Direction, Envelope, Opcode, ProtocolVersion};
 use cqlmirror_core::message::{
-    AuthSuccess, Authenticate, Body, ColumnSpec, ColumnType, Columns, ErrorCode, ErrorMessage,
-    Execute, Prepare, Prepared, PreparedMetadata, Query, QueryParams, ResultMessage, RowsMetadata,
-    Startup, TableSpec,
+    AuthSuccess, Authenticate, Batch, BatchStatement, BatchType, Body, ColumnSpec, ColumnType,
+    Columns, ErrorCode, ErrorMessage, Execute, Prepare, Prepared, PreparedMetadata, Query,
+    QueryParams, ResultMessage, RowsMetadata, Startup, Statements, TableSpec, Values,
 };
 use cqlmirror_core::proxy::{Proxy, WallClock};
 use cqlmirror_core::session::{Action, Event, Peer, Session};
-use cqlmirror_core::wire::Consistency;
+use cqlmirror_core::wire::{Consistency, Value};
 
 use super::{decode_all, decode_segments, envelope, segment};
 
@@ -43,6 +43,33 @@ pub fn query(stream: i16, text: &str) -> BytesMut {
         params: QueryParams::new(Consistency::ONE),
     };
     request(stream, Opcode::QUERY, query.to_bytes(VERSION))
+}
+
+/// An EXECUTE of `id` with positional `values` (none when empty) at `consistency`.
+pub fn execute(stream: i16, id: &[u8], values: &[Value<'_>], consistency: Consistency) -> BytesMut {
+    let execute = Execute {
+        id,
+        result_metadata_id: None,
+        params: QueryParams {
+            values: (!values.is_empty()).then(|| Values::positional(values)),
+            ..QueryParams::new(consistency)
+        },
+    };
+    request(stream, Opcode::EXECUTE, execute.to_bytes(VERSION))
+}
+
+/// A BATCH of `entries` at consistency ONE, with no other option.
+pub fn batch(stream: i16, batch_type: BatchType, entries: &[BatchStatement<'_>]) -> BytesMut {
+    let batch = Batch {
+        batch_type,
+        statements: Statements::new(entries),
+        consistency: Consistency::ONE,
+        serial_consistency: None,
+        timestamp: None,
+        keyspace: None,
+        now_in_seconds: None,
+    };
+    request(stream, Opcode::BATCH, batch.to_bytes(VERSION))
 }
 
 /// The names of a statement's bind markers, as a cluster would give them.

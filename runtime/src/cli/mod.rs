@@ -21,6 +21,7 @@ pub mod journal;
 pub mod ops;
 mod parse;
 pub mod reads;
+pub mod replay;
 mod tls;
 pub mod writes;
 
@@ -342,6 +343,9 @@ pub struct Cli {
     #[command(flatten)]
     pub journal: journal::JournalArgs,
 
+    #[command(flatten)]
+    pub replay: replay::ReplayArgs,
+
     /// A TOML file setting any option (keys: the long option names without dashes, e.g.
     /// `wait-timeout = "2s"`); the command line and the environment take precedence over it.
     /// SIGHUP reads it again: what can change at run time (--wait, --write-order, --primary,
@@ -481,6 +485,8 @@ pub struct Settings {
     pub divergence_log: Option<std::path::PathBuf>,
     /// `--journal-dir` and its settings: the journal of missed writes, when on.
     pub journal: Option<crate::journal::JournalSettings>,
+    /// `--replay auto`: the background replayer's settings.
+    pub replay: Option<crate::replay::background::AutoSettings>,
 }
 
 /// Why the command line could not be parsed.
@@ -651,6 +657,7 @@ impl Cli {
             return Err("--threads must be at least 1".into());
         }
         let tls = self.tls.settings()?;
+        let replay = self.replay.settings(journal.as_ref(), &config, &tls)?;
         let plain_port = match self.proxy_plain_port {
             Some(_) if tls.clients.is_none() => {
                 return Err("--proxy-plain-port is a plaintext listener beside the TLS one: give --proxy-pem-certfile and --proxy-pem-keyfile (or --proxy-pkcs12) too (without them every client is plaintext already)".into());
@@ -677,6 +684,7 @@ impl Cli {
             config_file: self.config.clone(),
             divergence_log: self.reads.divergence_log.clone(),
             journal,
+            replay,
             max_connections: self.max_connections,
         })
     }

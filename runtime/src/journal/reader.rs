@@ -132,6 +132,10 @@ pub struct JournalReader {
     /// Where the next record is looked for.
     position: Position,
     open: Option<BufReader<File>>,
+    /// A torn frame was found at `position` while a later segment existed: it is read once
+    /// more before it counts as damage, as the writer may have finished it and rolled to the
+    /// next segment between the read and the look for a later segment.
+    torn_rechecked: bool,
 }
 
 /// What reading a frame found.
@@ -151,6 +155,7 @@ impl JournalReader {
             dir: dir.to_owned(),
             position: from,
             open: None,
+            torn_rechecked: false,
         }
     }
 
@@ -178,6 +183,7 @@ impl JournalReader {
             };
             match read {
                 Ok(Next::Entry(entry)) => {
+                    self.torn_rechecked = false;
                     self.position = entry.next;
                     return Some(Ok(*entry));
                 }
@@ -185,7 +191,11 @@ impl JournalReader {
                     // Read again next time: the writer may append to this very segment.
                     self.open = None;
                     match self.later_segment() {
+                        Ok(Some(_)) if torn && !self.torn_rechecked => {
+                            self.torn_rechecked = true;
+                        }
                         Ok(Some(next)) => {
+                            self.torn_rechecked = false;
                             self.position = Position {
                                 segment: next,
                                 offset: 0,

@@ -87,6 +87,7 @@ fn status(ops: &Ops) -> String {
         "client_connections": proxy.admission().open(),
         "readiness": super::readiness_json(&super::readiness(proxy)),
         "journal": super::journal_json(),
+        "replay": super::replay_json(),
     })
     .to_string()
 }

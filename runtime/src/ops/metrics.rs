@@ -263,6 +263,17 @@ fn refresh(proxy: &Proxy, binary: &'static str) {
             counter!("cqlmirror_journal_refused_total", "reason" => reason).absolute(n);
         }
     }
+    if let Some(replay) = crate::replay::background::status() {
+        for (result, n) in replay.results() {
+            counter!("cqlmirror_replay_records_total", "result" => result).absolute(n);
+        }
+        gauge!("cqlmirror_replay_backlog_bytes").set(replay.backlog_bytes as f64);
+        for state in crate::replay::background::ReplayState::ALL {
+            gauge!("cqlmirror_replay_state", "state" => state.name())
+                .set(f64::from(state == replay.state));
+        }
+        counter!("cqlmirror_replay_released_segments_total").absolute(replay.released);
+    }
     gauge!("cqlmirror_build_info", "version" => cqlmirror_core::VERSION, "binary" => binary)
         .set(1.0);
 }
@@ -300,6 +311,21 @@ pub fn zero_journal() {
     for reason in crate::journal::installed::unjournaled_reasons() {
         counter!("cqlmirror_journal_refused_total", "reason" => reason).absolute(0);
     }
+}
+
+/// The background replayer's families exist from the start with `--replay auto`.
+pub fn zero_replay() {
+    for result in [
+        "applied",
+        "check-order",
+        "attention",
+        "failed",
+        "unreadable",
+    ] {
+        counter!("cqlmirror_replay_records_total", "result" => result).absolute(0);
+    }
+    gauge!("cqlmirror_replay_backlog_bytes").set(0.0);
+    counter!("cqlmirror_replay_released_segments_total").absolute(0);
 }
 
 /// The help text of each family.
@@ -367,6 +393,23 @@ fn describe() {
         "cqlmirror_journal_oldest_seconds",
         Unit::Seconds,
         "Age of the journal's oldest segment holding records: how far back replay must go"
+    );
+    describe_counter!(
+        "cqlmirror_replay_records_total",
+        "Journal records the background replayer (--replay auto) went through, by result: applied, check-order (a list write applied, its row's order to check), attention (not applied: an LWT, or a counter or list write that may have applied), failed (refused by the cluster every try, passed), unreadable (damaged, passed)"
+    );
+    describe_gauge!(
+        "cqlmirror_replay_backlog_bytes",
+        Unit::Bytes,
+        "Journal bytes after the background replayer's checkpoint: what is left to replay (0: caught up)"
+    );
+    describe_gauge!(
+        "cqlmirror_replay_state",
+        "1 for what the background replayer is doing: idle (caught up), replaying, waiting (the cluster that missed the writes cannot be reached), stopped"
+    );
+    describe_counter!(
+        "cqlmirror_replay_released_segments_total",
+        "Journal segments the background replayer removed once replayed"
     );
     describe_counter!(
         "cqlmirror_missed_writes_by_table_total",

@@ -150,6 +150,29 @@ pub fn journal_json() -> serde_json::Value {
     })
 }
 
+/// The background replayer's part of `GET /admin/status`: `manual` without `--replay auto`,
+/// `null` without `--journal-dir`.
+pub fn replay_json() -> serde_json::Value {
+    if crate::journal::installed::installed().is_none() {
+        return serde_json::Value::Null;
+    }
+    let Some(replay) = crate::replay::background::status() else {
+        return serde_json::json!({ "mode": "manual" });
+    };
+    let mut records = serde_json::Map::new();
+    for (result, n) in replay.results() {
+        records.insert(result.to_owned(), n.into());
+    }
+    serde_json::json!({
+        "mode": "auto",
+        "state": replay.state.name(),
+        "checkpoint": replay.checkpoint.to_string(),
+        "records": records,
+        "backlog_bytes": replay.backlog_bytes,
+        "released_segments": replay.released,
+    })
+}
+
 /// Seconds since the oldest segment holding records was created (0 when none does).
 pub fn oldest_seconds(stats: &crate::journal::JournalStats) -> f64 {
     stats.oldest_micros.map_or(0.0, |oldest| {

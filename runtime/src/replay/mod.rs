@@ -12,11 +12,16 @@
 //! - Progress: a bar (records, rate, ETA) on a terminal, a line every few seconds otherwise;
 //!   `--rate` bounds records per second; the checkpoint (the position after the last record
 //!   done) is saved every second and at the end, and the next run starts from it.
-//! - A write the cluster refuses stops the run (the checkpoint stays before it, so the next
-//!   run tries it again) unless `--keep-going`, which lists it as failed and goes on.
+//! - A write the cluster refuses (three tries) stops the run (the checkpoint stays before it,
+//!   so the next run tries it again) unless `--keep-going`, which lists it as failed and goes
+//!   on.
+//! - The loop itself ([`pass`]) is shared with the proxy's background replayer
+//!   ([`background`], `--replay auto`).
 
+pub mod background;
 mod checkpoint;
 mod client;
+mod pass;
 
 use std::io::IsTerminal as _;
 use std::net::ToSocketAddrs as _;
@@ -26,11 +31,12 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cqlmirror_core::config::{Credentials, Endpoint, Secret, Upstream};
-use cqlmirror_core::journal::{Record, ReplayAction, Values, Write};
+use cqlmirror_core::journal::{Record, Values, Write};
 
 use crate::cli::reads::Cluster;
 use crate::journal::{DirLock, JournalReader, Position};
 use client::{ApplyError, Client};
+use pass::{Driver, Notice, Pass, PassOptions, Step, Tally};
 
 /// Applies a journal of missed writes to the cluster that missed them.
 #[derive(Debug, Parser)]
@@ -108,7 +114,7 @@ struct ReplayCli {
     request_timeout: Duration,
 }
 
-fn parse_rate(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
     let number = s.trim().trim_end_matches("/s");
     match number.parse::<f64>() {
         Ok(rate) if rate >= 0.0 && rate.is_finite() => Ok(rate),
@@ -147,15 +153,9 @@ pub fn main(bin: &'static str, args: Vec<String>) -> ExitCode {
 /// What a run did.
 #[derive(Debug, Default)]
 struct Summary {
-    read: u64,
-    applied: u64,
-    /// Refused by the cluster (with `--keep-going`), or the one a run stopped at.
-    failed: u64,
-    attention: u64,
-    /// Applied list writes whose row's order is to be checked.
-    check_order: u64,
-    other_cluster: u64,
-    unreadable: u64,
+    /// Refused by the cluster (with `--keep-going`), or the one a run stopped at, in
+    /// `failed`.
+    tally: Tally,
     /// Replay stopped before the end of the journal.
     stopped: Option<String>,
     elapsed: Duration,
@@ -166,7 +166,7 @@ struct Summary {
 
 impl Summary {
     fn complete(&self) -> bool {
-        self.failed == 0 && self.stopped.is_none()
+        self.tally.failed == 0 && self.stopped.is_none()
     }
 }
 
@@ -181,18 +181,18 @@ impl std::fmt::Display for Summary {
             } else {
                 "replay: "
             },
-            self.read,
-            self.applied,
+            self.tally.read,
+            self.tally.applied,
             if self.dry_run {
                 "would be applied"
             } else {
                 "applied"
             },
-            self.failed,
-            self.attention,
-            self.check_order,
-            self.other_cluster,
-            self.unreadable,
+            self.tally.failed,
+            self.tally.attention,
+            self.tally.check_order,
+            self.tally.other_cluster,
+            self.tally.unreadable,
             self.checkpoint,
         )?;
         if self.released > 0 {
@@ -224,7 +224,7 @@ fn run(cli: &ReplayCli) -> Result<Summary, String> {
     let from = checkpoint::load(&checkpoint_path)?;
     let cluster = Upstream::from(cli.cluster);
     let total = count(dir, from);
-    let mut client = if cli.dry_run {
+    let client = if cli.dry_run {
         None
     } else {
         Some(connect(cli)?)
@@ -244,67 +244,39 @@ fn run(cli: &ReplayCli) -> Result<Summary, String> {
         dry_run: cli.dry_run,
         ..Summary::default()
     };
-    let mut reader = JournalReader::open(dir, from);
+    let mut pass = Pass::new(
+        dir,
+        from,
+        PassOptions {
+            cluster: Some(cluster),
+            rate: cli.rate,
+            keep_going: cli.keep_going,
+            dry_run: cli.dry_run,
+        },
+    );
+    let mut driver = Terminal {
+        client,
+        progress: &progress,
+        dry_run: cli.dry_run,
+    };
     let mut saved_at = Instant::now();
-    let interval = (cli.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / cli.rate));
-    let mut next_send = Instant::now();
-    while let Some(entry) = reader.next_entry() {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => {
-                summary.unreadable += 1;
-                progress.println(&format!("unreadable: {e}"));
-                continue;
+    loop {
+        match pass.step(&mut driver) {
+            Step::Done => {}
+            Step::End | Step::Interrupted => break,
+            Step::Stopped(e) => {
+                summary.stopped = Some(e.to_string());
+                break;
             }
-        };
-        summary.read += 1;
-        let record = &entry.record;
-        let action = record.replay_action();
-        if record.cluster != cluster {
-            summary.other_cluster += 1;
-        } else if !action.applies() {
-            summary.attention += 1;
-            progress.println(&format!("attention: {}", describe(record)));
-        } else if let Some(client) = client.as_mut() {
-            if let Some(interval) = interval {
-                let now = Instant::now();
-                if next_send > now {
-                    std::thread::sleep(next_send - now);
-                }
-                next_send = next_send.max(now) + interval;
-            }
-            match apply(client, record) {
-                Ok(()) => {
-                    summary.applied += 1;
-                    if action == ReplayAction::ApplyAndCheckOrder {
-                        summary.check_order += 1;
-                        progress.println(&format!("check order: {}", describe(record)));
-                    }
-                }
-                Err(ApplyError::Refused(e)) if cli.keep_going => {
-                    summary.failed += 1;
-                    progress.println(&format!("failed: {e}: {}", describe(record)));
-                }
-                Err(e) => {
-                    summary.failed += u64::from(matches!(e, ApplyError::Refused(_)));
-                    summary.stopped = Some(format!("{e}: {}", describe(record)));
-                    break;
-                }
-            }
-        } else {
-            summary.applied += 1;
-            let check = action == ReplayAction::ApplyAndCheckOrder;
-            summary.check_order += u64::from(check);
-            let verb = if check { "apply, check order" } else { "apply" };
-            progress.println(&format!("{verb}: {}", describe(record)));
         }
-        summary.checkpoint = entry.next;
         progress.inc();
         if !cli.dry_run && saved_at.elapsed() >= Duration::from_secs(1) {
-            checkpoint::save(&checkpoint_path, summary.checkpoint)?;
+            checkpoint::save(&checkpoint_path, pass.checkpoint())?;
             saved_at = Instant::now();
         }
     }
+    summary.tally = pass.tally();
+    summary.checkpoint = pass.checkpoint();
     progress.finish();
     if !cli.dry_run {
         checkpoint::save(&checkpoint_path, summary.checkpoint)?;
@@ -316,22 +288,50 @@ fn run(cli: &ReplayCli) -> Result<Summary, String> {
     Ok(summary)
 }
 
-/// Applies a record, trying a refused one twice more (a node restarting, an overloaded
-/// coordinator); a connection failure is final.
-fn apply(client: &mut Client, record: &Record) -> Result<(), ApplyError> {
-    let mut attempt = 0;
-    loop {
-        match client.apply(record) {
-            Err(ApplyError::Refused(_)) if attempt < 2 => {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(200 << attempt));
-            }
-            other => return other,
+/// `replay`'s driver: one connection, lines on the terminal.
+struct Terminal<'a> {
+    /// `None` in a dry run.
+    client: Option<Client>,
+    progress: &'a Progress,
+    dry_run: bool,
+}
+
+impl Driver for Terminal<'_> {
+    fn apply(&mut self, record: &Record) -> Result<(), ApplyError> {
+        match self.client.as_mut() {
+            Some(client) => client.apply(record),
+            None => Ok(()),
         }
+    }
+
+    fn pause(&mut self, duration: Duration) -> bool {
+        std::thread::sleep(duration);
+        true
+    }
+
+    fn notice(&mut self, notice: Notice<'_>) {
+        let line = match notice {
+            Notice::Applied {
+                record,
+                check_order: true,
+            } if self.dry_run => format!("apply, check order: {}", describe(record)),
+            Notice::Applied { record, .. } if self.dry_run => {
+                format!("apply: {}", describe(record))
+            }
+            Notice::Applied {
+                record,
+                check_order: true,
+            } => format!("check order: {}", describe(record)),
+            Notice::Applied { .. } => return,
+            Notice::Attention(record) => format!("attention: {}", describe(record)),
+            Notice::Failed { record, error } => format!("failed: {error}: {}", describe(record)),
+            Notice::Unreadable(e) => format!("unreadable: {e}"),
+        };
+        self.progress.println(&line);
     }
 }
 
-/// The first contact point that accepts a connection.
+/// `replay`'s connection, as its options say.
 fn connect(cli: &ReplayCli) -> Result<Client, String> {
     let endpoints =
         Endpoint::parse_list(&cli.target, cli.target_port).map_err(|e| format!("TARGET: {e}"))?;
@@ -352,8 +352,18 @@ fn connect(cli: &ReplayCli) -> Result<Client, String> {
         }
         _ => None,
     };
+    connect_to(&endpoints, credentials.as_ref(), cli.request_timeout)
+        .map_err(|e| format!("TARGET: {e}"))
+}
+
+/// The first contact point that accepts a connection; the error lists why each did not.
+fn connect_to(
+    endpoints: &[Endpoint],
+    credentials: Option<&Credentials>,
+    timeout: Duration,
+) -> Result<Client, String> {
     let mut errors = Vec::new();
-    for endpoint in &endpoints {
+    for endpoint in endpoints {
         let addresses = match (endpoint.host.as_str(), endpoint.port).to_socket_addrs() {
             Ok(a) => a,
             Err(e) => {
@@ -362,13 +372,13 @@ fn connect(cli: &ReplayCli) -> Result<Client, String> {
             }
         };
         for address in addresses {
-            match Client::connect(address, credentials.as_ref(), cli.request_timeout) {
+            match Client::connect(address, credentials, timeout) {
                 Ok(client) => return Ok(client),
                 Err(e) => errors.push(e),
             }
         }
     }
-    Err(format!("TARGET: {}", errors.join("; ")))
+    Err(errors.join("; "))
 }
 
 /// Records from `from` to the end, for the progress bar.
@@ -604,11 +614,11 @@ mod tests {
         let summary = run(&cli(&dir, &["--dry-run"])).unwrap();
         assert_eq!(
             (
-                summary.read,
-                summary.applied,
-                summary.attention,
-                summary.check_order,
-                summary.other_cluster
+                summary.tally.read,
+                summary.tally.applied,
+                summary.tally.attention,
+                summary.tally.check_order,
+                summary.tally.other_cluster
             ),
             (7, 3, 3, 1, 1)
         );
@@ -619,7 +629,7 @@ mod tests {
         );
         // Replaying the source's missed writes instead.
         let summary = run(&cli(&dir, &["--dry-run", "--cluster", "source"])).unwrap();
-        assert_eq!((summary.applied, summary.other_cluster), (1, 6));
+        assert_eq!((summary.tally.applied, summary.tally.other_cluster), (1, 6));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
