@@ -22,6 +22,8 @@ pub mod ops;
 mod parse;
 pub mod reads;
 pub mod replay;
+#[cfg(test)]
+mod testing;
 mod tls;
 pub mod writes;
 

@@ -79,6 +79,7 @@ impl ReplayArgs {
 #[cfg(test)]
 mod tests {
     use crate::cli::Cli;
+    use crate::cli::testing::{effective, from_config_file};
     use clap::Parser;
 
     #[test]
@@ -177,26 +178,11 @@ mod tests {
 
     #[test]
     fn from_the_config_file_and_in_the_effective_options() {
-        let path =
-            std::env::temp_dir().join(format!("cqlmirror-{}-replay.toml", std::process::id()));
-        std::fs::write(
-            &path,
+        let cli = from_config_file(
+            "replay",
             "journal-dir = \"/var/lib/j\"\nreplay = \"auto\"\nreplay-rate = \"100\"\n",
-        )
-        .unwrap();
-        let args: Vec<std::ffi::OsString> = ["proxy", "--config", path.to_str().unwrap(), "a", "b"]
-            .into_iter()
-            .map(Into::into)
-            .collect();
-        let cli = Cli::parse_with_file("proxy", &args).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        let effective = |name: &str| {
-            cli.effective
-                .0
-                .iter()
-                .find(|o| o.name == name)
-                .map(|o| (o.values.join(","), o.source))
-        };
+        );
+        let effective = |name: &str| effective(&cli, name);
         assert_eq!(
             effective("replay"),
             Some(("auto".to_owned(), "config file"))

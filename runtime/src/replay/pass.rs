@@ -263,6 +263,18 @@ mod tests {
     };
     use cqlmirror_core::wire::Consistency;
 
+    /// A journal in `dir` holding plain writes of keys 1 to `n`, flushed.
+    fn plain_writes(dir: &std::path::Path, n: i32) -> Journal {
+        let journal = Journal::open(JournalSettings::new(dir)).unwrap();
+        for key in 1..=n {
+            journal
+                .append(record(WriteKind::Plain, Outcome::NotApplied, key))
+                .unwrap();
+        }
+        journal.flush().unwrap();
+        journal
+    }
+
     pub(crate) fn record(kind: WriteKind, outcome: Outcome, key: i32) -> Record {
         Record {
             wall_micros: 1_700_000_000_000_000,
@@ -416,11 +428,7 @@ mod tests {
     #[test]
     fn follows_records_appended_while_it_reads() {
         let dir = temp_dir("follow");
-        let journal = Journal::open(JournalSettings::new(&dir)).unwrap();
-        journal
-            .append(record(WriteKind::Plain, Outcome::NotApplied, 1))
-            .unwrap();
-        journal.flush().unwrap();
+        let journal = plain_writes(&dir, 1);
         let mut pass = Pass::new(&dir, Position::START, options(true));
         let mut cluster = FakeCluster::default();
         run_to_end(&mut pass, &mut cluster).unwrap();
@@ -482,13 +490,7 @@ mod tests {
     #[test]
     fn a_refused_record_is_tried_again_then_counted_and_passed() {
         let dir = temp_dir("refused");
-        let journal = Journal::open(JournalSettings::new(&dir)).unwrap();
-        for key in 1..=3 {
-            journal
-                .append(record(WriteKind::Plain, Outcome::NotApplied, key))
-                .unwrap();
-        }
-        journal.flush().unwrap();
+        let journal = plain_writes(&dir, 3);
         let mut pass = Pass::new(&dir, Position::START, options(true));
         let mut cluster = FakeCluster {
             refuse: vec![2],
@@ -526,13 +528,7 @@ mod tests {
     #[test]
     fn a_connection_failure_keeps_the_record_for_the_next_step() {
         let dir = temp_dir("down");
-        let journal = Journal::open(JournalSettings::new(&dir)).unwrap();
-        for key in 1..=2 {
-            journal
-                .append(record(WriteKind::Plain, Outcome::NotApplied, key))
-                .unwrap();
-        }
-        journal.flush().unwrap();
+        let journal = plain_writes(&dir, 2);
         let mut pass = Pass::new(&dir, Position::START, options(true));
         let mut cluster = FakeCluster {
             down: true,
@@ -563,13 +559,7 @@ mod tests {
     #[test]
     fn the_rate_limit_paces_records_and_a_stop_keeps_the_checkpoint() {
         let dir = temp_dir("rate");
-        let journal = Journal::open(JournalSettings::new(&dir)).unwrap();
-        for key in 1..=3 {
-            journal
-                .append(record(WriteKind::Plain, Outcome::NotApplied, key))
-                .unwrap();
-        }
-        journal.flush().unwrap();
+        let journal = plain_writes(&dir, 3);
         let mut pass = Pass::new(
             &dir,
             Position::START,
