@@ -524,6 +524,10 @@ impl<S: Fn() -> bool> Driver for Background<'_, S> {
             } => log::warn!("replay: check order: {}", describe(record)),
             Notice::Applied { .. } => {}
             Notice::Attention(record) => log::warn!("replay: attention: {}", describe(record)),
+            Notice::Uncertain { record, error } => log::warn!(
+                "replay: attention: replay's write may have applied ({error}), not tried again: {}",
+                describe(record)
+            ),
             Notice::Failed { record, error } => log::error!(
                 "replay: failed (refused every try, passed): {error}: {}",
                 describe(record)

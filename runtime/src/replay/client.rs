@@ -16,9 +16,9 @@ use cqlmirror_core::frame::{
     Direction, Envelope, EnvelopeDecoder, Flags, Header, Opcode, ProtocolVersion, SegmentFormat,
     SegmentReader, SegmentWriter, StreamId,
 };
-use cqlmirror_core::journal::Record;
+use cqlmirror_core::journal::{Cause, Outcome, Record};
 use cqlmirror_core::message::{
-    AuthResponse, Body, ErrorMessage, Query, QueryParams, Startup, sasl_plain_token,
+    AuthResponse, Body, ErrorCode, ErrorMessage, Query, QueryParams, Startup, sasl_plain_token,
 };
 use cqlmirror_core::statement::identifier;
 use cqlmirror_core::wire::Consistency;
@@ -31,16 +31,43 @@ const MAX_FRAME: usize = 16 << 20;
 /// Why a request did not apply.
 #[derive(Debug)]
 pub enum ApplyError {
-    /// The cluster answered with an ERROR: this record failed, the connection is fine.
+    /// The cluster answered with an ERROR about the write itself (Invalid, a missing table,
+    /// ...): this record failed, the connection is fine.
     Refused(String),
+    /// The cluster cannot take writes for now (Unavailable, Overloaded, bootstrapping): the
+    /// record is fine and must be applied later, never passed.
+    Busy(String),
+    /// The cluster answered that the write may or may not have applied (a write timeout or
+    /// failure, a server error): applying it again is safe only for a plain write.
+    MayHaveApplied(String),
     /// The connection failed or timed out: replay cannot go on on it.
     Connection(String),
+}
+
+impl ApplyError {
+    /// The error for an ERROR answer of `code`, described as `text`.
+    fn of_answer(code: ErrorCode, text: String) -> Self {
+        match code {
+            ErrorCode::UNAVAILABLE | ErrorCode::OVERLOADED | ErrorCode::IS_BOOTSTRAPPING => {
+                Self::Busy(text)
+            }
+            code => match Outcome::of(&Cause::Error {
+                code,
+                message: String::new(),
+            }) {
+                Outcome::Unknown => Self::MayHaveApplied(text),
+                Outcome::NotApplied => Self::Refused(text),
+            },
+        }
+    }
 }
 
 impl std::fmt::Display for ApplyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Refused(e) | Self::Connection(e) => f.write_str(e),
+            Self::Refused(e) | Self::Busy(e) | Self::MayHaveApplied(e) | Self::Connection(e) => {
+                f.write_str(e)
+            }
         }
     }
 }
@@ -182,6 +209,11 @@ impl Client {
             _ => record.request(self.version),
         };
         let answer = self.call(opcode, &body)?;
+        if answer.opcode() == Opcode::ERROR {
+            if let Ok(error) = ErrorMessage::decode(answer.body(), self.version) {
+                return Err(ApplyError::of_answer(error.code, self.describe(&answer)));
+            }
+        }
         self.expect(&answer, Opcode::RESULT)
             .map_err(ApplyError::Refused)
     }
@@ -298,6 +330,35 @@ mod tests {
             outcome: Outcome::NotApplied,
             cause: Cause::NotConnected,
             tables: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn error_answers_are_sorted_by_what_replay_may_do_next() {
+        let of = |code| ApplyError::of_answer(code, String::new());
+        for code in [
+            ErrorCode::UNAVAILABLE,
+            ErrorCode::OVERLOADED,
+            ErrorCode::IS_BOOTSTRAPPING,
+        ] {
+            assert!(matches!(of(code), ApplyError::Busy(_)), "{code:?}");
+        }
+        for code in [
+            ErrorCode::WRITE_TIMEOUT,
+            ErrorCode::WRITE_FAILURE,
+            ErrorCode::SERVER_ERROR,
+        ] {
+            assert!(
+                matches!(of(code), ApplyError::MayHaveApplied(_)),
+                "{code:?}"
+            );
+        }
+        for code in [
+            ErrorCode::INVALID,
+            ErrorCode::SYNTAX_ERROR,
+            ErrorCode::UNAUTHORIZED,
+        ] {
+            assert!(matches!(of(code), ApplyError::Refused(_)), "{code:?}");
         }
     }
 

@@ -324,6 +324,10 @@ impl Driver for Terminal<'_> {
             } => format!("check order: {}", describe(record)),
             Notice::Applied { .. } => return,
             Notice::Attention(record) => format!("attention: {}", describe(record)),
+            Notice::Uncertain { record, error } => format!(
+                "attention: replay's write may have applied ({error}), not tried again: {}",
+                describe(record)
+            ),
             Notice::Failed { record, error } => format!("failed: {error}: {}", describe(record)),
             Notice::Unreadable(e) => format!("unreadable: {e}"),
         };

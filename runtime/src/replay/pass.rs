@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cqlmirror_core::config::Upstream;
-use cqlmirror_core::journal::{Record, ReplayAction};
+use cqlmirror_core::journal::{Record, ReplayAction, WriteKind};
 
 use super::client::ApplyError;
 use crate::journal::{JournalReader, Position, ReadError};
@@ -47,6 +47,9 @@ pub enum Notice<'a> {
     /// Not applied: an operator decides (an LWT; a counter or list write that may have
     /// applied).
     Attention(&'a Record),
+    /// A counter or list write whose replay itself may or may not have applied (the cluster
+    /// answered a write timeout or failure): not tried again, an operator decides.
+    Uncertain { record: &'a Record, error: &'a str },
     /// Refused by the cluster every try; replay went on after it.
     Failed { record: &'a Record, error: &'a str },
     /// A part of the journal that cannot be read (skipped).
@@ -79,7 +82,7 @@ pub struct Tally {
     pub check_order: u64,
     /// Refused by the cluster.
     pub failed: u64,
-    /// Listed for an operator, not applied.
+    /// Listed for an operator: not applied, or (replay's own write timed out) perhaps applied.
     pub attention: u64,
     /// Skipped: another cluster's (with [`PassOptions::cluster`]).
     pub other_cluster: u64,
@@ -94,8 +97,9 @@ pub enum Step {
     Done,
     /// No more records for now: the journal's end, or an append still in progress.
     End,
-    /// The record at the checkpoint could not be applied: the connection failed, or the
-    /// cluster refused it and the pass does not keep going. The next step tries it again.
+    /// The record at the checkpoint could not be applied: the connection failed, the
+    /// cluster was busy (or timed out on a plain write) every try, or it refused the record
+    /// and the pass does not keep going. The next step tries it again.
     Stopped(ApplyError),
     /// The driver asked to stop while waiting.
     Interrupted,
@@ -190,6 +194,15 @@ impl Pass {
                         check_order,
                     });
                 }
+                Err(Applied::Error(ApplyError::MayHaveApplied(error)))
+                    if !is_idempotent(record) =>
+                {
+                    self.tally.attention += 1;
+                    driver.notice(Notice::Uncertain {
+                        record,
+                        error: &error,
+                    });
+                }
                 Err(Applied::Error(ApplyError::Refused(error))) if self.options.keep_going => {
                     self.tally.failed += 1;
                     driver.notice(Notice::Failed {
@@ -230,22 +243,29 @@ impl Pass {
         true
     }
 
-    /// Applies a record, trying a refused one again after a pause.
+    /// Applies a record, trying it again after a pause when the cluster refused it, was busy,
+    /// or timed out on a write that is safe to apply twice.
     fn apply(&mut self, driver: &mut impl Driver, record: &Record) -> Result<(), Applied> {
         let mut wait = RETRY_AFTER;
         for _ in 1..TRIES {
             match driver.apply(record) {
-                Err(ApplyError::Refused(_)) => {
-                    if !driver.pause(wait) {
-                        return Err(Applied::Interrupted);
-                    }
-                    wait *= 2;
-                }
+                Err(ApplyError::Refused(_) | ApplyError::Busy(_)) => {}
+                Err(ApplyError::MayHaveApplied(_)) if is_idempotent(record) => {}
                 other => return other.map_err(Applied::Error),
             }
+            if !driver.pause(wait) {
+                return Err(Applied::Interrupted);
+            }
+            wait *= 2;
         }
         driver.apply(record).map_err(Applied::Error)
     }
+}
+
+/// Whether applying the record twice leaves what applying it once does: a plain write, with
+/// its own timestamp. A counter update would count twice, a list append land twice.
+fn is_idempotent(record: &Record) -> bool {
+    record.kind == WriteKind::Plain
 }
 
 enum Applied {
@@ -310,12 +330,14 @@ mod tests {
         }
     }
 
-    /// A cluster that takes what it is given, except the keys it refuses and, while
-    /// `down`, everything.
+    /// A cluster that takes what it is given, except the keys it refuses, is too busy for,
+    /// or applies and then answers a write timeout for, and, while `down`, everything.
     #[derive(Default)]
     struct FakeCluster {
         applied: Vec<i32>,
         refuse: Vec<i32>,
+        busy: Vec<i32>,
+        time_out: Vec<i32>,
         down: bool,
         tries: u32,
         pauses: Vec<Duration>,
@@ -333,7 +355,15 @@ mod tests {
             if self.refuse.contains(&key) {
                 return Err(ApplyError::Refused(format!("Invalid: key {key}")));
             }
+            if self.busy.contains(&key) {
+                return Err(ApplyError::Busy(format!("Overloaded: key {key}")));
+            }
             self.applied.push(key);
+            if self.time_out.contains(&key) {
+                return Err(ApplyError::MayHaveApplied(format!(
+                    "Write_timeout: key {key}"
+                )));
+            }
             Ok(())
         }
 
@@ -350,6 +380,9 @@ mod tests {
                     check_order,
                 } => format!("applied {} {check_order}", key(record)),
                 Notice::Attention(record) => format!("attention {}", key(record)),
+                Notice::Uncertain { record, error } => {
+                    format!("uncertain {} {error}", key(record))
+                }
                 Notice::Failed { record, error } => format!("failed {} {error}", key(record)),
                 Notice::Unreadable(e) => format!("unreadable {e}"),
             });
@@ -521,6 +554,70 @@ mod tests {
         run_to_end(&mut pass, &mut cluster).unwrap();
         assert_eq!(cluster.applied, [1, 2, 3]);
         assert!(pass.checkpoint() > stopped_at);
+        journal.close().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_busy_cluster_stops_the_pass_even_when_keeping_going() {
+        let dir = temp_dir("busy");
+        let journal = plain_writes(&dir, 3);
+        let mut pass = Pass::new(&dir, Position::START, options(true));
+        let mut cluster = FakeCluster {
+            busy: vec![2],
+            ..FakeCluster::default()
+        };
+        // Tried every time, never passed nor counted as failed: it waits for the cluster.
+        assert!(matches!(
+            run_to_end(&mut pass, &mut cluster),
+            Err(ApplyError::Busy(_))
+        ));
+        assert_eq!(cluster.tries, 1 + TRIES);
+        assert_eq!((pass.tally().failed, pass.tally().read), (0, 1));
+        cluster.busy.clear();
+        run_to_end(&mut pass, &mut cluster).unwrap();
+        assert_eq!(cluster.applied, [1, 2, 3]);
+        journal.close().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_write_timeout_retries_a_plain_write_and_lists_a_counter_update() {
+        let dir = temp_dir("timeout");
+        let journal = Journal::open(JournalSettings::new(&dir)).unwrap();
+        journal
+            .append(record(WriteKind::Counter, Outcome::NotApplied, 1))
+            .unwrap();
+        journal
+            .append(record(WriteKind::Plain, Outcome::NotApplied, 2))
+            .unwrap();
+        journal.flush().unwrap();
+        let mut pass = Pass::new(&dir, Position::START, options(false));
+        let mut cluster = FakeCluster {
+            time_out: vec![1],
+            ..FakeCluster::default()
+        };
+        run_to_end(&mut pass, &mut cluster).unwrap();
+        // The counter update went out once (the cluster applied it, then timed out): it is
+        // not sent again but listed; the pass goes on.
+        assert_eq!(cluster.applied, [1, 2]);
+        assert_eq!(cluster.lines[0], "uncertain 1 Write_timeout: key 1");
+        assert_eq!(pass.tally().attention, 1);
+        assert_eq!(pass.tally().applied, 1);
+
+        // A plain write that times out is tried again (applying it twice changes nothing),
+        // and stops the pass when it never succeeds.
+        let mut pass = Pass::new(&dir, Position::START, options(true));
+        let mut cluster = FakeCluster {
+            time_out: vec![2],
+            ..FakeCluster::default()
+        };
+        assert!(matches!(
+            run_to_end(&mut pass, &mut cluster),
+            Err(ApplyError::MayHaveApplied(_))
+        ));
+        assert_eq!(cluster.applied, [1, 2, 2, 2]);
+        assert_eq!(pass.tally().failed, 0);
         journal.close().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
