@@ -354,6 +354,12 @@ impl RequestTable {
                 RequestId(i)
             }
             None => {
+                // Slots are a few hundred bytes and most connections have one request in
+                // flight at a time: the first few grow one by one (a Vec would jump to four),
+                // so an idle connection keeps one slot, not four.
+                if self.slots.len() < 4 {
+                    self.slots.reserve_exact(1);
+                }
                 self.slots.push(Some(request));
                 RequestId((self.slots.len() - 1) as u32)
             }
