@@ -99,8 +99,9 @@ struct ReplayCli {
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
 
-    /// A write the cluster refuses is listed as failed and replay goes on (without it, replay
-    /// stops there and the next run tries it again).
+    /// A write the cluster refuses (Invalid, a missing table, ...) is listed as failed and
+    /// replay goes on (without it, replay stops there and the next run tries it again). A busy
+    /// cluster (Unavailable, Overloaded) stops replay either way: its writes are never passed.
     #[arg(long)]
     keep_going: bool,
 
