@@ -1,37 +1,46 @@
 //! `proxy-smol`: cqlmirror on the smol runtime, the default build.
 //!
-//! This file is an adapter: it implements the shared [`Runtime`] trait over smol's executor
-//! and async-io's reactor. The program itself (command line, connection loop, shutdown) is
+//! This file is an adapter: it implements the shared [`Runtime`] trait with smol's pieces.
+//! Each worker thread runs its own queue of `async-task` tasks and its own edge-triggered
+//! reactor ([`worker`], [`reactor`]); listening sockets, timers and name resolution are
+//! async-io's and smol's. The program itself (command line, connection loop, shutdown) is
 //! `cqlmirror-runtime`'s, the protocol is `cqlmirror-core`'s.
+
+mod reactor;
+mod worker;
 
 use std::future::Future;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::thread;
 use std::time::Instant;
 
 use async_io::{Async, Timer};
 use cqlmirror_runtime::{Listener, Runtime, Stream};
-use smol::Executor;
+
+use crate::reactor::{Direction, Source};
+use crate::worker::Worker;
 
 fn main() -> ExitCode {
     cqlmirror_runtime::main::<Smol>("proxy-smol")
 }
 
-/// A handle to the worker threads' executors: one per thread, each run by its thread only.
+/// A handle to the worker threads: each runs its own tasks and reactor.
 ///
 /// A task stays on the thread it was given to, with its sockets: a wake-up of a connection
-/// runs it where its state is warm, and a worker never steals another's tasks (a shared
-/// executor moved connections between threads and woke a second thread for nearly every
-/// request). Tasks are dealt to the threads in turn.
+/// runs it where its state is warm, its sockets' events are harvested by that same thread,
+/// and a worker never steals another's tasks (a shared executor over one process-wide reactor
+/// moved connections between threads and woke a second thread for nearly every request).
+/// Tasks are dealt to the threads in turn.
 #[derive(Debug, Clone)]
 struct Smol {
-    executors: Arc<[Arc<Executor<'static>>]>,
+    workers: Arc<[Arc<Worker>]>,
     next: Arc<AtomicUsize>,
 }
 
@@ -41,39 +50,40 @@ impl Runtime for Smol {
     type Timer = SmolTimer;
 
     fn run<F: Future>(threads: usize, main: impl FnOnce(Self) -> F) -> io::Result<F::Output> {
-        let executors: Arc<[Arc<Executor<'static>>]> = (0..threads.max(1))
-            .map(|_| Arc::new(Executor::new()))
-            .collect();
-        let (stop, stopped) = smol::channel::unbounded::<()>();
-        let workers = executors
-            .iter()
-            .enumerate()
-            .map(|(n, executor)| {
-                let (executor, stopped) = (Arc::clone(executor), stopped.clone());
-                thread::Builder::new()
-                    .name(format!("worker-{n}"))
-                    .spawn(move || smol::block_on(executor.run(stopped.recv())))
-            })
-            .collect::<io::Result<Vec<_>>>()?;
+        let mut workers = Vec::new();
+        let mut threads_running = Vec::new();
+        for n in 0..threads.max(1) {
+            let (worker, poll) = Worker::new()?;
+            let running = Arc::clone(&worker);
+            threads_running.push(thread::Builder::new().name(format!("worker-{n}")).spawn(
+                move || {
+                    if let Err(e) = running.run(poll) {
+                        log::error!("worker thread {n} stopped: waiting for I/O failed: {e}");
+                    }
+                },
+            )?);
+            workers.push(worker);
+        }
         let runtime = Self {
-            executors,
+            workers: workers.into(),
             next: Arc::new(AtomicUsize::new(0)),
         };
-        // The calling thread runs only `main` (the accept loop): were it an executor's thread
-        // too, every task it ran would poll the listeners again, for nothing. It parks without
-        // driving the reactor, so that the reactor runs on a worker thread, where most events
-        // wake a task of that same thread instead of a thread asleep.
+        let handle = runtime.clone();
+        // The calling thread runs only `main` (the accept loop), on async-io's reactor: a
+        // connection's sockets belong to the worker it is given to.
         let output = smol::future::block_on(main(runtime));
-        drop(stop);
-        for worker in workers {
-            let _ = worker.join();
+        for worker in handle.workers.iter() {
+            worker.stop();
+        }
+        for thread in threads_running {
+            let _ = thread.join();
         }
         Ok(output)
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.executors.len();
-        self.executors[turn].spawn(task).detach();
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        self.workers[turn].spawn(task);
     }
 
     fn bind(&self, address: SocketAddr) -> io::Result<Self::Listener> {
@@ -81,9 +91,10 @@ impl Runtime for Smol {
     }
 
     async fn connect(address: SocketAddr) -> io::Result<Self::Stream> {
-        Async::<TcpStream>::connect(address)
-            .await
-            .map(SmolStream::new)
+        // Connecting is rare: async-io's reactor waits for it, then the socket moves to the
+        // reactor of the worker thread that runs its connection.
+        let socket = Async::<TcpStream>::connect(address).await?.into_inner()?;
+        SmolStream::new(socket)
     }
 
     async fn resolve(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
@@ -95,60 +106,76 @@ impl Runtime for Smol {
     }
 }
 
-/// A TCP socket registered with async-io's reactor.
+/// A non-blocking TCP socket, registered with its worker thread's reactor at its first wait.
 #[derive(Debug)]
 struct SmolStream {
-    socket: Async<TcpStream>,
-    /// The last read returned less than it was offered: the socket had no more then, and a
-    /// read before the next wait would only say `WouldBlock`. async-io's registrations are
-    /// level-triggered, so the wait that follows still reports bytes that came in since.
-    drained: AtomicBool,
+    socket: TcpStream,
+    source: Source,
 }
 
 impl SmolStream {
-    fn new(socket: Async<TcpStream>) -> Self {
-        Self {
+    fn new(socket: TcpStream) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        Ok(Self {
             socket,
-            drained: AtomicBool::new(false),
-        }
+            source: Source::default(),
+        })
+    }
+}
+
+impl Drop for SmolStream {
+    fn drop(&mut self) {
+        self.source.deregister(self.socket.as_raw_fd());
     }
 }
 
 impl Stream for SmolStream {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.drained.store(false, Ordering::Relaxed);
-        self.socket.poll_readable(cx)
+        self.source
+            .poll_ready(self.socket.as_raw_fd(), Direction::Read, cx)
     }
 
     fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.socket.poll_writable(cx)
+        self.source
+            .poll_ready(self.socket.as_raw_fd(), Direction::Write, cx)
     }
 
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.drained.load(Ordering::Relaxed) {
+        // Drained since the last event: a read would only say so again.
+        if !self.source.may_be_ready(Direction::Read) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let read = (&mut self.socket.get_ref()).read(buf);
-        if matches!(read, Ok(n) if n > 0 && n < buf.len()) {
-            self.drained.store(true, Ordering::Relaxed);
+        let read = (&self.socket).read(buf);
+        match &read {
+            // Less than was offered: the socket had no more (bytes that came since bring an
+            // event of their own).
+            Ok(n) if *n > 0 && *n < buf.len() => self.source.drained(Direction::Read),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.source.drained(Direction::Read);
+            }
+            _ => {}
         }
         read
     }
 
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&mut self.socket.get_ref()).write_vectored(bufs)
+        let written = (&self.socket).write_vectored(bufs);
+        if matches!(&written, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.source.drained(Direction::Write);
+        }
+        written
     }
 
     fn set_nodelay(&self) -> io::Result<()> {
-        self.socket.get_ref().set_nodelay(true)
+        self.socket.set_nodelay(true)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.get_ref().local_addr()
+        self.socket.local_addr()
     }
 
     fn close(self) {
-        let _ = self.socket.get_ref().shutdown(Shutdown::Both);
+        let _ = self.socket.shutdown(Shutdown::Both);
     }
 }
 
@@ -163,7 +190,7 @@ impl Listener for SmolListener {
         loop {
             match self.0.get_ref().accept() {
                 Ok((stream, address)) => {
-                    return Poll::Ready(Async::new(stream).map(|s| (SmolStream::new(s), address)));
+                    return Poll::Ready(SmolStream::new(stream).map(|s| (s, address)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if let Err(e) = std::task::ready!(self.0.poll_readable(cx)) {
