@@ -102,3 +102,167 @@ impl Worker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Duration;
+
+    use cqlmirror_runtime::Stream;
+
+    use super::Worker;
+    use crate::SmolStream;
+
+    /// A worker on a thread of its own, stopped when the test is done with it.
+    struct Running {
+        worker: std::sync::Arc<Worker>,
+        thread: Option<thread::JoinHandle<std::io::Result<()>>>,
+    }
+
+    impl Running {
+        fn start() -> Self {
+            let (worker, poll) = Worker::new().expect("a poll");
+            let running = std::sync::Arc::clone(&worker);
+            let thread = thread::spawn(move || running.run(poll));
+            Self {
+                worker,
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.worker.stop();
+            if let Some(thread) = self.thread.take() {
+                thread.join().expect("the worker thread").expect("its loop");
+            }
+        }
+    }
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let near =
+            TcpStream::connect(listener.local_addr().expect("its address")).expect("connect");
+        let (far, _) = listener.accept().expect("accept");
+        (near, far)
+    }
+
+    /// Reads from `stream` on the worker until `want` bytes came, the way the connection loop
+    /// does: wait for readiness, read until the socket says it is drained.
+    async fn read_exactly(stream: &SmolStream, want: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4];
+        while got.len() < want {
+            std::future::poll_fn(|cx| stream.poll_readable(cx))
+                .await
+                .expect("readable");
+            loop {
+                match stream.try_read(&mut buf) {
+                    Ok(0) => return got,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("read failed: {e}"),
+                }
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn a_task_sleeping_on_a_drained_socket_wakes_for_bytes_that_come_later() {
+        let running = Running::start();
+        let (near, mut far) = pair();
+        let (done, result) = mpsc::channel();
+        running.worker.spawn(async move {
+            let stream = SmolStream::new(near).expect("non-blocking");
+            // Two bytes, a short read (drained), then the rest arrives while the task waits.
+            let first = read_exactly(&stream, 2).await;
+            let rest = read_exactly(&stream, 7).await;
+            let _ = done.send((first, rest));
+        });
+        far.write_all(b"ab").expect("write");
+        thread::sleep(Duration::from_millis(50));
+        far.write_all(b"cdefghi").expect("write");
+        let (first, rest) = result
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the task saw every byte");
+        assert_eq!(first, b"ab");
+        assert_eq!(rest, b"cdefghi");
+    }
+
+    #[test]
+    fn a_task_waiting_for_room_to_write_wakes_when_the_peer_reads() {
+        let running = Running::start();
+        let (near, mut far) = pair();
+        let (done, result) = mpsc::channel();
+        // More than the socket buffers of both ends hold, so that the writer has to wait.
+        const TOTAL: usize = 64 << 20;
+        running.worker.spawn(async move {
+            let stream = SmolStream::new(near).expect("non-blocking");
+            let chunk = vec![7u8; 64 << 10];
+            let mut sent = 0;
+            let mut full = 0;
+            while sent < TOTAL {
+                match stream.try_write_vectored(&[std::io::IoSlice::new(&chunk)]) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        full += 1;
+                        std::future::poll_fn(|cx| stream.poll_writable(cx))
+                            .await
+                            .expect("writable");
+                    }
+                    Err(e) => panic!("write failed: {e}"),
+                }
+            }
+            let _ = done.send(full);
+        });
+        // The reader starts late: the buffers fill and the writer waits for room.
+        thread::sleep(Duration::from_millis(200));
+        let mut received = 0;
+        let mut buf = vec![0u8; 64 << 10];
+        while received < TOTAL {
+            received += far.read(&mut buf).expect("read");
+        }
+        let full = result
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the writer finished");
+        assert!(
+            full > 0,
+            "64 MiB should fill the socket's buffers at least once"
+        );
+    }
+
+    #[test]
+    fn work_spawned_from_another_thread_wakes_a_worker_waiting_for_io() {
+        let running = Running::start();
+        // Let the worker fall asleep in its wait first.
+        thread::sleep(Duration::from_millis(50));
+        for round in 0..100 {
+            let (done, result) = mpsc::channel();
+            running.worker.spawn(async move {
+                let _ = done.send(round);
+            });
+            assert_eq!(
+                result.recv_timeout(Duration::from_secs(10)),
+                Ok(round),
+                "spawned task {round} ran"
+            );
+        }
+    }
+
+    #[test]
+    fn a_socket_polled_outside_the_workers_is_an_error_not_a_hang() {
+        let (near, _far) = pair();
+        let stream = SmolStream::new(near).expect("non-blocking");
+        let waker = std::task::Waker::noop();
+        let polled = stream.poll_readable(&mut std::task::Context::from_waker(waker));
+        assert!(
+            matches!(&polled, std::task::Poll::Ready(Err(e)) if e.to_string().contains("outside the worker threads")),
+            "{polled:?}"
+        );
+    }
+}
