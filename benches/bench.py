@@ -26,9 +26,11 @@ processes with 1, 100 and 1000 idle client connections (each past its handshake,
 has its two backend connections) against null backends.
 
 First, in rounds (--rounds, default 5), the rows that the CPU-per-request goals compare: direct,
-relay, proxy-smol and proxy-tokio against null backends (and, with --baseline DIR, the proxies of
-an earlier build), each at saturation, at half the slower proxy's saturation and at 2,000 req/s in
-open loop; the rows are interleaved (each round starts one row later), so a neighbour's burst
+relay, proxy-smol and proxy-tokio against null backends, the two proxies again in the shadow read
+mode (and, with --baseline DIR, the proxies of an earlier build), each at saturation (with
+--reads, then with reads only: in the primary read mode the proxy then talks to one cluster, as
+the relay does), at half the slower primary-mode proxy's saturation and at 2,000 req/s in open
+loop; the rows are interleaved (each round starts one row later), so a neighbour's burst
 falls on all of them alike. CPU per request is user + system time of the process in the middle
 (for direct: the null backend) from /proc/PID/stat before and after the run, divided by the
 answered requests. The ratios of the goals are computed within each round, then their median and
@@ -143,14 +145,14 @@ def memory(pid):
 
 # ---- load runs ---------------------------------------------------------------------------
 
-def load(args, address, label, rate=None, middle=None, extra=()):
+def load(args, address, label, rate=None, middle=None, extra=(), reads=None):
     """One cqlmirror-load run; returns its JSON result with the CPU time that `middle` (a
     process, a list of processes, or None) used during the run, per answered request. The
     CPU time covers the whole run (connections, warm-up, measured window, drain), as does the
-    count of answered requests."""
+    count of answered requests. `reads`: the percentage of reads, if not --reads'."""
     argv = [str(BIN / "cqlmirror-load"), address, "--json", "--label", label,
             "--connections", str(args.connections), "--in-flight", str(args.in_flight),
-            "--reads", str(args.reads), "--protocol", str(args.protocol),
+            "--reads", str(args.reads if reads is None else reads), "--protocol", str(args.protocol),
             "--duration", f"{args.duration}s", "--warmup", f"{args.warmup}s", *extra]
     if rate:
         argv += ["--rate", f"{rate:.0f}"]
@@ -159,7 +161,9 @@ def load(args, address, label, rate=None, middle=None, extra=()):
     run = subprocess.run(argv, capture_output=True, text=True)
     cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before if procs else None
     safe = label.replace(" ", "_").replace("/", "_").replace(">", "").replace("(", "").replace(")", "")
-    (LOGS / f"load-{safe}-{'open' if rate else 'closed'}.log").write_text(run.stderr)
+    safe = safe.replace(",", "")
+    kind = ("open" if rate else "closed") + ("" if reads is None else f"-{reads}pc-reads")
+    (LOGS / f"load-{safe}-{kind}.log").write_text(run.stderr)
     if run.returncode == 2 or not run.stdout.strip():
         say(run.stderr)
         fail(f"cqlmirror-load could not run against {label} ({address})")
@@ -169,7 +173,10 @@ def load(args, address, label, rate=None, middle=None, extra=()):
     result["cpu_us_per_request"] = (cpu * 1e6 / answered) if cpu is not None and answered else None
     lat = result["latency_us"]
     errors = result["errors"]["total"]
-    say(f"  {label:<40} {'open ' + format(rate, '.0f') + ' req/s' if rate else 'closed loop':>20}: "
+    mode = ('open ' + format(rate, '.0f') + ' req/s') if rate else 'closed loop'
+    if reads is not None:
+        mode += f", {reads}% reads"
+    say(f"  {label:<40} {mode:>20}: "
         f"{result['throughput']:>9.0f} req/s  p50 {lat['p50']:>8.1f} µs  p99 {lat['p99']:>8.1f} µs"
         + (f"  cpu {result['cpu_us_per_request']:.2f} µs/req" if result["cpu_us_per_request"] else "")
         + (f"   !!! {errors} ERRORS !!!" if errors else ""))
@@ -213,9 +220,10 @@ def spread(values):
 
 def rounds(args, rows, proxies):
     """`args.rounds` rounds over `rows` ((name, address, CPU processes)), each row's turn
-    rotating from round to round: closed loop on every row, then open loop at half of the
-    slower proxy's saturation rate of that round, then open loop at LOW_RATE. Returns, per
-    round, {row: {"closed", "half", "low": load result}} and the half rate used."""
+    rotating from round to round: closed loop on every row, closed loop with reads only, then
+    open loop at half of the slower of `proxies`' saturation rate of that round, then open
+    loop at LOW_RATE. Returns, per round, {row: {"closed", "reads", "half", "low": load
+    result}} and the half rate used."""
     out = []
     for number in range(args.rounds):
         shift = number % len(rows)
@@ -224,6 +232,9 @@ def rounds(args, rows, proxies):
         runs = {name: {} for name, _, _ in rows}
         for name, address, cpu in order:
             runs[name]["closed"] = load(args, address, name, middle=cpu)
+        # Reads only: in the primary read mode the proxy talks to one cluster, as the relay does.
+        for name, address, cpu in order:
+            runs[name]["reads"] = load(args, address, name, middle=cpu, reads=100)
         half = min(runs[p]["closed"]["throughput"] for p in proxies) / 2
         for name, address, cpu in order:
             runs[name]["half"] = load(args, address, name, rate=half, middle=cpu)
@@ -246,18 +257,21 @@ def with_spread(values, digits=2):
 
 def rounds_table(measured, names, cpu_of):
     """Medians over the rounds, with the lowest and highest in brackets."""
-    head = ("| row | CPU of | saturation req/s | CPU µs/req at saturation | CPU µs/req at "
-            f"{LOW_RATE} req/s | p50 µs at half rate | p50 added vs direct at half rate |")
+    head = ("| row | CPU of | saturation req/s | CPU µs/req at saturation | saturation req/s, reads only "
+            f"| CPU µs/req, reads only | CPU µs/req at {LOW_RATE} req/s | p50 µs at half rate "
+            "| p50 added vs direct at half rate |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name in names:
         runs = [r["runs"][name] for r in measured]
         added = [r["runs"][name]["half"]["latency_us"]["p50"] - r["runs"]["direct"]["half"]["latency_us"]["p50"]
                  for r in measured]
-        errors = sum(run[k]["errors"]["total"] for run in runs for k in ("closed", "half", "low"))
+        errors = sum(run[k]["errors"]["total"] for run in runs for k in ("closed", "reads", "half", "low"))
         lines.append(
             f"| {name}{' **ERRORS: ' + str(errors) + '**' if errors else ''} | {cpu_of[name]} "
             f"| {with_spread([r['closed']['throughput'] for r in runs], 0)} "
             f"| {with_spread([r['closed']['cpu_us_per_request'] for r in runs])} "
+            f"| {with_spread([r['reads']['throughput'] for r in runs], 0)} "
+            f"| {with_spread([r['reads']['cpu_us_per_request'] for r in runs])} "
             f"| {with_spread([r['low']['cpu_us_per_request'] for r in runs])} "
             f"| {with_spread([r['half']['latency_us']['p50'] for r in runs], 1)} "
             f"| {'—' if name == 'direct' else with_spread(added, 1)} |")
@@ -287,11 +301,23 @@ def ratios(measured, binaries, memory_report):
             values = per_round(lambda r: div(cpu(r, smol, key), cpu(r, tokio, key)))
             goals[f"smol/tokio cpu {key}{suffix}"] = median(values)
             lines.append(f"| {smol} CPU/req ÷ {tokio} CPU/req, {what} | {with_spread(values)} | ≤ 1.2 |")
+    smol, tokio = "proxy-smol, shadow reads", "proxy-tokio, shadow reads"
+    if smol in measured[0]["runs"] and tokio in measured[0]["runs"]:
+        for key, what in (("closed", "at saturation"), ("reads", "reads only at saturation"),
+                          ("low", f"at {LOW_RATE} req/s")):
+            values = per_round(lambda r: div(cpu(r, smol, key), cpu(r, tokio, key)))
+            lines.append(f"| {smol} CPU/req ÷ {tokio} CPU/req, {what} | {with_spread(values)} | ≤ 1.2 |")
     for suffix in binaries:
         for binary in ("proxy-smol", "proxy-tokio"):
             name = binary + suffix
+            values = per_round(lambda r: div(r[name]["reads"]["throughput"], r["relay"]["reads"]["throughput"]))
+            lines.append(f"| {name} throughput ÷ relay's, reads only (to the primary) | {with_spread(values)} "
+                         "| ≥ 0.7 |")
             values = per_round(lambda r: div(r[name]["closed"]["throughput"], r["relay"]["closed"]["throughput"]))
-            lines.append(f"| {name} throughput ÷ relay's, null backends | {with_spread(values)} | ≥ 0.7 |")
+            lines.append(f"| {name} throughput ÷ relay's, mixed (writes to both clusters) | {with_spread(values)} "
+                         "| — |")
+            values = per_round(lambda r: div(cpu(r, name, "reads"), cpu(r, "relay", "reads")))
+            lines.append(f"| {name} CPU/req ÷ relay's, reads only at saturation | {with_spread(values)} | — |")
             for key, what in (("closed", "at saturation"), ("low", f"at {LOW_RATE} req/s")):
                 values = per_round(lambda r: div(cpu(r, name, key), cpu(r, "relay", key)))
                 lines.append(f"| {name} CPU/req ÷ relay's, {what} | {with_spread(values)} | ≤ 2 |")
@@ -559,7 +585,7 @@ def main():
     # Null backends, relay and proxies; TLS null backends and proxies that speak TLS to them
     # (the test certificates of runtime/tests/tls, valid for 127.0.0.1).
     null_src, null_tgt, relay_port, smol_port, tokio_port = (free_port() for _ in range(5))
-    shadow_port, compare_port = free_port(), free_port()
+    shadow_port, compare_port, tokio_shadow_port = free_port(), free_port(), free_port()
     src = start("null-source", [str(BIN / "cqlmirror-null"), "--listen", f"127.0.0.1:{null_src}"])
     tgt = start("null-target", [str(BIN / "cqlmirror-null"), "--listen", f"127.0.0.1:{null_tgt}"])
     certs = REPO / "runtime" / "tests" / "tls"
@@ -576,6 +602,7 @@ def main():
     for name, binary, port, mode in (("proxy-smol", "proxy-smol", smol_port, "primary"),
                                      ("proxy-tokio", "proxy-tokio", tokio_port, "primary"),
                                      ("proxy-smol-shadow", "proxy-smol", shadow_port, "shadow"),
+                                     ("proxy-tokio-shadow", "proxy-tokio", tokio_shadow_port, "shadow"),
                                      ("proxy-smol-compare", "proxy-smol", compare_port, "compare")):
         proxies[name] = start(name, [str(BIN / binary), f"127.0.0.1:{null_src}", f"127.0.0.1:{null_tgt}",
                                      "--listen-address", "127.0.0.1", "--metrics-port", "0",
@@ -603,6 +630,7 @@ def main():
                              (relay, relay_port, "relay"), (proxies["proxy-smol"], smol_port, "proxy-smol"),
                              (proxies["proxy-tokio"], tokio_port, "proxy-tokio"),
                              (proxies["proxy-smol-shadow"], shadow_port, "proxy-smol-shadow"),
+                             (proxies["proxy-tokio-shadow"], tokio_shadow_port, "proxy-tokio-shadow"),
                              (proxies["proxy-smol-compare"], compare_port, "proxy-smol-compare")):
         wait_port(proc, port, name)
 
@@ -620,12 +648,17 @@ def main():
     round_rows = [("direct", f"127.0.0.1:{null_src}", src),
                   ("relay", f"127.0.0.1:{relay_port}", relay),
                   ("proxy-smol", f"127.0.0.1:{smol_port}", proxies["proxy-smol"]),
-                  ("proxy-tokio", f"127.0.0.1:{tokio_port}", proxies["proxy-tokio"])]
-    cpu_of = {"direct": "null backend", "relay": "relay", "proxy-smol": "proxy", "proxy-tokio": "proxy"}
+                  ("proxy-tokio", f"127.0.0.1:{tokio_port}", proxies["proxy-tokio"]),
+                  ("proxy-smol, shadow reads", f"127.0.0.1:{shadow_port}", proxies["proxy-smol-shadow"]),
+                  ("proxy-tokio, shadow reads", f"127.0.0.1:{tokio_shadow_port}", proxies["proxy-tokio-shadow"])]
+    cpu_of = {"direct": "null backend", "relay": "relay", "proxy-smol": "proxy", "proxy-tokio": "proxy",
+              "proxy-smol, shadow reads": "proxy", "proxy-tokio, shadow reads": "proxy"}
     for binary, (proc, port) in before.items():
         round_rows.append((f"{binary} (before)", f"127.0.0.1:{port}", proc))
         cpu_of[f"{binary} (before)"] = "proxy"
-    report["rounds"] = rounds(args, round_rows, [n for n, _, _ in round_rows if n.startswith("proxy")])
+    # The half rate: of the primary-mode proxies (shadowing every read costs more by design).
+    report["rounds"] = rounds(args, round_rows, [n for n, _, _ in round_rows
+                                                 if n.startswith("proxy") and "shadow" not in n])
     report["rounds_load"] = loadavg()
     if args.ratios_only:
         for proc in (relay, *proxies.values(), *(p for p, _, _ in tls_proxies.values()), tls_src, tls_tgt,

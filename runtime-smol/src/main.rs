@@ -2,29 +2,29 @@
 //!
 //! This file is an adapter: it implements the shared [`Runtime`] trait with smol's pieces.
 //! Each worker thread runs its own queue of `async-task` tasks and its own edge-triggered
-//! reactor ([`worker`], [`reactor`]); listening sockets, timers and name resolution are
-//! async-io's and smol's. The program itself (command line, connection loop, shutdown) is
+//! reactor and timers ([`worker`], [`reactor`], [`timers`]); listening sockets, connecting
+//! and name resolution are async-io's and smol's. The program itself (command line, connection loop, shutdown) is
 //! `cqlmirror-runtime`'s, the protocol is `cqlmirror-core`'s.
 
 mod reactor;
+mod timers;
 mod worker;
 
 use std::future::Future;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::thread;
-use std::time::Instant;
 
-use async_io::{Async, Timer};
+use async_io::Async;
 use cqlmirror_runtime::{Listener, Runtime, Stream};
 
 use crate::reactor::{Direction, Source};
+use crate::timers::SmolTimer;
 use crate::worker::Worker;
 
 fn main() -> ExitCode {
@@ -102,7 +102,7 @@ impl Runtime for Smol {
     }
 
     fn timer(&self) -> Self::Timer {
-        SmolTimer(Timer::never())
+        SmolTimer::default()
     }
 }
 
@@ -200,19 +200,5 @@ impl Listener for SmolListener {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
-    }
-}
-
-/// async-io's timer: after firing it stays pending until set again.
-#[derive(Debug)]
-struct SmolTimer(Timer);
-
-impl cqlmirror_runtime::Timer for SmolTimer {
-    fn set(&mut self, at: Instant) {
-        self.0.set_at(at);
-    }
-
-    fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.0).poll(cx).map(|_| ())
     }
 }

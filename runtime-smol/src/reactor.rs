@@ -15,13 +15,15 @@ use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use atomic_waker::AtomicWaker;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token, Waker};
 use slab::Slab;
+
+use crate::timers::Timers;
 
 /// The token of the reactor's own waker (never a socket's slab index).
 pub(crate) const WAKER: Token = Token(usize::MAX);
@@ -33,6 +35,7 @@ pub(crate) struct Reactor {
     registry: Registry,
     waker: Waker,
     sources: Mutex<Slab<Arc<Readiness>>>,
+    timers: Mutex<Timers>,
     /// The worker waits (or is about to) for I/O: work given to it must wake it.
     sleeping: AtomicBool,
 }
@@ -49,6 +52,7 @@ impl Reactor {
             registry: poll.registry().try_clone()?,
             waker: Waker::new(poll.registry(), WAKER)?,
             sources: Mutex::new(Slab::new()),
+            timers: Mutex::new(Timers::default()),
             sleeping: AtomicBool::new(false),
         })
     }
@@ -60,11 +64,20 @@ impl Reactor {
 
     /// The reactor of the calling worker thread.
     fn current() -> io::Result<Arc<Self>> {
-        CURRENT
-            .with(|current| current.borrow().clone())
-            .ok_or_else(|| {
-                io::Error::other("a socket was polled outside the worker threads of proxy-smol")
-            })
+        Self::current_opt().ok_or_else(|| {
+            io::Error::other("a socket was polled outside the worker threads of proxy-smol")
+        })
+    }
+
+    /// The reactor of the calling thread, if it is a worker thread.
+    pub(crate) fn current_opt() -> Option<Arc<Self>> {
+        CURRENT.with(|current| current.borrow().clone())
+    }
+
+    /// The timers of this reactor's thread.
+    pub(crate) fn timers(&self) -> MutexGuard<'_, Timers> {
+        // Every change to the timers is one tree operation: a panic elsewhere leaves them whole.
+        self.timers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Registers the socket `fd` for both directions, edge triggered.
@@ -129,7 +142,7 @@ impl Reactor {
         }
     }
 
-    fn lock_sources(&self) -> std::sync::MutexGuard<'_, Slab<Arc<Readiness>>> {
+    fn lock_sources(&self) -> MutexGuard<'_, Slab<Arc<Readiness>>> {
         // The slab is left consistent at every step: a panic elsewhere does not spoil it.
         self.sources.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_task::Runnable;
 use concurrent_queue::ConcurrentQueue;
@@ -81,7 +81,12 @@ impl Worker {
             let wait = self
                 .reactor
                 .fall_asleep(|| !self.queue.is_empty() || self.stop.load(Ordering::SeqCst));
-            let timeout = if wait { None } else { Some(Duration::ZERO) };
+            let timeout = if wait {
+                let next = self.reactor.timers().next();
+                next.map(|at| at.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
             let polled = poll.poll(&mut events, timeout);
             self.reactor.woke_up();
             match polled {
@@ -93,6 +98,13 @@ impl Worker {
                 if event.token() != WAKER {
                     self.reactor.dispatch(event);
                 }
+            }
+            let now = Instant::now();
+            // One at a time, and woken without the timers locked.
+            loop {
+                let due = self.reactor.timers().pop_due(now);
+                let Some(waker) = due else { break };
+                waker.wake();
             }
         }
         // Tasks still queued are dropped here, on their thread.
@@ -108,6 +120,7 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::mpsc;
+    use std::task::Poll;
     use std::thread;
     use std::time::Duration;
 
@@ -252,6 +265,50 @@ mod tests {
                 "spawned task {round} ran"
             );
         }
+    }
+
+    #[test]
+    fn timers_fire_in_order_on_the_worker_and_a_moved_timer_fires_at_its_new_time() {
+        use cqlmirror_runtime::Timer as _;
+        use std::time::Instant;
+
+        let running = Running::start();
+        let (done, result) = mpsc::channel();
+        running.worker.spawn(async move {
+            let start = Instant::now();
+            let mut late = crate::SmolTimer::default();
+            let mut early = crate::SmolTimer::default();
+            late.set(start + Duration::from_millis(300));
+            early.set(start + Duration::from_secs(3600));
+            // Polled once at its first time, then moved earlier: the new time counts.
+            assert!(
+                std::future::poll_fn(|cx| Poll::Ready(early.poll_fired(cx).is_pending())).await
+            );
+            early.set(start + Duration::from_millis(100));
+            let mut order = Vec::new();
+            std::future::poll_fn(|cx| {
+                if order.is_empty() && early.poll_fired(cx).is_ready() {
+                    order.push(("early", start.elapsed()));
+                }
+                if late.poll_fired(cx).is_ready() {
+                    order.push(("late", start.elapsed()));
+                    return Poll::Ready(());
+                }
+                Poll::Pending
+            })
+            .await;
+            // Fired once: pending again until set again.
+            let again = std::future::poll_fn(|cx| Poll::Ready(late.poll_fired(cx))).await;
+            let _ = done.send((order, again.is_pending()));
+        });
+        let (order, pending_after) = result
+            .recv_timeout(Duration::from_secs(10))
+            .expect("both timers fired");
+        assert_eq!(order.len(), 2, "{order:?}");
+        assert_eq!((order[0].0, order[1].0), ("early", "late"));
+        assert!(order[0].1 >= Duration::from_millis(100), "{order:?}");
+        assert!(order[1].1 >= Duration::from_millis(300), "{order:?}");
+        assert!(pending_after);
     }
 
     #[test]
