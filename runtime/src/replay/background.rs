@@ -541,30 +541,11 @@ impl<S: Fn() -> bool> Driver for Background<'_, S> {
 mod tests {
     use super::*;
     use crate::journal::JournalSettings;
-    use cqlmirror_core::frame::ProtocolVersion;
-    use cqlmirror_core::journal::{Cause, Outcome, Statement, Values, Write, WriteKind};
-    use cqlmirror_core::wire::Consistency;
+    use cqlmirror_core::journal::{Outcome, WriteKind};
 
+    /// One missed plain write (what it holds does not matter to these tests).
     fn record() -> Record {
-        Record {
-            wall_micros: 1_700_000_000_000_000,
-            cluster: Upstream::Target,
-            version: ProtocolVersion::V4,
-            keyspace: None,
-            write: Write::Single(Statement {
-                prepared: false,
-                text: "INSERT INTO ks.t (k) VALUES (1)".into(),
-                values: Values::None,
-            }),
-            consistency: Consistency::ONE,
-            serial_consistency: None,
-            timestamp: Some(1_700_000_000_000_000),
-            now_in_seconds: None,
-            kind: WriteKind::Plain,
-            outcome: Outcome::NotApplied,
-            cause: Cause::NotConnected,
-            tables: Vec::new(),
-        }
+        crate::replay::pass::tests::record(WriteKind::Plain, Outcome::NotApplied, 1)
     }
 
     #[test]

@@ -274,7 +274,7 @@ enum Applied {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::journal::{Journal, JournalSettings};
     use cqlmirror_core::frame::ProtocolVersion;
@@ -295,6 +295,7 @@ mod tests {
         journal
     }
 
+    /// A journal record of a prepared insert of `key` into `ks.t`, missed by the target.
     pub(crate) fn record(kind: WriteKind, outcome: Outcome, key: i32) -> Record {
         Record {
             wall_micros: 1_700_000_000_000_000,
