@@ -7,7 +7,7 @@
 //! ([`Requests::render_histograms`]) after the exporter's text.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cqlmirror_core::config::Upstream;
@@ -88,6 +88,17 @@ impl Histogram {
 
     /// Appends this histogram's samples (`name_bucket`, `name_sum`, `name_count`) with
     /// `labels` (`key="value",...`, possibly empty); nothing before its first sample.
+    /// Adds `other`'s samples to this one.
+    fn add(&self, other: &Self) {
+        for (bucket, theirs) in self.buckets.iter().zip(&other.buckets) {
+            bucket.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self.sum_nanos
+            .fetch_add(other.sum_nanos.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.count
+            .fetch_add(other.count.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let count = self.count.load(Ordering::Relaxed);
         if count == 0 {
@@ -117,8 +128,9 @@ impl Histogram {
 }
 
 /// What the requests of every connection moved.
+/// One thread's share of the per-request figures.
 #[derive(Debug)]
-pub struct Requests {
+struct Shard {
     /// `[opcode][kind]`: requests answered to clients.
     answered: [[AtomicU64; 2]; OPCODES],
     /// `[opcode][kind]`: time to the client's answer.
@@ -131,12 +143,37 @@ pub struct Requests {
     cluster_latency: [[[Histogram; 2]; OPCODES]; 2],
 }
 
+impl Shard {
+    const fn new() -> Self {
+        Self {
+            answered: [const { [const { AtomicU64::new(0) }; 2] }; OPCODES],
+            latency: [const { [const { Histogram::new() }; 2] }; OPCODES],
+            added: [const { [const { Histogram::new() }; 2] }; OPCODES],
+            done: [const { [const { [const { [const { AtomicU64::new(0) }; 3] }; 2] }; OPCODES] };
+                2],
+            cluster_latency: [const { [const { [const { Histogram::new() }; 2] }; OPCODES] }; 2],
+        }
+    }
+}
+
+/// Shards of the figures: every thread adds to one of its own (threads take them in turn), so
+/// that two worker threads never fight over the cache line of a counter they both add to with
+/// every request; a scrape sums the shards.
+const SHARDS: usize = 8;
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
+#[derive(Debug)]
+pub struct Requests {
+    shards: [Shard; SHARDS],
+}
+
 pub static REQUESTS: Requests = Requests {
-    answered: [const { [const { AtomicU64::new(0) }; 2] }; OPCODES],
-    latency: [const { [const { Histogram::new() }; 2] }; OPCODES],
-    added: [const { [const { Histogram::new() }; 2] }; OPCODES],
-    done: [const { [const { [const { [const { AtomicU64::new(0) }; 3] }; 2] }; OPCODES] }; 2],
-    cluster_latency: [const { [const { [const { Histogram::new() }; 2] }; OPCODES] }; 2],
+    shards: [const { Shard::new() }; SHARDS],
 };
 
 /// An outcome's index in [`OUTCOMES`].
@@ -150,9 +187,10 @@ pub enum Outcome {
 impl Requests {
     pub fn answered(&self, opcode: Opcode, write: bool, latency: Duration, added: Duration) {
         let (op, kind) = (slot(opcode), usize::from(write));
-        self.answered[op][kind].fetch_add(1, Ordering::Relaxed);
-        self.latency[op][kind].record(latency);
-        self.added[op][kind].record(added);
+        let shard = self.shard();
+        shard.answered[op][kind].fetch_add(1, Ordering::Relaxed);
+        shard.latency[op][kind].record(latency);
+        shard.added[op][kind].record(added);
     }
 
     /// One cluster's part of a request; `latency` only for an answer (not a failure).
@@ -165,33 +203,57 @@ impl Requests {
         latency: Option<Duration>,
     ) {
         let (c, op, kind) = (upstream.index(), slot(opcode), usize::from(write));
-        self.done[c][op][kind][outcome as usize].fetch_add(1, Ordering::Relaxed);
+        let shard = self.shard();
+        shard.done[c][op][kind][outcome as usize].fetch_add(1, Ordering::Relaxed);
         if let Some(latency) = latency {
-            self.cluster_latency[c][op][kind].record(latency);
+            shard.cluster_latency[c][op][kind].record(latency);
         }
+    }
+
+    /// The calling thread's shard.
+    fn shard(&self) -> &Shard {
+        &self.shards[SHARD.with(|shard| *shard)]
+    }
+
+    /// A counter summed over the shards.
+    fn sum(&self, counter: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| counter(shard).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// A histogram summed over the shards.
+    fn sum_histogram(&self, histogram: impl Fn(&Shard) -> &Histogram) -> Histogram {
+        let sum = Histogram::new();
+        for shard in &self.shards {
+            sum.add(histogram(shard));
+        }
+        sum
     }
 
     /// Hands the counters to the facade, for the exporter to render.
     pub fn publish(&self) {
-        for (op, kinds) in self.answered.iter().enumerate() {
-            for (kind, value) in kinds.iter().enumerate() {
-                let value = value.load(Ordering::Relaxed);
+        for op in 0..OPCODES {
+            for (kind, kind_name) in KINDS.iter().enumerate() {
+                let value = self.sum(|shard| &shard.answered[op][kind]);
                 if value > 0 {
                     counter!("cqlmirror_requests_total", "opcode" => opcode_name(op),
-                             "kind" => KINDS[kind])
+                             "kind" => *kind_name)
                     .absolute(value);
                 }
             }
         }
         for upstream in Upstream::BOTH {
-            for (op, kinds) in self.done[upstream.index()].iter().enumerate() {
-                for (kind, outcomes) in kinds.iter().enumerate() {
-                    for (outcome, value) in outcomes.iter().enumerate() {
-                        let value = value.load(Ordering::Relaxed);
+            let c = upstream.index();
+            for op in 0..OPCODES {
+                for (kind, kind_name) in KINDS.iter().enumerate() {
+                    for (outcome, outcome_name) in OUTCOMES.iter().enumerate() {
+                        let value = self.sum(|shard| &shard.done[c][op][kind][outcome]);
                         if value > 0 {
                             counter!("cqlmirror_cluster_requests_total",
                                      "cluster" => upstream.name(), "opcode" => opcode_name(op),
-                                     "kind" => KINDS[kind], "outcome" => OUTCOMES[outcome])
+                                     "kind" => *kind_name, "outcome" => *outcome_name)
                             .absolute(value);
                         }
                     }
@@ -213,17 +275,21 @@ impl Requests {
                 "The older proxy's name: time from a request's arrival to its answer to the client",
             ),
         ];
-        let families = families.map(|(name, help)| (name, help, &self.latency)).into_iter().chain([(
+        type Table = fn(&Shard) -> &[[Histogram; 2]; OPCODES];
+        let latency: Table = |shard| &shard.latency;
+        let added: Table = |shard| &shard.added;
+        let families = families.map(|(name, help)| (name, help, latency)).into_iter().chain([(
             "cassandraProxy_cqlOperation_proxyTime_seconds",
             "The older proxy's name, with this meaning: time the proxy added after the primary's answer (waiting for the secondary, keeping the client's order)",
-            &self.added,
+            added,
         )]);
         for (name, help, table) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-            for (op, kinds) in table.iter().enumerate() {
-                for (kind, histogram) in kinds.iter().enumerate() {
-                    let labels = format!("opcode=\"{}\",kind=\"{}\"", opcode_name(op), KINDS[kind]);
-                    histogram.render(&mut out, name, &labels);
+            for op in 0..OPCODES {
+                for (kind, kind_name) in KINDS.iter().enumerate() {
+                    let labels = format!("opcode=\"{}\",kind=\"{kind_name}\"", opcode_name(op));
+                    self.sum_histogram(|shard| &table(shard)[op][kind])
+                        .render(&mut out, name, &labels);
                 }
             }
             out.push('\n');
@@ -234,15 +300,16 @@ impl Requests {
             "# HELP {name} Time from a request's arrival to each cluster's answer\n# TYPE {name} histogram"
         );
         for upstream in Upstream::BOTH {
-            for (op, kinds) in self.cluster_latency[upstream.index()].iter().enumerate() {
-                for (kind, histogram) in kinds.iter().enumerate() {
+            let c = upstream.index();
+            for op in 0..OPCODES {
+                for (kind, kind_name) in KINDS.iter().enumerate() {
                     let labels = format!(
-                        "cluster=\"{}\",opcode=\"{}\",kind=\"{}\"",
+                        "cluster=\"{}\",opcode=\"{}\",kind=\"{kind_name}\"",
                         upstream.name(),
                         opcode_name(op),
-                        KINDS[kind]
                     );
-                    histogram.render(&mut out, name, &labels);
+                    self.sum_histogram(|shard| &shard.cluster_latency[c][op][kind])
+                        .render(&mut out, name, &labels);
                 }
             }
         }
@@ -262,10 +329,12 @@ impl Requests {
                 out,
                 "# HELP {name} The older proxy's name: time to the {which} cluster's answer\n# TYPE {name} histogram"
             );
-            for (op, kinds) in self.cluster_latency[upstream.index()].iter().enumerate() {
-                for (kind, histogram) in kinds.iter().enumerate() {
-                    let labels = format!("opcode=\"{}\",kind=\"{}\"", opcode_name(op), KINDS[kind]);
-                    histogram.render(&mut out, name, &labels);
+            let c = upstream.index();
+            for op in 0..OPCODES {
+                for (kind, kind_name) in KINDS.iter().enumerate() {
+                    let labels = format!("opcode=\"{}\",kind=\"{kind_name}\"", opcode_name(op));
+                    self.sum_histogram(|shard| &shard.cluster_latency[c][op][kind])
+                        .render(&mut out, name, &labels);
                 }
             }
             out.push('\n');
@@ -312,6 +381,47 @@ mod tests {
         let mut empty = String::new();
         Histogram::new().render(&mut empty, "y_seconds", "");
         assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn figures_recorded_on_several_threads_are_summed_for_a_scrape() {
+        let requests = Requests {
+            shards: [const { Shard::new() }; SHARDS],
+        };
+        let latency = Duration::from_micros(80);
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| {
+                    for _ in 0..10 {
+                        requests.answered(Opcode::QUERY, false, latency, Duration::ZERO);
+                        requests.cluster_done(
+                            Upstream::Source,
+                            Opcode::QUERY,
+                            false,
+                            Outcome::Ok,
+                            Some(latency),
+                        );
+                    }
+                });
+            }
+        });
+        let query = slot(Opcode::QUERY);
+        let used = requests
+            .shards
+            .iter()
+            .filter(|shard| shard.answered[query][0].load(Ordering::Relaxed) > 0)
+            .count();
+        assert_eq!(used, 3, "each thread adds to a shard of its own");
+        assert_eq!(requests.sum(|shard| &shard.answered[query][0]), 30);
+        let text = requests.render_histograms();
+        for series in [
+            "cqlmirror_request_duration_seconds_count{opcode=\"QUERY\",kind=\"read\"} 30\n",
+            "cqlmirror_request_duration_seconds_bucket{opcode=\"QUERY\",kind=\"read\",le=\"0.0001\"} 30\n",
+            "cqlmirror_cluster_request_duration_seconds_count{cluster=\"source\",opcode=\"QUERY\",kind=\"read\"} 30\n",
+            "cassandraProxy_cqlOperationSourceCassandra_timer_seconds_count{opcode=\"QUERY\",kind=\"read\"} 30\n",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
     }
 
     #[test]
