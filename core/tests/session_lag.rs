@@ -242,3 +242,25 @@ fn a_secondary_out_of_stream_ids_holds_writes_instead_of_missing_them() {
     bench.release(Upstream::Target, n);
     assert_eq!(missed(&bench), 0);
 }
+
+#[test]
+fn the_proxy_wide_gauges_follow_each_input_and_forget_a_session_that_goes() {
+    let mut bench = slow_target(4, |_| {});
+    let stats = |bench: &Bench| {
+        let stats = bench.proxy.stats();
+        (
+            stats.in_flight.load(Ordering::Relaxed),
+            stats.secondary_lag.load(Ordering::Relaxed),
+        )
+    };
+    // Answered by the source, still running on the silent target.
+    assert_eq!(bench.client_answers().len(), 4);
+    assert_eq!(stats(&bench), (4, 4));
+    bench.release(Upstream::Target, 3);
+    assert_eq!(stats(&bench), (1, 1));
+    let proxy = std::sync::Arc::clone(&bench.proxy);
+    drop(bench);
+    let stats = proxy.stats();
+    assert_eq!(stats.in_flight.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.secondary_lag.load(Ordering::Relaxed), 0);
+}

@@ -517,18 +517,10 @@ impl Session {
             bug!("finishing a request that is gone");
             return;
         };
-        self.proxy
-            .stats()
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.stored -= request.stored;
         if let Some(bytes) = request.lag {
             bug!("a request retired while counted as lagging on the secondary");
             self.lag.forget(bytes);
-            self.proxy
-                .stats()
-                .secondary_lag
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         let succeeded = |u: Upstream| request.leg(u).outcome().is_some_and(Outcome::is_success);
         for upstream in Upstream::BOTH {

@@ -808,10 +808,6 @@ impl Session {
             && mirror == Mirror::Apply
             && self.proxy.write_order() == WriteOrder::PrimaryFirst;
         let id = self.requests.insert(request);
-        self.proxy
-            .stats()
-            .in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(Request {
             kind: Kind::Prepared(repair),
             ..

@@ -18,7 +18,6 @@
 //! without the bound. A secondary whose connection failed has nothing in flight: its
 //! requests failed at once, so the bound does not hold the client either.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::config::Upstream;
@@ -84,10 +83,6 @@ impl Session {
         let secondary = request.route.secondary;
         self.lag.requests += 1;
         self.lag.bytes += bytes;
-        self.proxy
-            .stats()
-            .secondary_lag
-            .fetch_add(1, Ordering::Relaxed);
         let config = self.proxy.config();
         let over = reached(self.lag.requests, config.max_secondary_lag)
             || reached(self.lag.bytes, config.max_secondary_lag_bytes);
@@ -110,10 +105,6 @@ impl Session {
         };
         self.lag.requests -= 1;
         self.lag.bytes -= bytes;
-        self.proxy
-            .stats()
-            .secondary_lag
-            .fetch_sub(1, Ordering::Relaxed);
         if !self.lag.paused {
             return;
         }

@@ -39,6 +39,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -561,19 +562,18 @@ pub struct Session {
     agreements: Vec<agreement::Agreement>,
     /// What the session needs to open a failed secondary's connection again.
     rejoin: reconnect::Rejoin,
+    /// What this session added to the proxy-wide gauges of requests in flight and of
+    /// requests the secondary has not finished (see [`Session::publish_gauges`]).
+    published: [i64; 2],
 }
 
-/// Requests still held when a session goes away were counted in flight and never finished.
+/// What a session counted in the proxy-wide gauges goes with it.
 impl Drop for Session {
     fn drop(&mut self) {
-        self.proxy.stats().in_flight.fetch_sub(
-            i64::try_from(self.requests.len()).unwrap_or(i64::MAX),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        self.proxy.stats().secondary_lag.fetch_sub(
-            i64::try_from(self.lag.requests()).unwrap_or(i64::MAX),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        let stats = self.proxy.stats();
+        let [in_flight, lag] = self.published;
+        stats.in_flight.fetch_sub(in_flight, Ordering::Relaxed);
+        stats.secondary_lag.fetch_sub(lag, Ordering::Relaxed);
     }
 }
 
@@ -617,6 +617,7 @@ impl Session {
             fetch: topology::Fetch::default(),
             agreements: Vec::new(),
             rejoin: reconnect::Rejoin::default(),
+            published: [0; 2],
             proxy,
         }
     }
@@ -764,6 +765,26 @@ impl Session {
             self.close_client(now);
         }
         self.after_input(now);
+    }
+
+    /// Adds what changed since the last input to the proxy-wide gauges of requests in flight
+    /// and of requests the secondary has not finished. Once per input, not per request: every
+    /// worker thread's sessions add to the same two counters, and a counter both threads
+    /// change with every request moves its cache line between cores each time.
+    fn publish_gauges(&mut self) {
+        let now = [self.requests.len(), self.lag.requests()]
+            .map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        let stats = self.proxy.stats();
+        for ((gauge, published), now) in [&stats.in_flight, &stats.secondary_lag]
+            .into_iter()
+            .zip(&mut self.published)
+            .zip(now)
+        {
+            if now != *published {
+                gauge.fetch_add(now - *published, Ordering::Relaxed);
+                *published = now;
+            }
+        }
     }
 
     // ---- outputs -----------------------------------------------------------------------
@@ -930,6 +951,7 @@ impl Session {
     /// answers; once the client is gone and nothing is in flight, close the backend
     /// connections and finish.
     fn after_input(&mut self, now: Instant) {
+        self.publish_gauges();
         // The client has every answer it waits for: it goes; what a cluster still works on
         // for it finishes in the background (a write to a slow secondary is not abandoned).
         if self.draining
