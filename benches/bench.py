@@ -536,8 +536,9 @@ def main():
     parser.add_argument("--bed-subnet", type=int, default=7, choices=range(8), metavar="N",
                         help="subnet of the bench's own test bed, 127.0.N.x, 0 to 7 (default 7)")
     parser.add_argument("--rounds", type=int, default=5,
-                        help="rounds of the CPU-per-request rows (direct, relay, proxy-smol, proxy-tokio), "
-                             "interleaved, for medians and spread (default 5)")
+                        help="rounds of the CPU-per-request rows (direct, relay, proxy-smol, proxy-tokio, "
+                             "both proxies in the shadow read mode), interleaved, for medians and spread "
+                             "(default 5)")
     parser.add_argument("--ratios-only", action="store_true",
                         help="only the CPU-per-request rounds, their ratios and memory (no TLS, read-mode "
                              "or Cassandra rows)")
