@@ -72,9 +72,7 @@ impl Worker {
         while !self.stop.load(Ordering::SeqCst) {
             for _ in 0..TASKS_PER_LOOK {
                 match self.queue.pop() {
-                    Ok(runnable) => {
-                        runnable.run();
-                    }
+                    Ok(runnable) => run(runnable),
                     Err(_) => break,
                 }
             }
@@ -112,6 +110,14 @@ impl Worker {
             drop(runnable);
         }
         Ok(())
+    }
+}
+
+/// Runs a task's turn. A task that panics (a bug: wire data never makes the proxy panic) is
+/// dropped, as tokio drops it; the worker goes on with its other connections.
+fn run(runnable: Runnable) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run())).is_err() {
+        log::error!("a task panicked and was dropped (its connection with it); please report this");
     }
 }
 
@@ -309,6 +315,22 @@ mod tests {
         assert!(order[0].1 >= Duration::from_millis(100), "{order:?}");
         assert!(order[1].1 >= Duration::from_millis(300), "{order:?}");
         assert!(pending_after);
+    }
+
+    #[test]
+    fn a_task_that_panics_is_dropped_and_the_worker_goes_on() {
+        let running = Running::start();
+        running.worker.spawn(async {
+            panic!("a task's bug");
+        });
+        let (done, result) = mpsc::channel();
+        running.worker.spawn(async move {
+            let _ = done.send("still running");
+        });
+        assert_eq!(
+            result.recv_timeout(Duration::from_secs(10)),
+            Ok("still running")
+        );
     }
 
     #[test]
