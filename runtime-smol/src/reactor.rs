@@ -10,20 +10,22 @@
 //! A socket's readiness is two flags. An event sets them and wakes the task waiting; a read or
 //! write that finds the socket drained clears them. Edge-triggered notification makes that
 //! exact: bytes that arrive after the flag was cleared bring a new event.
+//!
+//! The thread's timers are kept here too: the earliest bounds the thread's wait.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use atomic_waker::AtomicWaker;
 use mio::unix::SourceFd;
-use mio::{Interest, Registry, Token, Waker};
+use mio::{Interest, Registry, Token};
 use slab::Slab;
-
-use crate::timers::Timers;
 
 /// The token of the reactor's own waker (never a socket's slab index).
 pub(crate) const WAKER: Token = Token(usize::MAX);
@@ -33,7 +35,7 @@ pub(crate) const WAKER: Token = Token(usize::MAX);
 #[derive(Debug)]
 pub(crate) struct Reactor {
     registry: Registry,
-    waker: Waker,
+    waker: mio::Waker,
     sources: Mutex<Slab<Arc<Readiness>>>,
     timers: Mutex<Timers>,
     /// The worker waits (or is about to) for I/O: work given to it must wake it.
@@ -50,7 +52,7 @@ impl Reactor {
     pub(crate) fn new(poll: &mio::Poll) -> io::Result<Self> {
         Ok(Self {
             registry: poll.registry().try_clone()?,
-            waker: Waker::new(poll.registry(), WAKER)?,
+            waker: mio::Waker::new(poll.registry(), WAKER)?,
             sources: Mutex::new(Slab::new()),
             timers: Mutex::new(Timers::default()),
             sleeping: AtomicBool::new(false),
@@ -256,6 +258,45 @@ impl Readiness {
         match direction {
             Direction::Read => (&self.readable, &self.reader),
             Direction::Write => (&self.writable, &self.writer),
+        }
+    }
+}
+
+/// The timers set on one worker thread, earliest first.
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    entries: BTreeMap<(Instant, u64), Waker>,
+    next_id: u64,
+}
+
+impl Timers {
+    pub(crate) fn insert(&mut self, at: Instant, waker: Waker) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.entries.insert((at, id), waker);
+        id
+    }
+
+    pub(crate) fn remove(&mut self, at: Instant, id: u64) {
+        self.entries.remove(&(at, id));
+    }
+
+    pub(crate) fn replace_waker(&mut self, at: Instant, id: u64, waker: Waker) {
+        if let Some(entry) = self.entries.get_mut(&(at, id)) {
+            *entry = waker;
+        }
+    }
+
+    /// When the earliest timer is due.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.entries.first_key_value().map(|(&(at, _), _)| at)
+    }
+
+    /// Takes the waker of one timer due at `now`.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Waker> {
+        match self.entries.first_key_value() {
+            Some((&(at, _), _)) if at <= now => self.entries.pop_first().map(|(_, waker)| waker),
+            _ => None,
         }
     }
 }

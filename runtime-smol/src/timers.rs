@@ -1,12 +1,11 @@
-//! Timers of a worker thread, kept beside its reactor: setting one is a tree insert, and the
-//! earliest bounds the thread's wait for I/O.
+//! The runtime's timer: on a worker thread, in its reactor's timers ([`crate::reactor::Timers`]):
+//! setting one is a tree insert, and the earliest bounds the thread's wait for I/O.
 //!
 //! A connection re-arms its timer whenever its session's earliest deadline moves earlier (the
 //! lag bound, a frame left incomplete, a held write). On async-io each re-arm queued an
 //! operation for the process-wide reactor and woke its thread; here it stays on the thread
 //! that runs the connection. Tasks of other threads (the accept loop) use async-io's timers.
 
-use std::collections::BTreeMap;
 use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,46 +14,7 @@ use std::time::Instant;
 
 use crate::reactor::Reactor;
 
-/// The timers set on one worker thread, earliest first.
-#[derive(Debug, Default)]
-pub(crate) struct Timers {
-    entries: BTreeMap<(Instant, u64), Waker>,
-    next_id: u64,
-}
-
-impl Timers {
-    fn insert(&mut self, at: Instant, waker: Waker) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.entries.insert((at, id), waker);
-        id
-    }
-
-    fn remove(&mut self, at: Instant, id: u64) {
-        self.entries.remove(&(at, id));
-    }
-
-    fn replace_waker(&mut self, at: Instant, id: u64, waker: Waker) {
-        if let Some(entry) = self.entries.get_mut(&(at, id)) {
-            *entry = waker;
-        }
-    }
-
-    /// When the earliest timer is due.
-    pub(crate) fn next(&self) -> Option<Instant> {
-        self.entries.first_key_value().map(|(&(at, _), _)| at)
-    }
-
-    /// Takes the waker of one timer due at `now`.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Waker> {
-        match self.entries.first_key_value() {
-            Some((&(at, _), _)) if at <= now => self.entries.pop_first().map(|(_, waker)| waker),
-            _ => None,
-        }
-    }
-}
-
-/// A timer set in a worker thread's [`Timers`].
+/// A timer set in a worker thread's [`Timers`](crate::reactor::Timers).
 #[derive(Debug)]
 struct Entry {
     reactor: Arc<Reactor>,
@@ -63,7 +23,7 @@ struct Entry {
     waker: Waker,
 }
 
-/// The runtime's timer: in its worker thread's [`Timers`] when polled on a worker thread,
+/// The runtime's timer: in its worker thread's [`Timers`](crate::reactor::Timers) when polled on a worker thread,
 /// async-io's elsewhere. After firing it stays pending until set again.
 #[derive(Debug, Default)]
 pub(crate) struct SmolTimer {
