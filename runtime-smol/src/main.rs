@@ -16,12 +16,10 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::thread;
 
 use async_io::Async;
-use cqlmirror_runtime::{Listener, Runtime, Stream};
+use cqlmirror_runtime::{Listener, Runtime, Stream, Workers};
 
 use crate::reactor::{Direction, Source};
 use crate::timers::SmolTimer;
@@ -39,10 +37,7 @@ fn main() -> ExitCode {
 /// moved connections between threads and woke a second thread for nearly every request).
 /// Tasks are dealt to the threads in turn.
 #[derive(Debug, Clone)]
-struct Smol {
-    workers: Arc<[Arc<Worker>]>,
-    next: Arc<AtomicUsize>,
-}
+struct Smol(Workers<Arc<Worker>>);
 
 impl Runtime for Smol {
     type Stream = SmolStream;
@@ -50,40 +45,27 @@ impl Runtime for Smol {
     type Timer = SmolTimer;
 
     fn run<F: Future>(threads: usize, main: impl FnOnce(Self) -> F) -> io::Result<F::Output> {
-        let mut workers = Vec::new();
-        let mut threads_running = Vec::new();
-        for n in 0..threads.max(1) {
+        let (workers, running) = Workers::start(threads, |n| {
             let (worker, poll) = Worker::new()?;
-            let running = Arc::clone(&worker);
-            threads_running.push(thread::Builder::new().name(format!("worker-{n}")).spawn(
-                move || {
-                    if let Err(e) = running.run(poll) {
-                        log::error!("worker thread {n} stopped: waiting for I/O failed: {e}");
-                    }
-                },
-            )?);
-            workers.push(worker);
-        }
-        let runtime = Self {
-            workers: workers.into(),
-            next: Arc::new(AtomicUsize::new(0)),
-        };
-        let handle = runtime.clone();
+            let run = Arc::clone(&worker);
+            Ok((worker, move || {
+                if let Err(e) = run.run(poll) {
+                    log::error!("worker thread {n} stopped: waiting for I/O failed: {e}");
+                }
+            }))
+        })?;
         // The calling thread runs only `main` (the accept loop), on async-io's reactor: a
         // connection's sockets belong to the worker it is given to.
-        let output = smol::future::block_on(main(runtime));
-        for worker in handle.workers.iter() {
+        let output = smol::future::block_on(main(Self(workers.clone())));
+        for worker in workers.all() {
             worker.stop();
         }
-        for thread in threads_running {
-            let _ = thread.join();
-        }
+        running.join();
         Ok(output)
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        self.workers[turn].spawn(task);
+        self.0.next().spawn(task);
     }
 
     fn bind(&self, address: SocketAddr) -> io::Result<Self::Listener> {

@@ -10,13 +10,11 @@ use std::io::{self, IoSlice, Read};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
-use std::thread;
 use std::time::Instant;
 
-use cqlmirror_runtime::{Listener, Runtime, Stream};
+use cqlmirror_runtime::{Listener, Runtime, Stream, Workers};
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
@@ -35,10 +33,7 @@ fn main() -> ExitCode {
 /// stealing cost more CPU per request; see benches/PROFILING.md). Tasks are dealt to the
 /// threads in turn.
 #[derive(Debug, Clone)]
-struct Tokio {
-    workers: Arc<[Handle]>,
-    next: Arc<AtomicUsize>,
-}
+struct Tokio(Workers<Handle>);
 
 impl Runtime for Tokio {
     type Stream = TokioStream;
@@ -46,45 +41,32 @@ impl Runtime for Tokio {
     type Timer = TokioTimer;
 
     fn run<F: Future>(threads: usize, main: impl FnOnce(Self) -> F) -> io::Result<F::Output> {
-        let mut workers = Vec::new();
         let mut stops = Vec::new();
-        let mut running = Vec::new();
-        for n in 0..threads.max(1) {
+        let (workers, running) = Workers::start(threads, |_| {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            workers.push(runtime.handle().clone());
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             stops.push(stop);
-            running.push(
-                thread::Builder::new()
-                    .name(format!("worker-{n}"))
-                    .spawn(move || {
-                        // Ends when the sender is dropped; tasks still running are dropped
-                        // with the runtime.
-                        let _ = runtime.block_on(stopped);
-                    })?,
-            );
-        }
+            let handle = runtime.handle().clone();
+            // Ends when the sender is dropped; tasks still running are dropped with the
+            // runtime.
+            Ok((handle, move || {
+                let _ = runtime.block_on(stopped);
+            }))
+        })?;
         // The calling thread runs `main` (the accept loop) on a runtime of its own.
         let accepting = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let runtime = Self {
-            workers: workers.into(),
-            next: Arc::new(AtomicUsize::new(0)),
-        };
-        let output = accepting.block_on(main(runtime));
+        let output = accepting.block_on(main(Self(workers)));
         drop(stops);
-        for thread in running {
-            let _ = thread.join();
-        }
+        running.join();
         Ok(output)
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        self.workers[turn].spawn(task);
+        self.0.next().spawn(task);
     }
 
     fn bind(&self, address: SocketAddr) -> io::Result<Self::Listener> {
@@ -309,7 +291,7 @@ mod tests {
                         }
                     }
                 }
-                let _ = done.send((got, thread::current().name().map(str::to_owned)));
+                let _ = done.send((got, std::thread::current().name().map(str::to_owned)));
             });
             client.write_all(b"abcd").expect("write");
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -29,6 +29,7 @@ pub mod runtime;
 mod serve;
 pub mod shutdown;
 pub mod tls;
+pub mod workers;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub use cli::{Cli, Settings};
 pub use runtime::{Listener, Runtime, Stream, Timer};
 pub use serve::DRAIN_TIMEOUT;
 pub use shutdown::Shutdown;
+pub use workers::Workers;
 
 /// How often the TLS files are checked for changes.
 const TLS_FILES_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
