@@ -247,16 +247,6 @@ impl Session {
                 body: spliced.tail,
             }
         };
-        let [for_source, for_target] = intake.mapped;
-        let for_source = match for_source {
-            Some(spliced) => rebuilt(spliced),
-            None => base.clone(),
-        };
-        let for_target = match for_target {
-            Some(spliced) => rebuilt(spliced),
-            None => base,
-        };
-        let bodies = [Some(for_source), Some(for_target)];
         let mut permit = None;
         let mut route = route(
             intake.class,
@@ -274,6 +264,30 @@ impl Session {
                 mirror: Mirror::Apply,
             };
         }
+        // Only the clusters the request goes to get a body: each is one more reference to the
+        // client's bytes (an atomic increment, and a decrement when it is dropped).
+        let goes_to = Upstream::BOTH.map(|u| u == route.primary || route.secondary == Some(u));
+        let mut shared_uses = (0..2)
+            .filter(|&i| goes_to[i] && intake.mapped[i].is_none())
+            .count();
+        let mut base = Some(base);
+        let mut bodies = intake
+            .mapped
+            .into_iter()
+            .zip(goes_to)
+            .map(|(spliced, goes)| match (goes, spliced) {
+                (false, _) => None,
+                (true, Some(spliced)) => Some(rebuilt(spliced)),
+                (true, None) => {
+                    shared_uses -= 1;
+                    if shared_uses == 0 {
+                        base.take()
+                    } else {
+                        base.clone()
+                    }
+                }
+            });
+        let bodies = [bodies.next().flatten(), bodies.next().flatten()];
         let (seen, serial) = (self.order.answered, self.next_serial());
         let mut request = Request::new(
             &header,

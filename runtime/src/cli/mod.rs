@@ -1106,6 +1106,8 @@ mod tests {
         assert_eq!(parse_size("64k").unwrap(), 65536);
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("200us").unwrap(), Duration::from_micros(200));
+        assert_eq!(parse_duration("50µs").unwrap(), Duration::from_micros(50));
         assert!(parse_duration("-1s").is_err());
     }
 

@@ -40,7 +40,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("'{s}' is too large"))
 }
 
-/// Parses `12s`, `500ms`, `2m`, `1.5s`, or a bare number of seconds.
+/// Parses `12s`, `500ms`, `200us`, `2m`, `1.5s`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t
@@ -53,10 +53,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let secs = match unit.trim() {
         "" | "s" => n,
         "ms" => n / 1000.0,
+        "us" | "µs" => n / 1e6,
         "m" | "min" => n * 60.0,
         other => {
             return Err(format!(
-                "unknown duration unit '{other}' in '{s}': use ms, s or m"
+                "unknown duration unit '{other}' in '{s}': use us, ms, s or m"
             ));
         }
     };

@@ -76,14 +76,18 @@ impl Histogram {
     }
 
     pub fn record(&self, latency: Duration) {
+        self.record_as(latency, Writer::Shared);
+    }
+
+    fn record_as(&self, latency: Duration, writer: Writer) {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BOUNDS_NANOS
             .iter()
             .position(|&bound| nanos <= bound)
             .unwrap_or(BOUNDS_NANOS.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        writer.add(&self.buckets[bucket], 1);
+        writer.add(&self.sum_nanos, nanos);
+        writer.add(&self.count, 1);
     }
 
     /// Appends this histogram's samples (`name_bucket`, `name_sum`, `name_count`) with
@@ -156,15 +160,76 @@ impl Shard {
     }
 }
 
-/// Shards of the figures: every thread adds to one of its own (threads take them in turn), so
-/// that two worker threads never fight over the cache line of a counter they both add to with
-/// every request; a scrape sums the shards.
-const SHARDS: usize = 8;
+/// Shards of the figures: a thread holds one of its own while it lives, so that two worker
+/// threads never fight over the cache line of a counter they both add to with every request,
+/// and, being the shard's only writer, adds with a plain load and store instead of a locked
+/// read-modify-write. Threads beyond [`LEASES`] share the last shard, with atomic additions.
+/// A scrape sums the shards.
+const LEASES: usize = 8;
+const SHARDS: usize = LEASES + 1;
+const SHARED_SHARD: usize = LEASES;
 
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+/// Bit `i`: shard `i` is held by a living thread.
+static LEASED: AtomicUsize = AtomicUsize::new(0);
+
+/// A thread's hold on a shard, given back when the thread ends.
+struct Lease(usize);
+
+impl Lease {
+    fn take() -> Self {
+        let mut leased = LEASED.load(Ordering::Relaxed);
+        loop {
+            let free = (!leased).trailing_zeros() as usize;
+            if free >= LEASES {
+                return Self(SHARED_SHARD);
+            }
+            // Acquire: the previous holder's last additions happen before this thread's first.
+            match LEASED.compare_exchange_weak(
+                leased,
+                leased | 1 << free,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Self(free),
+                Err(now) => leased = now,
+            }
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.0 < LEASES {
+            LEASED.fetch_and(!(1 << self.0), Ordering::Release);
+        }
+    }
+}
 
 thread_local! {
-    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    static LEASE: Lease = Lease::take();
+}
+
+/// How a thread adds to its shard's counters.
+#[derive(Debug, Clone, Copy)]
+enum Writer {
+    /// The shard's only writer: a load and a store (readers still see whole values).
+    Sole,
+    /// One of several writers.
+    Shared,
+}
+
+impl Writer {
+    fn add(self, counter: &AtomicU64, n: u64) {
+        match self {
+            Self::Sole => counter.store(
+                counter.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            ),
+            Self::Shared => {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -187,10 +252,10 @@ pub enum Outcome {
 impl Requests {
     pub fn answered(&self, opcode: Opcode, write: bool, latency: Duration, added: Duration) {
         let (op, kind) = (slot(opcode), usize::from(write));
-        let shard = self.shard();
-        shard.answered[op][kind].fetch_add(1, Ordering::Relaxed);
-        shard.latency[op][kind].record(latency);
-        shard.added[op][kind].record(added);
+        let (shard, writer) = self.shard();
+        writer.add(&shard.answered[op][kind], 1);
+        shard.latency[op][kind].record_as(latency, writer);
+        shard.added[op][kind].record_as(added, writer);
     }
 
     /// One cluster's part of a request; `latency` only for an answer (not a failure).
@@ -203,16 +268,20 @@ impl Requests {
         latency: Option<Duration>,
     ) {
         let (c, op, kind) = (upstream.index(), slot(opcode), usize::from(write));
-        let shard = self.shard();
-        shard.done[c][op][kind][outcome as usize].fetch_add(1, Ordering::Relaxed);
+        let (shard, writer) = self.shard();
+        writer.add(&shard.done[c][op][kind][outcome as usize], 1);
         if let Some(latency) = latency {
-            shard.cluster_latency[c][op][kind].record(latency);
+            shard.cluster_latency[c][op][kind].record_as(latency, writer);
         }
     }
 
-    /// The calling thread's shard.
-    fn shard(&self) -> &Shard {
-        &self.shards[SHARD.with(|shard| *shard)]
+    /// The calling thread's shard, and how it adds to it.
+    fn shard(&self) -> (&Shard, Writer) {
+        // A thread that is ending (its lease already given back) adds to the shared shard.
+        match LEASE.try_with(|lease| lease.0) {
+            Ok(SHARED_SHARD) | Err(_) => (&self.shards[SHARED_SHARD], Writer::Shared),
+            Ok(own) => (&self.shards[own], Writer::Sole),
+        }
     }
 
     /// A counter summed over the shards.
@@ -384,15 +453,21 @@ mod tests {
     }
 
     #[test]
-    fn figures_recorded_on_several_threads_are_summed_for_a_scrape() {
+    fn figures_recorded_on_more_threads_than_shards_are_summed_exactly() {
         let requests = Requests {
             shards: [const { Shard::new() }; SHARDS],
         };
         let latency = Duration::from_micros(80);
+        const THREADS: usize = LEASES + 4;
+        const EACH: u64 = 1000;
+        // Every thread holds its shard before any adds: at least four share the last one.
+        let ready = std::sync::Barrier::new(THREADS);
         std::thread::scope(|scope| {
-            for _ in 0..3 {
+            for _ in 0..THREADS {
                 scope.spawn(|| {
-                    for _ in 0..10 {
+                    let _ = requests.shard();
+                    ready.wait();
+                    for _ in 0..EACH {
                         requests.answered(Opcode::QUERY, false, latency, Duration::ZERO);
                         requests.cluster_done(
                             Upstream::Source,
@@ -406,21 +481,55 @@ mod tests {
             }
         });
         let query = slot(Opcode::QUERY);
-        let used = requests
-            .shards
+        let shared = requests.shards[SHARED_SHARD].answered[query][0].load(Ordering::Relaxed);
+        assert!(shared >= 4 * EACH, "{shared} in the shared shard");
+        let own = requests.shards[..LEASES]
             .iter()
             .filter(|shard| shard.answered[query][0].load(Ordering::Relaxed) > 0)
             .count();
-        assert_eq!(used, 3, "each thread adds to a shard of its own");
-        assert_eq!(requests.sum(|shard| &shard.answered[query][0]), 30);
+        assert!(own >= 1, "threads with a shard of their own");
+        assert_eq!(
+            requests.sum(|shard| &shard.answered[query][0]),
+            THREADS as u64 * EACH
+        );
+        assert_eq!(
+            requests.sum(|shard| &shard.done[Upstream::Source.index()][query][0][0]),
+            THREADS as u64 * EACH
+        );
         let text = requests.render_histograms();
         for series in [
-            "cqlmirror_request_duration_seconds_count{opcode=\"QUERY\",kind=\"read\"} 30\n",
-            "cqlmirror_request_duration_seconds_bucket{opcode=\"QUERY\",kind=\"read\",le=\"0.0001\"} 30\n",
-            "cqlmirror_cluster_request_duration_seconds_count{cluster=\"source\",opcode=\"QUERY\",kind=\"read\"} 30\n",
-            "cassandraProxy_cqlOperationSourceCassandra_timer_seconds_count{opcode=\"QUERY\",kind=\"read\"} 30\n",
+            "cqlmirror_request_duration_seconds_count{opcode=\"QUERY\",kind=\"read\"} 12000\n",
+            "cqlmirror_request_duration_seconds_bucket{opcode=\"QUERY\",kind=\"read\",le=\"0.0001\"} 12000\n",
+            "cqlmirror_cluster_request_duration_seconds_count{cluster=\"source\",opcode=\"QUERY\",kind=\"read\"} 12000\n",
+            "cassandraProxy_cqlOperationSourceCassandra_timer_seconds_count{opcode=\"QUERY\",kind=\"read\"} 12000\n",
         ] {
             assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_thread_gives_its_shard_back_when_it_ends() {
+        let taken = std::thread::spawn(|| {
+            let (own, _) = REQUESTS.shard();
+            let index = REQUESTS.shards.iter().position(|s| std::ptr::eq(s, own));
+            (index, LEASED.load(Ordering::Acquire))
+        })
+        .join()
+        .unwrap();
+        let (Some(index), held) = taken else {
+            panic!("the shard is one of REQUESTS'");
+        };
+        if index < LEASES {
+            assert_ne!(held & 1 << index, 0, "held while the thread lived");
+            // Another test's thread may take it again at once; wait for a moment without.
+            let released = (0..1000).any(|_| {
+                std::thread::yield_now();
+                LEASED.load(Ordering::Acquire) & 1 << index == 0
+            });
+            assert!(
+                released,
+                "shard {index} still leased after its thread ended"
+            );
         }
     }
 
