@@ -106,7 +106,7 @@ impl Session {
         });
         let out = Outgoing::new(envelope.header().flags, envelope.body().clone());
         let (seen, serial) = (self.order.answered, self.next_serial());
-        let request = Request::new(
+        let request = self.requests.boxed(Request::new(
             envelope.header(),
             Kind::AuthResponse { token },
             route,
@@ -115,7 +115,7 @@ impl Session {
             seen,
             serial,
             now,
-        );
+        ));
         let mut bodies = [None, None];
         bodies[route.primary.index()] = Some(out.clone());
         if let (true, Some(secondary)) = (relay_to_secondary, route.secondary) {
@@ -141,7 +141,7 @@ impl Session {
             self.handshake_route(class)
         };
         let (seen, serial) = (self.order.answered, self.next_serial());
-        let request = Request::new(
+        let request = self.requests.boxed(Request::new(
             envelope.header(),
             kind,
             route,
@@ -150,7 +150,7 @@ impl Session {
             seen,
             serial,
             now,
-        );
+        ));
         self.launch(
             request,
             [Some(out.clone()), Some(out)],

@@ -289,7 +289,7 @@ impl Session {
             });
         let bodies = [bodies.next().flatten(), bodies.next().flatten()];
         let (seen, serial) = (self.order.answered, self.next_serial());
-        let mut request = Request::new(
+        let mut request = self.requests.boxed(Request::new(
             &header,
             intake.kind,
             route,
@@ -298,7 +298,7 @@ impl Session {
             seen,
             serial,
             now,
-        );
+        ));
         request.schema_change = intake.schema_change;
         if route.mirror != Mirror::Apply {
             let mut compare = intake
@@ -806,7 +806,7 @@ impl Session {
     /// once the primary accepted it.
     pub(super) fn launch(
         &mut self,
-        request: Request,
+        request: Box<Request>,
         bodies: [Option<Outgoing>; 2],
         prefix: Bytes,
         now: Instant,

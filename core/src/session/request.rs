@@ -275,7 +275,8 @@ impl Compared {
 }
 
 impl Request {
-    /// A request the client sent with `header`, before it is sent anywhere.
+    /// A request the client sent with `header`, before it is sent anywhere (see
+    /// [`RequestTable::boxed`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         header: &crate::frame::Header,
@@ -314,6 +315,16 @@ impl Request {
         }
     }
 
+    /// Drops what the request owns, keeping its allocation for the next one.
+    fn empty(&mut self) {
+        self.kind = Kind::Plain;
+        self.legs = [Leg::Unused, Leg::Unused];
+        self.query = None;
+        self.compare = None;
+        self.deferred = None;
+        self.journal_keyspace = None;
+    }
+
     pub(crate) fn leg(&self, upstream: Upstream) -> &Leg {
         &self.legs[upstream.index()]
     }
@@ -338,15 +349,47 @@ impl Request {
 
 /// The session's requests, addressed by [`RequestId`]. Slots are reused; the table is as
 /// large as the peak number of requests in flight.
+///
+/// Requests are boxed: a request is a few hundred bytes and passes from its intake to the
+/// table and out again, and every move of the value copied all of it (a tenth of the
+/// instructions per request). The boxes of finished requests are kept for the next ones, so a
+/// request costs no allocation either (a connection's requests are allocated and freed in
+/// bursts, past what the allocator's per-thread cache keeps).
 #[derive(Debug, Default)]
 pub(crate) struct RequestTable {
-    slots: Vec<Option<Request>>,
+    slots: Vec<Option<Box<Request>>>,
     free: Vec<u32>,
+    /// Boxes of finished requests, emptied (see [`Request::empty`]): boxed on purpose, each
+    /// is handed out whole.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Request>>,
     len: usize,
 }
 
+/// Spare boxes kept at most: a connection's peak of requests in flight is usually lower.
+const SPARE: usize = 128;
+
 impl RequestTable {
-    pub(crate) fn insert(&mut self, request: Request) -> RequestId {
+    /// `request` in a box of a finished request, or a new one.
+    pub(crate) fn boxed(&mut self, request: Request) -> Box<Request> {
+        match self.spare.pop() {
+            Some(mut spare) => {
+                *spare = request;
+                spare
+            }
+            None => Box::new(request),
+        }
+    }
+
+    /// Takes back the box of a finished request: what it owns is dropped now, the box kept.
+    pub(crate) fn recycle(&mut self, mut request: Box<Request>) {
+        if self.spare.len() < SPARE {
+            request.empty();
+            self.spare.push(request);
+        }
+    }
+
+    pub(crate) fn insert(&mut self, request: Box<Request>) -> RequestId {
         self.len += 1;
         match self.free.pop() {
             Some(i) => {
@@ -354,9 +397,8 @@ impl RequestTable {
                 RequestId(i)
             }
             None => {
-                // Slots are a few hundred bytes and most connections have one request in
-                // flight at a time: the first few grow one by one (a Vec would jump to four),
-                // so an idle connection keeps one slot, not four.
+                // Most connections have one request in flight at a time: the first few slots
+                // grow one by one (a Vec would jump to four), so an idle connection keeps one.
                 if self.slots.len() < 4 {
                     self.slots.reserve_exact(1);
                 }
@@ -367,14 +409,16 @@ impl RequestTable {
     }
 
     pub(crate) fn get(&self, id: RequestId) -> Option<&Request> {
-        self.slots.get(id.0 as usize).and_then(Option::as_ref)
+        self.slots.get(id.0 as usize).and_then(Option::as_deref)
     }
 
     pub(crate) fn get_mut(&mut self, id: RequestId) -> Option<&mut Request> {
-        self.slots.get_mut(id.0 as usize).and_then(Option::as_mut)
+        self.slots
+            .get_mut(id.0 as usize)
+            .and_then(Option::as_deref_mut)
     }
 
-    pub(crate) fn remove(&mut self, id: RequestId) -> Option<Request> {
+    pub(crate) fn remove(&mut self, id: RequestId) -> Option<Box<Request>> {
         let request = self.slots.get_mut(id.0 as usize)?.take()?;
         self.free.push(id.0);
         self.len -= 1;
@@ -398,7 +442,63 @@ impl RequestTable {
         self.slots
             .iter()
             .flatten()
-            .map(Request::held_answer_bytes)
+            .map(|request| request.held_answer_bytes())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+
+    use super::{Kind, Request, RequestTable};
+    use crate::config::Upstream;
+    use crate::frame::{Direction, Flags, Header, Opcode, ProtocolVersion, StreamId};
+    use crate::routing::{Mirror, Route};
+
+    fn request(stream: i16, now: Instant) -> Request {
+        let header = Header {
+            version: ProtocolVersion::V4,
+            direction: Direction::Request,
+            flags: Flags::empty(),
+            stream: StreamId(stream),
+            opcode: Opcode::QUERY,
+            length: 0,
+        };
+        let route = Route {
+            primary: Upstream::Source,
+            secondary: Some(Upstream::Target),
+            mirror: Mirror::Apply,
+        };
+        Request::new(&header, Kind::Plain, route, true, false, 0, 0, now)
+    }
+
+    #[test]
+    fn a_finished_request_lets_go_of_what_it_held_and_its_box_serves_the_next() {
+        #[allow(clippy::disallowed_methods)] // a test's clock
+        let now = Instant::now();
+        let mut table = RequestTable::default();
+        // Not static: a static `Bytes` is never unique.
+        let query = Bytes::copy_from_slice(b"INSERT INTO ks.t (k) VALUES (1)");
+        let mut first = table.boxed(request(1, now));
+        first.query = Some(query.clone());
+        first.journal_keyspace = Some("ks".to_owned());
+        let id = table.insert(first);
+        assert!(!query.is_unique(), "the request holds the query");
+        let done = table.remove(id).expect("inserted");
+        let address = std::ptr::from_ref::<Request>(&done);
+        table.recycle(done);
+        assert!(query.is_unique(), "recycling drops what the request held");
+        let second = table.boxed(request(2, now));
+        assert_eq!(
+            std::ptr::from_ref::<Request>(&second),
+            address,
+            "the box is reused"
+        );
+        assert_eq!(second.client_stream, StreamId(2));
+        assert!(second.query.is_none() && second.journal_keyspace.is_none());
+        assert!(table.is_empty());
     }
 }
