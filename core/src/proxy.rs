@@ -153,8 +153,6 @@ pub struct Proxy {
 pub struct Stats {
     pub sessions_opened: AtomicU64,
     pub sessions_closed: AtomicU64,
-    /// Requests whose answer reached the client.
-    pub requests: AtomicU64,
     /// Requests that failed on one cluster, indexed by [`Upstream::index`].
     pub failed: [AtomicU64; 2],
     /// Writes acknowledged to the client (the primary applied them) that did not reach this
@@ -653,10 +651,6 @@ impl Proxy {
     /// Counts a write the client was told succeeded that `upstream` (the secondary) missed.
     pub(crate) fn count_missed_write(&self, upstream: Upstream) {
         self.stats.missed_writes[upstream.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn count_answered(&self) {
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn session_closed(&self) {

@@ -140,6 +140,12 @@ fn check_len(length: u64, max: usize) -> Result<usize, DecodeError> {
 }
 
 impl Envelope {
+    /// Whether the body is compressed: [`Envelope::decompressed`] would make a new envelope.
+    pub fn has_compressed_body(&self) -> bool {
+        let header = self.header();
+        header.flags.contains(Flags::COMPRESSION) && header.version != ProtocolVersion::V5
+    }
+
     /// The envelope with a plain body: decompressed and the compression flag cleared if it was
     /// set, otherwise a cheap clone. `compression` is what the connection negotiated; a
     /// compressed frame on a connection without compression is an error, as is a body that
@@ -152,7 +158,7 @@ impl Envelope {
         max_body_len: usize,
     ) -> Result<Envelope, DecodeError> {
         let header = *self.header();
-        if !header.flags.contains(Flags::COMPRESSION) || header.version == ProtocolVersion::V5 {
+        if !self.has_compressed_body() {
             return Ok(self.clone());
         }
         let Some(compression) = compression else {

@@ -397,7 +397,6 @@ impl Session {
             }
         }
         self.drop_answer_bodies(id);
-        self.proxy.count_answered();
         self.events.push_back(Event::Answered {
             opcode,
             write,

@@ -178,10 +178,14 @@ impl Session {
         let version = envelope.version();
         let header = *envelope.header();
         let max = self.proxy.config().max_frame_size;
-        let (prefix, message) = match envelope
-            .decompressed(self.compression, max)
-            .and_then(|plain| split_prefix(&plain))
-        {
+        // A plain body is read where it is (a clone of the envelope is a reference count more).
+        let split = match envelope.has_compressed_body() {
+            true => envelope
+                .decompressed(self.compression, max)
+                .and_then(|plain| split_prefix(&plain)),
+            false => split_prefix(&envelope),
+        };
+        let (prefix, message) = match split {
             Ok(parts) => parts,
             Err(e) => {
                 return self.fatal_client_error(
@@ -266,28 +270,25 @@ impl Session {
         }
         // Only the clusters the request goes to get a body: each is one more reference to the
         // client's bytes (an atomic increment, and a decrement when it is dropped).
-        let goes_to = Upstream::BOTH.map(|u| u == route.primary || route.secondary == Some(u));
-        let mut shared_uses = (0..2)
-            .filter(|&i| goes_to[i] && intake.mapped[i].is_none())
-            .count();
+        let [source_spliced, target_spliced] = intake.mapped;
+        let to_source =
+            route.primary == Upstream::Source || route.secondary == Some(Upstream::Source);
+        let to_target =
+            route.primary == Upstream::Target || route.secondary == Some(Upstream::Target);
+        let source_shares = to_source && source_spliced.is_none();
         let mut base = Some(base);
-        let mut bodies = intake
-            .mapped
-            .into_iter()
-            .zip(goes_to)
-            .map(|(spliced, goes)| match (goes, spliced) {
-                (false, _) => None,
-                (true, Some(spliced)) => Some(rebuilt(spliced)),
-                (true, None) => {
-                    shared_uses -= 1;
-                    if shared_uses == 0 {
-                        base.take()
-                    } else {
-                        base.clone()
-                    }
-                }
-            });
-        let bodies = [bodies.next().flatten(), bodies.next().flatten()];
+        let for_target = match (to_target, target_spliced) {
+            (false, _) => None,
+            (true, Some(spliced)) => Some(rebuilt(spliced)),
+            (true, None) if source_shares => base.clone(),
+            (true, None) => base.take(),
+        };
+        let for_source = match (to_source, source_spliced) {
+            (false, _) => None,
+            (true, Some(spliced)) => Some(rebuilt(spliced)),
+            (true, None) => base.take(),
+        };
+        let bodies = [for_source, for_target];
         let (seen, serial) = (self.order.answered, self.next_serial());
         let mut request = self.requests.boxed(Request::new(
             &header,
