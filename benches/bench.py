@@ -37,6 +37,9 @@ falls on all of them alike. CPU per request is user + system time of the process
 answered requests. The ratios of the goals are computed within each round, then their median and
 spread reported. --quick (2 short rounds, no other rows) is for iterating.
 
+`scripts/bench --instructions` counts instructions per request under valgrind instead
+(benches/instructions.py): the figure that does not move with the machine's load.
+
 Standard library only. Results go to target/bench/ (results.md, results.json, logs/).
 """
 
