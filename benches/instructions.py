@@ -5,10 +5,11 @@ not move with the machine's load, unlike CPU time on a shared 2-core VM (where t
 shows.
 
 For the raw relay and each proxy binary (and, with --baseline DIR, DIR's proxies), the proxies
-in the primary read mode against two `cqlmirror-null` backends, the relay in front of one: the proxy runs under callgrind, `cqlmirror-load` sends a fixed number
-of pipelined requests (closed loop, every answer checked), the proxy is stopped and callgrind's
-total read. Two runs, of `--requests` and of ten times as many, are subtracted, so that what a
-proxy does once (start-up, the handshakes, PREPAREs) cancels out: what is left is divided by the
+in the primary read mode against two `cqlmirror-null` backends, the relay in front of one: the
+binary runs under callgrind, `cqlmirror-load` sends a fixed number of pipelined requests
+(closed loop, every answer checked), the binary is stopped and callgrind's total read. Two
+runs, of `--requests` and of ten times as many, are subtracted, so that what a binary does
+once (start-up, the handshakes, PREPAREs) cancels out: what is left is divided by the
 difference in requests. Reads only, then mixed (--reads, 50% by default).
 
 Counts user-space instructions of every thread of the proxy, not the kernel's work (system
