@@ -278,10 +278,9 @@ def rounds_table(measured, names, cpu_of):
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name in names:
         runs = [r["runs"][name] for r in measured]
-        added = [r["runs"][name]["half"]["latency_us"]["p50"] - r["runs"]["direct"]["half"]["latency_us"]["p50"]
-                 for r in measured]
-        coalesced = [r["runs"][name]["coalesced"]["latency_us"]["p50"]
-                     - r["runs"]["direct"]["coalesced"]["latency_us"]["p50"] for r in measured]
+        def added(key):
+            return [r["runs"][name][key]["latency_us"]["p50"] - r["runs"]["direct"][key]["latency_us"]["p50"]
+                    for r in measured]
         errors = sum(run[k]["errors"]["total"] for run in runs
                      for k in ("closed", "reads", "half", "coalesced", "low"))
         lines.append(
@@ -292,8 +291,8 @@ def rounds_table(measured, names, cpu_of):
             f"| {with_spread([r['reads']['cpu_us_per_request'] for r in runs])} "
             f"| {with_spread([r['low']['cpu_us_per_request'] for r in runs])} "
             f"| {with_spread([r['half']['latency_us']['p50'] for r in runs], 1)} "
-            f"| {'—' if name == 'direct' else with_spread(added, 1)} "
-            f"| {'—' if name == 'direct' else with_spread(coalesced, 1)} |")
+            f"| {'—' if name == 'direct' else with_spread(added('half'), 1)} "
+            f"| {'—' if name == 'direct' else with_spread(added('coalesced'), 1)} |")
     return "\n".join(lines)
 
 

@@ -23,8 +23,8 @@ struct Entry {
     waker: Waker,
 }
 
-/// The runtime's timer: in its worker thread's [`Timers`](crate::reactor::Timers) when polled on a worker thread,
-/// async-io's elsewhere. After firing it stays pending until set again.
+/// The runtime's timer: in its worker thread's [`Timers`](crate::reactor::Timers) when polled
+/// on a worker thread, async-io's elsewhere. After firing it stays pending until set again.
 #[derive(Debug, Default)]
 pub(crate) struct SmolTimer {
     at: Option<Instant>,

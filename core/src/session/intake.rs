@@ -271,10 +271,10 @@ impl Session {
         // Only the clusters the request goes to get a body: each is one more reference to the
         // client's bytes (an atomic increment, and a decrement when it is dropped).
         let [source_spliced, target_spliced] = intake.mapped;
-        let to_source =
-            route.primary == Upstream::Source || route.secondary == Some(Upstream::Source);
-        let to_target =
-            route.primary == Upstream::Target || route.secondary == Some(Upstream::Target);
+        let (to_source, to_target) = (
+            route.includes(Upstream::Source),
+            route.includes(Upstream::Target),
+        );
         let source_shares = to_source && source_spliced.is_none();
         let mut base = Some(base);
         let for_target = match (to_target, target_spliced) {

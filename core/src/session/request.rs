@@ -315,7 +315,8 @@ impl Request {
         }
     }
 
-    /// Drops what the request owns, keeping its allocation for the next one.
+    /// Drops what the request owns, keeping its allocation for the next one. Every field that
+    /// holds memory (bytes of a frame above all) is reset here, or a spare box would keep it.
     fn empty(&mut self) {
         self.kind = Kind::Plain;
         self.legs = [Leg::Unused, Leg::Unused];

@@ -75,11 +75,7 @@ impl Histogram {
         }
     }
 
-    pub fn record(&self, latency: Duration) {
-        self.record_as(latency, Writer::Shared);
-    }
-
-    fn record_as(&self, latency: Duration, writer: Writer) {
+    fn record(&self, latency: Duration, writer: Writer) {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BOUNDS_NANOS
             .iter()
@@ -254,8 +250,8 @@ impl Requests {
         let (op, kind) = (slot(opcode), usize::from(write));
         let (shard, writer) = self.shard();
         writer.add(&shard.answered[op][kind], 1);
-        shard.latency[op][kind].record_as(latency, writer);
-        shard.added[op][kind].record_as(added, writer);
+        shard.latency[op][kind].record(latency, writer);
+        shard.added[op][kind].record(added, writer);
     }
 
     /// One cluster's part of a request; `latency` only for an answer (not a failure).
@@ -271,7 +267,7 @@ impl Requests {
         let (shard, writer) = self.shard();
         writer.add(&shard.done[c][op][kind][outcome as usize], 1);
         if let Some(latency) = latency {
-            shard.cluster_latency[c][op][kind].record_as(latency, writer);
+            shard.cluster_latency[c][op][kind].record(latency, writer);
         }
     }
 
@@ -419,9 +415,9 @@ mod tests {
     #[test]
     fn a_histogram_renders_cumulative_buckets_sum_and_count() {
         let h = Histogram::new();
-        h.record(Duration::from_micros(80)); // <= 100 µs
-        h.record(Duration::from_micros(1500)); // <= 2.5 ms
-        h.record(Duration::from_secs(20)); // above every bound
+        h.record(Duration::from_micros(80), Writer::Shared); // <= 100 µs
+        h.record(Duration::from_micros(1500), Writer::Shared); // <= 2.5 ms
+        h.record(Duration::from_secs(20), Writer::Shared); // above every bound
         let mut out = String::new();
         h.render(&mut out, "x_seconds", "a=\"b\"");
         assert!(
